@@ -1,0 +1,101 @@
+"""Exceptions raised by the Zuora AQuA provider.
+
+Every error is an :class:`AquaError` (an ``AirflowException``). Errors answered by Zuora carry
+the HTTP status, the Zuora error code, the message and the ``Zuora-Request-Id`` response header,
+which Zuora support asks for. No exception text ever contains a token or a client secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class AquaError(AirflowException):
+    """Base class of every error of this provider."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.error_code = error_code
+        self.request_id = request_id
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        details = []
+        if self.status_code is not None:
+            details.append(f"HTTP {self.status_code}")
+        if self.error_code:
+            details.append(f"error code {self.error_code}")
+        if self.request_id:
+            details.append(f"Zuora-Request-Id {self.request_id}")
+        return f"{self.message} ({', '.join(details)})" if details else self.message
+
+
+class AquaConfigurationError(AquaError, ValueError):
+    """A connection field or an argument is invalid; the message names it and the fix."""
+
+
+class AquaTransportError(AquaError):
+    """
+    The request got no HTTP answer (connection refused or dropped, timeout).
+
+    ``request_sent`` is False only when the connection was never made, so the request cannot
+    have reached Zuora.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool, **kwargs: Any) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, **kwargs)
+
+
+class AquaApiError(AquaError):
+    """Zuora answered with an error: an HTTP error status or an error body."""
+
+
+class AquaAuthenticationError(AquaApiError):
+    """Zuora refused the credentials or the token."""
+
+
+class AquaRateLimitError(AquaApiError):
+    """Zuora answered ``429 Too Many Requests`` or the concurrent-job limit error; nothing was processed."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class AquaServerError(AquaApiError):
+    """Zuora answered with a ``5xx`` status."""
+
+
+class AquaJobNotFoundError(AquaApiError):
+    """No AQuA job has the given id."""
+
+
+class AquaJobError(AquaError):
+    """An error about one job; carries the job JSON as Zuora last returned it."""
+
+    def __init__(self, message: str, *, job: dict[str, Any], **kwargs: Any) -> None:
+        self.job = job
+        super().__init__(message, **kwargs)
+
+
+class AquaJobAlreadyFinishedError(AquaJobError):
+    """The job could not be cancelled because it had already finished."""
+
+
+class AquaJobFailedError(AquaJobError):
+    """The job ended in a status other than ``completed``, or one of its batches failed."""
+
+
+class AquaJobTimeoutError(AquaJobError):
+    """The job did not finish within the operator's timeout; it was cancelled."""

@@ -1,0 +1,298 @@
+"""Hook for Zuora AQuA (Aggregate Query API): the one place that speaks HTTP to Zuora."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from functools import cached_property
+from typing import Any
+
+import requests
+import tenacity
+import urllib3.exceptions
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaApiError,
+    AquaAuthenticationError,
+    AquaJobAlreadyFinishedError,
+    AquaRateLimitError,
+    AquaServerError,
+    AquaTransportError,
+)
+from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
+from airflow_provider_zuora_aqua.utils.protocol import (
+    HttpAnswer,
+    build_headers,
+    parse_answer,
+    validate_job_id,
+    validate_track_id,
+)
+from airflow_provider_zuora_aqua.utils.retry import retry_policy
+from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
+
+TOKEN_PATH = "/oauth/token"
+JOBS_PATH = "/v1/batch-query/jobs"
+SUBMIT_PATH = "/v1/batch-query/"
+_CONNECT_TIMEOUT = 10.0
+_DEFAULT_TOKEN_LIFETIME = 3599.0
+
+
+class AquaJobStatus(str, Enum):
+    """Statuses of an AQuA job (and of its batches)."""
+
+    SUBMITTED = "submitted"
+    PENDING = "pending"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    ERROR = "error"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @classmethod
+    def is_terminal(cls, status: str | None) -> bool:
+        return (status or "").lower() in TERMINAL_STATUSES
+
+    @classmethod
+    def is_failure(cls, status: str | None) -> bool:
+        return cls.is_terminal(status) and (status or "").lower() != cls.COMPLETED
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        AquaJobStatus.COMPLETED,
+        AquaJobStatus.ERROR,
+        AquaJobStatus.ABORTED,
+        AquaJobStatus.CANCELLED,
+        AquaJobStatus.FAILED,
+    }
+)
+
+
+class ZuoraAquaHook(BaseHook):
+    """
+    Interact with Zuora AQuA: OAuth token, submit, read and cancel jobs.
+
+    One OAuth token per connection is shared by all hooks and threads of the process and
+    refreshed shortly before it expires; on a ``401`` the hook fetches a new token once and
+    sends the call once more. Connection errors, ``429`` (honouring ``Retry-After``) and ``5xx``
+    are retried with backoff, bounded by the connection's ``max_retries`` and
+    ``retry_max_seconds`` extras; other ``4xx`` answers are final.
+
+    :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``.
+    """
+
+    conn_name_attr = "zuora_conn_id"
+    default_conn_name = "zuora_aqua_default"
+    conn_type = "zuora_aqua"
+    hook_name = "Zuora AQuA"
+
+    def __init__(self, zuora_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.zuora_conn_id = zuora_conn_id
+
+    @cached_property
+    def settings(self) -> AquaConnectionSettings:
+        """The validated connection; the client secret is registered with the secrets masker."""
+        settings = AquaConnectionSettings.from_connection(self.get_connection(self.zuora_conn_id))
+        mask_secret(settings.client_secret)
+        return settings
+
+    @cached_property
+    def _session(self) -> requests.Session:
+        return requests.Session()
+
+    def get_conn(self) -> requests.Session:
+        """Return the HTTP session the hook uses."""
+        return self._session
+
+    def get_access_token(self) -> str:
+        """Return the shared OAuth token of this connection, fetching one when needed."""
+        return tenacity.Retrying(**retry_policy(self.settings))(self._cached_token)
+
+    def get_job(self, job_id: str, *, track_id: str | None = None) -> dict[str, Any]:
+        """
+        Return the job JSON (``GET /v1/batch-query/jobs/{jobid}``).
+
+        :raises AquaJobNotFoundError: no job has this id.
+        """
+        job_id = validate_job_id(job_id)
+        return self._request("GET", f"{JOBS_PATH}/{job_id}", job_id=job_id, track_id=track_id)
+
+    def cancel_job(
+        self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None
+    ) -> dict[str, Any]:
+        """
+        Cancel a job (``DELETE /v1/batch-query/jobs/{jobid}``) and return the job JSON.
+
+        Zuora refuses to cancel a finished job, in a shape it does not document (an HTTP error
+        or an HTTP 200 error body). On a refusal the hook reads the job again: a job in a
+        terminal status raises :class:`AquaJobAlreadyFinishedError` with that job's JSON.
+
+        :param max_seconds: bound on the whole call, retries included, for callers that must
+            finish quickly (``on_kill`` has a few seconds before SIGKILL).
+        :raises AquaJobAlreadyFinishedError: the job had already finished.
+        :raises AquaJobNotFoundError: no job has this id.
+        """
+        job_id = validate_job_id(job_id)
+        path = f"{JOBS_PATH}/{job_id}"
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self.log.info("Cancelling AQuA job %s", job_id)
+        try:
+            job = self._request("DELETE", path, job_id=job_id, track_id=track_id, deadline=deadline)
+        except (AquaAuthenticationError, AquaRateLimitError, AquaServerError):
+            raise
+        except AquaApiError as refusal:
+            job = self._request("GET", path, job_id=job_id, track_id=track_id, deadline=deadline)
+            if not AquaJobStatus.is_terminal(job.get("status")):
+                raise
+            raise AquaJobAlreadyFinishedError(
+                f"AQuA job {job_id} already finished with status {job.get('status')!r}; nothing to cancel",
+                job=job,
+                status_code=refusal.status_code,
+                error_code=refusal.error_code,
+                request_id=refusal.request_id,
+            ) from None
+        status = job.get("status")
+        if AquaJobStatus.is_terminal(status) and status != AquaJobStatus.CANCELLED:
+            raise AquaJobAlreadyFinishedError(
+                f"AQuA job {job_id} already finished with status {status!r}; nothing to cancel", job=job
+            )
+        self.log.info("AQuA job %s is now %s", job_id, status)
+        return job
+
+    def submit_job(self, body: dict[str, Any], *, track_id: str | None = None) -> dict[str, Any]:
+        """
+        Submit a job (``POST /v1/batch-query/``) and return the job JSON with its ``id``.
+
+        A submit is not idempotent: it is sent again only when the request cannot have reached
+        Zuora (no connection made, ``429``, ``503``). After a read timeout or a dropped
+        connection the job may exist, so the :class:`AquaTransportError` is raised instead.
+        """
+        return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Fetch a token, for the Test button of the connections UI."""
+        try:
+            self.get_access_token()
+        except Exception as exc:
+            return False, str(exc)
+        return True, f"Connected to {self.settings.base_url}: Zuora issued an OAuth token."
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        job_id: str | None = None,
+        json: dict[str, Any] | None = None,
+        track_id: str | None = None,
+        idempotent: bool = True,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """Send one AQuA call with token, headers, retries and error mapping."""
+        track_id = validate_track_id(track_id)
+        max_seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        def attempt() -> dict[str, Any]:
+            answer = self._send_authenticated(method, path, json=json, track_id=track_id, deadline=deadline)
+            return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
+
+        return tenacity.Retrying(**retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds))(
+            attempt
+        )
+
+    def _send_authenticated(
+        self, method: str, path: str, *, json: dict[str, Any] | None, track_id: str | None, deadline: float | None
+    ) -> HttpAnswer:
+        """Send with the shared token; on a 401, replace the token once and send once more."""
+        token = self._cached_token(deadline)
+        answer = self._send(method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline)
+        if answer.status != 401:
+            return answer
+        self.log.info("Zuora answered 401 to %s %s: fetching a new OAuth token and retrying once", method, path)
+        TOKEN_CACHE.invalidate(self.settings.token_cache_key, token)
+        token = self._cached_token(deadline)
+        return self._send(method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline)
+
+    def _cached_token(self, deadline: float | None = None) -> str:
+        return TOKEN_CACHE.get(self.settings.token_cache_key, lambda: self._fetch_token(deadline))
+
+    def _fetch_token(self, deadline: float | None) -> tuple[str, float]:
+        settings = self.settings
+        form = {
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+            "grant_type": "client_credentials",
+        }
+        answer = self._send("POST", TOKEN_PATH, headers={"Accept": "application/json"}, data=form, deadline=deadline)
+        try:
+            body = parse_answer(answer, what=f"POST {TOKEN_PATH}", required_key="access_token")
+        except AquaApiError as exc:
+            if exc.status_code not in (400, 401, 403):
+                raise
+            raise AquaAuthenticationError(
+                f"Zuora refused the OAuth client credentials of connection {settings.conn_id!r} "
+                f"({exc.message}); check its Client ID and Client Secret",
+                status_code=exc.status_code,
+                error_code=exc.error_code,
+                request_id=exc.request_id,
+            ) from None
+        token = str(body["access_token"])
+        mask_secret(token)
+        expires_in = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
+        self.log.info("Fetched a Zuora OAuth token for connection %s (valid %d s)", settings.conn_id, expires_in)
+        return token, expires_in
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        json: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        deadline: float | None = None,
+    ) -> HttpAnswer:
+        """One HTTP exchange; transport failures become :class:`AquaTransportError`."""
+        timeout = self.settings.timeout
+        if deadline is not None:
+            timeout = max(0.1, min(timeout, deadline - time.monotonic()))
+        try:
+            response = self._session.request(
+                method,
+                f"{self.settings.base_url}{path}",
+                headers=headers,
+                json=json,
+                data=data,
+                timeout=(min(_CONNECT_TIMEOUT, timeout), timeout),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise AquaTransportError(
+                f"{method} {path} to {self.settings.base_url} failed: {_describe_transport_error(exc)}",
+                request_sent=_request_may_have_arrived(exc),
+            ) from None
+        return HttpAnswer(response.status_code, response.headers, response.content)
+
+
+def _request_may_have_arrived(exc: requests.RequestException) -> bool:
+    """False only when no connection was made, so Zuora cannot have seen the request."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
+
+
+def _describe_transport_error(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "timed out while connecting"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "timed out waiting for the answer"
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        # Drop urllib3's "<HTTPConnection object at 0x...>: " prefix.
+        return f"could not connect: {str(reason).split(': ', 1)[-1]}"
+    return f"{type(exc).__name__}: {reason or exc}"

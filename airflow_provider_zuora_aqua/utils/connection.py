@@ -1,0 +1,198 @@
+"""Turn an Airflow connection of type ``zuora_aqua`` into validated client settings."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+
+CONN_TYPE = "zuora_aqua"
+
+#: Documented ``environment`` extra → REST base URL (from ``zuora_sdk.zuora_client.ZuoraEnvironment``).
+ENVIRONMENTS: dict[str, str] = {
+    "us-production": "https://rest.zuora.com",
+    "us-cloud-production": "https://rest.na.zuora.com",
+    "eu-production": "https://rest.eu.zuora.com",
+    "ap-production": "https://rest.ap.zuora.com",
+    "us-api-sandbox": "https://rest.apisandbox.zuora.com",
+    "us-cloud-api-sandbox": "https://rest.sandbox.na.zuora.com",
+    "eu-api-sandbox": "https://rest.sandbox.eu.zuora.com",
+    "us-central-sandbox": "https://rest.test.zuora.com",
+    "eu-central-sandbox": "https://rest.test.eu.zuora.com",
+    "ap-central-sandbox": "https://rest.test.ap.zuora.com",
+}
+#: The names Zuora's own SDK uses for the same environments, accepted too.
+SDK_ENVIRONMENT_ALIASES: dict[str, str] = {
+    "prod": "us-production",
+    "prod_na": "us-cloud-production",
+    "prod_eu": "eu-production",
+    "prod_ap": "ap-production",
+    "sbx": "us-api-sandbox",
+    "sbx_na": "us-cloud-api-sandbox",
+    "sbx_eu": "eu-api-sandbox",
+    "csbx": "us-central-sandbox",
+    "csbx_eu": "eu-central-sandbox",
+    "csbx_ap": "ap-central-sandbox",
+}
+
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_RETRY_BACKOFF = 1.0
+DEFAULT_RETRY_MAX_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class AquaConnectionSettings:
+    """Everything a client needs to talk to one Zuora tenant, validated."""
+
+    conn_id: str
+    base_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    entity_ids: str | None = None
+    org_ids: str | None = None
+    zuora_version: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    retry_max_seconds: float = DEFAULT_RETRY_MAX_SECONDS
+
+    @property
+    def token_cache_key(self) -> tuple[str, str, str]:
+        """Identify the token: a rotated secret must not reuse the old secret's token."""
+        secret_digest = hashlib.sha256(self.client_secret.encode()).hexdigest()
+        return (self.base_url, self.client_id, secret_digest)
+
+    @classmethod
+    def from_connection(cls, conn: Connection) -> AquaConnectionSettings:
+        """Validate the connection; errors name the field to fix."""
+        extras = _Extras(conn.conn_id, conn.extra_dejson)
+        if not conn.login:
+            raise _field_error(conn.conn_id, "Client ID (login)", "set it to the OAuth client id")
+        if not conn.password:
+            raise _field_error(conn.conn_id, "Client Secret (password)", "set it to the OAuth client secret")
+        return cls(
+            conn_id=conn.conn_id,
+            base_url=resolve_base_url(conn.conn_id, conn.host, conn.port, extras.string("environment")),
+            client_id=conn.login,
+            client_secret=conn.password,
+            entity_ids=extras.header_value("entity_ids"),
+            org_ids=extras.header_value("org_ids"),
+            zuora_version=extras.header_value("zuora_version"),
+            timeout=extras.number("timeout", DEFAULT_TIMEOUT, minimum=1),
+            max_retries=int(extras.number("max_retries", DEFAULT_MAX_RETRIES, minimum=0, integer=True)),
+            retry_backoff=extras.number("retry_backoff", DEFAULT_RETRY_BACKOFF, minimum=0),
+            retry_max_seconds=extras.number("retry_max_seconds", DEFAULT_RETRY_MAX_SECONDS, minimum=0),
+        )
+
+
+def resolve_base_url(conn_id: str, host: str | None, port: int | None, environment: str | None) -> str:
+    """Return the REST base URL from the ``host`` field, or from the ``environment`` extra."""
+    host = (host or "").strip()
+    if not host:
+        if not environment:
+            raise _field_error(
+                conn_id,
+                "REST base URL (host)",
+                "set it (for example https://rest.test.zuora.com) or set the extra 'environment' "
+                f"to one of: {', '.join(ENVIRONMENTS)}",
+            )
+        return _environment_url(conn_id, environment)
+
+    url = host if "://" in host else f"https://{host}"
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http") or not parts.hostname:
+        raise _field_error(conn_id, "REST base URL (host)", f"{host!r} is not a URL; use https://<host>")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise _field_error(
+            conn_id,
+            "REST base URL (host)",
+            "remove credentials, query and fragment from it; put the client id and secret in "
+            "the Client ID and Client Secret fields",
+        )
+    if scheme == "http" and not is_loopback(parts.hostname):
+        raise _field_error(
+            conn_id,
+            "REST base URL (host)",
+            f"plain http:// is refused for {parts.hostname!r} because the client secret and token "
+            "would cross the network unencrypted; use https:// (http is allowed only for "
+            "loopback hosts such as the local simulator)",
+        )
+    netloc = parts.netloc
+    if port and parts.port is None:
+        netloc = f"{netloc}:{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def is_loopback(hostname: str) -> bool:
+    """``localhost``, 127.0.0.0/8 and ::1."""
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _environment_url(conn_id: str, environment: str) -> str:
+    name = environment.strip().lower()
+    name = SDK_ENVIRONMENT_ALIASES.get(name, name)
+    if name not in ENVIRONMENTS:
+        raise _field_error(
+            conn_id, "extra 'environment'", f"{environment!r} is unknown; use one of: {', '.join(ENVIRONMENTS)}"
+        )
+    return ENVIRONMENTS[name]
+
+
+def _field_error(conn_id: str, field_name: str, fix: str) -> AquaConfigurationError:
+    return AquaConfigurationError(f"Zuora AQuA connection {conn_id!r}: {field_name}: {fix}.")
+
+
+class _Extras:
+    """Read extras as the UI stores them, plain or ``extra__zuora_aqua__`` prefixed, typed."""
+
+    def __init__(self, conn_id: str, extras: dict[str, Any]) -> None:
+        self._conn_id = conn_id
+        self._extras = extras
+
+    def raw(self, name: str) -> Any:
+        value = self._extras.get(name)
+        if value in (None, ""):
+            value = self._extras.get(f"extra__{CONN_TYPE}__{name}")
+        return None if value in (None, "") else value
+
+    def string(self, name: str) -> str | None:
+        value = self.raw(name)
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(item).strip() for item in value)
+        return None if value is None else str(value).strip() or None
+
+    def header_value(self, name: str) -> str | None:
+        value = self.string(name)
+        if value is not None and any(ord(char) < 32 or ord(char) > 126 for char in value):
+            raise _field_error(
+                self._conn_id, f"extra {name!r}", "use printable US-ASCII only (it is sent as an HTTP header)"
+            )
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float, integer: bool = False) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if math.isnan(number) or number < minimum or (integer and not number.is_integer()):
+            kind = "a whole number" if integer else "a number"
+            raise _field_error(self._conn_id, f"extra {name!r}", f"{value!r} is invalid; use {kind} >= {minimum:g}")
+        return number

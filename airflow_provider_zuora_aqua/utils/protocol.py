@@ -1,0 +1,218 @@
+"""The AQuA wire rules shared by the sync hook and the async trigger.
+
+Input checks that run before any request, the headers every call sends, and the reading of an
+answer into either JSON or one of the provider's exceptions. Transport-free: the callers bring
+the HTTP client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaApiError,
+    AquaAuthenticationError,
+    AquaConfigurationError,
+    AquaJobNotFoundError,
+    AquaRateLimitError,
+    AquaServerError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
+
+REQUEST_ID_HEADER = "Zuora-Request-Id"
+TRACK_ID_HEADER = "Zuora-Track-Id"
+TRACK_ID_MAX_LENGTH = 64
+_TRACK_ID_FORBIDDEN = frozenset(':;"\'')
+#: AQuA error codes meaning "no such job/batch" (90001 Invalid Batch Id, 90002 Invalid Job Id).
+JOB_NOT_FOUND_CODES = frozenset({"90001", "90002"})
+#: AQuA error code for the concurrent-job limit: transient, like a 429.
+JOB_LIMIT_CODES = frozenset({"90028"})
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What any HTTP client got back, reduced to what the AQuA rules read."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def request_id(self) -> str | None:
+        return self.headers.get(REQUEST_ID_HEADER)
+
+
+def validate_job_id(job_id: object) -> str:
+    """Refuse anything but a plain id, so that a job id can never change the request path."""
+    if isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) and ".." not in job_id:
+        return job_id
+    raise AquaConfigurationError(
+        f"job_id {job_id!r} is not a valid AQuA job id: pass the plain id Zuora returned on submit "
+        "(letters, digits, '-', '_' and '.', for example 'e20b07474688ad5001468daf10e501de'), "
+        "without spaces, slashes, '..', '?', '#' or '%'."
+    )
+
+
+def validate_track_id(track_id: object) -> str | None:
+    """Apply Zuora's documented Track-Id rules; ``None`` or ``""`` means no header."""
+    if track_id is None or track_id == "":
+        return None
+    if not isinstance(track_id, str):
+        raise AquaConfigurationError(f"track_id must be a string, got {type(track_id).__name__}.")
+    problems = []
+    if len(track_id) > TRACK_ID_MAX_LENGTH:
+        problems.append(f"it has {len(track_id)} characters (at most {TRACK_ID_MAX_LENGTH})")
+    if any(not 32 <= ord(char) <= 126 for char in track_id):
+        problems.append("it has non-printable or non-US-ASCII characters")
+    if _TRACK_ID_FORBIDDEN.intersection(track_id):
+        problems.append("it contains one of : ; \" '")
+    if problems:
+        raise AquaConfigurationError(
+            f"track_id {track_id!r} is not a valid Zuora-Track-Id: {'; '.join(problems)}. "
+            "Use at most 64 printable US-ASCII characters without : ; \" '."
+        )
+    return track_id
+
+
+def make_track_id(*parts: object) -> str:
+    """Build a valid Track-Id from arbitrary parts; long values keep a digest to stay unique."""
+    raw = ".".join(str(part) for part in parts)
+    cleaned = "".join(
+        "-" if not 32 < ord(char) <= 126 or char in _TRACK_ID_FORBIDDEN else char for char in raw
+    )
+    if len(cleaned) <= TRACK_ID_MAX_LENGTH:
+        return cleaned
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:12]
+    return f"{cleaned[: TRACK_ID_MAX_LENGTH - len(digest) - 1]}~{digest}"
+
+
+def build_headers(settings: AquaConnectionSettings, token: str, track_id: str | None) -> dict[str, str]:
+    """Headers of every AQuA call."""
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip",
+    }
+    optional = {
+        "Zuora-Entity-Ids": settings.entity_ids,
+        "Zuora-Org-Ids": settings.org_ids,
+        "Zuora-Version": settings.zuora_version,
+        TRACK_ID_HEADER: validate_track_id(track_id),
+    }
+    headers.update({name: value for name, value in optional.items() if value})
+    return headers
+
+
+def parse_answer(answer: HttpAnswer, *, what: str, required_key: str, job_id: str | None = None) -> dict[str, Any]:
+    """
+    Return the JSON of a successful answer, or raise the matching exception.
+
+    AQuA often answers HTTP 200 with an error body, so success needs both a 2xx status and a
+    body that holds ``required_key`` (``id`` for a job) and no error marker.
+
+    :param what: the call, for messages, e.g. ``"GET job 123"``; never holds a secret.
+    :param required_key: key a successful body must have.
+    :param job_id: set for calls about one job: "not found" answers then raise
+        :class:`AquaJobNotFoundError`.
+    """
+    body = _json_or_none(answer.body)
+    error_code, message = _error_details(body)
+    ok_body = isinstance(body, dict) and error_code is None and body.get(required_key) not in (None, "")
+    if 200 <= answer.status < 300 and ok_body:
+        return body  # type: ignore[return-value]
+
+    if not message:
+        message = _fallback_message(answer, body, required_key)
+    kwargs: dict[str, Any] = {
+        "status_code": answer.status,
+        "error_code": error_code,
+        "request_id": answer.request_id,
+    }
+    text = f"Zuora answered {what} with an error: {message}"
+    if answer.status == 401:
+        raise AquaAuthenticationError(text, **kwargs)
+    if answer.status == 429 or error_code in JOB_LIMIT_CODES:
+        raise AquaRateLimitError(text, retry_after=parse_retry_after(answer.headers.get("Retry-After")), **kwargs)
+    if answer.status >= 500:
+        raise AquaServerError(text, **kwargs)
+    if job_id is not None and (answer.status == 404 or error_code in JOB_NOT_FOUND_CODES):
+        raise AquaJobNotFoundError(
+            f"AQuA job {job_id!r} does not exist ({what}: {message}); check the job id "
+            "(Zuora keeps job records for 180 days)",
+            **kwargs,
+        )
+    raise AquaApiError(text, **kwargs)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def _error_details(body: Any) -> tuple[str | None, str | None]:
+    """Read Zuora's error shapes: AQuA's ``errorCode``, the general ``reasons``, OAuth's ``error``."""
+    if not isinstance(body, dict):
+        return None, None
+    if body.get("errorCode") not in (None, ""):
+        return str(body["errorCode"]), _short(body.get("message"))
+    if body.get("success") is False:
+        reasons = body.get("reasons") or [{}]
+        first = reasons[0] if isinstance(reasons[0], dict) else {}
+        code = first.get("code")
+        return (str(code) if code is not None else "unknown"), _short(first.get("message"))
+    if isinstance(body.get("error"), str):
+        return body["error"], _short(body.get("error_description"))
+    return None, _short(body.get("message"))
+
+
+def _fallback_message(answer: HttpAnswer, body: Any, required_key: str) -> str:
+    if 200 <= answer.status < 300:
+        return f"the answer has no {required_key!r}"
+    if body is None and answer.body:
+        return f"HTTP {answer.status} with a non-JSON body"
+    return f"HTTP {answer.status}"
+
+
+def _short(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value)
+    return text if len(text) <= _MAX_MESSAGE else f"{text[:_MAX_MESSAGE]}..."
+
+
+def task_track_id(ti: Any) -> str:
+    """A Track-Id naming the task try that makes the call: dag, task, map index, run, try."""
+    map_index = getattr(ti, "map_index", -1)
+    task = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}[{map_index}]"
+    return make_track_id("airflow", ti.dag_id, task, ti.run_id, ti.try_number)

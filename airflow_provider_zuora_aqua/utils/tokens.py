@@ -1,0 +1,71 @@
+"""One OAuth token per connection per process, shared by every hook, thread and trigger."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Refresh this long before expiry at most (a tenth of the lifetime for short-lived tokens).
+REFRESH_MARGIN_SECONDS = 60.0
+
+TokenKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    refresh_at: float  # time.monotonic() after which the token is refreshed
+
+
+class TokenCache:
+    """Thread-safe cache of access tokens keyed by tenant and credentials."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tokens: dict[TokenKey, _Token] = {}
+        self._guard = threading.Lock()
+        self._fetch_locks: dict[TokenKey, threading.Lock] = {}
+
+    def peek(self, key: TokenKey) -> str | None:
+        """Return the cached token if it is not due for refresh."""
+        token = self._tokens.get(key)
+        if token is not None and self._clock() < token.refresh_at:
+            return token.value
+        return None
+
+    def store(self, key: TokenKey, value: str, expires_in: float) -> None:
+        margin = min(REFRESH_MARGIN_SECONDS, expires_in / 10)
+        self._tokens[key] = _Token(value, self._clock() + expires_in - margin)
+
+    def invalidate(self, key: TokenKey, value: str) -> None:
+        """Drop ``value`` after a 401, unless another caller already replaced it."""
+        with self._guard:
+            token = self._tokens.get(key)
+            if token is not None and token.value == value:
+                del self._tokens[key]
+
+    def get(self, key: TokenKey, fetch: Callable[[], tuple[str, float]]) -> str:
+        """Return a valid token, calling ``fetch`` (→ token, expires_in) at most once at a time per key."""
+        token = self.peek(key)
+        if token is not None:
+            return token
+        with self._fetch_lock(key):
+            token = self.peek(key)
+            if token is None:
+                token, expires_in = fetch()
+                self.store(key, token, expires_in)
+            return token
+
+    def clear(self) -> None:
+        with self._guard:
+            self._tokens.clear()
+
+    def _fetch_lock(self, key: TokenKey) -> threading.Lock:
+        with self._guard:
+            return self._fetch_locks.setdefault(key, threading.Lock())
+
+
+#: The process-wide cache.
+TOKEN_CACHE = TokenCache()
