@@ -69,6 +69,32 @@ TERMINAL_STATUSES = frozenset(
         AquaJobStatus.FAILED,
     }
 )
+#: A batch can also fail because its objects do not support deleted records.
+_BATCH_FAILURE_STATUSES = TERMINAL_STATUSES - {AquaJobStatus.COMPLETED} | {"deleted_notallowed"}
+
+
+def job_failure_reason(job: dict[str, Any]) -> str | None:
+    """
+    Say why a finished job is not a success, with the messages of its failed batches.
+
+    ``None`` means success: the job is ``completed`` and so is every batch.
+    """
+    failed = [
+        batch
+        for batch in job.get("batches") or []
+        if str(batch.get("status") or "").lower() in _BATCH_FAILURE_STATUSES
+    ]
+    status = job.get("status")
+    if status == AquaJobStatus.COMPLETED and not failed:
+        return None
+    reason = f"AQuA job {job.get('id')} ended with status {status!r}"
+    if failed:
+        details = "; ".join(
+            f"{batch.get('name')!r} {batch.get('status')}" + (f": {batch['message']}" if batch.get("message") else "")
+            for batch in failed
+        )
+        reason += f"; failed batches: {details}"
+    return reason
 
 
 class ZuoraAquaHook(BaseHook):
@@ -92,6 +118,8 @@ class ZuoraAquaHook(BaseHook):
     def __init__(self, zuora_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.zuora_conn_id = zuora_conn_id
+        #: ``Zuora-Request-Id`` of the last answer, for error reports (support asks for it).
+        self.last_request_id: str | None = None
 
     @cached_property
     def settings(self) -> AquaConnectionSettings:
@@ -99,6 +127,17 @@ class ZuoraAquaHook(BaseHook):
         settings = AquaConnectionSettings.from_connection(self.get_connection(self.zuora_conn_id))
         mask_secret(settings.client_secret)
         return settings
+
+    def with_new_session(self) -> ZuoraAquaHook:
+        """
+        The same connection with its own HTTP session.
+
+        For ``on_kill``: it runs in a signal handler that may have interrupted a request of this
+        hook, and must neither reuse that session nor look the connection up again.
+        """
+        hook = type(self)(self.zuora_conn_id)
+        hook.__dict__["settings"] = self.settings
+        return hook
 
     @cached_property
     def _session(self) -> requests.Session:
@@ -163,6 +202,21 @@ class ZuoraAquaHook(BaseHook):
         self.log.info("AQuA job %s is now %s", job_id, status)
         return job
 
+    def cancel_job_if_running(
+        self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None
+    ) -> dict[str, Any]:
+        """
+        Idempotent :meth:`cancel_job`: a job that had already finished is not an error.
+
+        For the callers that only need the job stopped (``on_kill``, the timeout path, the
+        failure callback). Returns the job JSON either way.
+        """
+        try:
+            return self.cancel_job(job_id, track_id=track_id, max_seconds=max_seconds)
+        except AquaJobAlreadyFinishedError as exc:
+            self.log.info("%s", exc)
+            return exc.job
+
     def submit_job(self, body: dict[str, Any], *, track_id: str | None = None) -> dict[str, Any]:
         """
         Submit a job (``POST /v1/batch-query/``) and return the job JSON with its ``id``.
@@ -198,6 +252,7 @@ class ZuoraAquaHook(BaseHook):
 
         def attempt() -> dict[str, Any]:
             answer = self._send_authenticated(method, path, json=json, track_id=track_id, deadline=deadline)
+            self.last_request_id = answer.request_id
             return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
 
         return tenacity.Retrying(**retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds))(

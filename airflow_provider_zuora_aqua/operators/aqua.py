@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_zuora_aqua.exceptions import AquaJobAlreadyFinishedError
-from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.callbacks import AQUA_JOB_ID_XCOM_KEY, cancel_aqua_job_on_failure
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaError,
+    AquaJobAlreadyFinishedError,
+    AquaJobFailedError,
+    AquaJobNotFoundError,
+    AquaJobTimeoutError,
+)
+from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook, job_failure_reason
+from airflow_provider_zuora_aqua.utils.job_request import build_job_request
 from airflow_provider_zuora_aqua.utils.protocol import task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+#: Total time ``on_kill`` may spend cancelling: Airflow sends SIGKILL a few seconds after SIGTERM.
+ON_KILL_CANCEL_SECONDS = 3.0
+#: First wait between two polls; it doubles up to ``poll_interval``.
+FIRST_POLL_SECONDS = 2.0
 
 
 class AquaCancelJobOperator(BaseOperator):
@@ -65,3 +80,243 @@ class AquaCancelJobOperator(BaseOperator):
                 raise
             self.log.warning("%s; the task succeeds because fail_if_finished is False", exc)
             return exc.job
+
+
+class AquaSubmitJobOperator(BaseOperator):
+    """
+    Submit a Zuora AQuA job, wait for it, and never leave it running when the task stops.
+
+    The job id goes to XCom (key ``aqua_job_id``) as soon as Zuora returns it, and on Airflow
+    3.3+ to the task state store. The task returns the final job JSON (XCom ``return_value``);
+    download the files with the batches' ``fileId``.
+
+    When the task stops, the job stops with it:
+
+    * killed (SIGTERM: marked failed or success, cleared, ``execution_timeout``): ``on_kill``
+      sends one short cancel;
+    * ``timeout`` reached, or waiting fails: the job is cancelled, then the task fails;
+    * the task process died (SIGKILL, OOM, lost worker): the failure callback
+      :func:`~airflow_provider_zuora_aqua.callbacks.cancel_aqua_job_on_failure`, installed by
+      default next to any ``on_failure_callback`` you set, cancels the job.
+
+    A retry re-attaches (Airflow 3.3+): when the previous try's job still runs, the task waits
+    for it instead of submitting a duplicate; when it completed, the task returns it without
+    submitting again (a stateful job moves its watermark once); when it failed or was
+    cancelled, a new job is submitted.
+
+    A submit whose request may have reached Zuora but got no answer (read timeout, dropped
+    connection) is not sent again: a job may exist whose id is unknown, and AQuA has no way to
+    list jobs. The task fails saying so; Airflow's own ``retries`` then decide.
+
+    :param queries: A mapping of query name to ZOQL, or a list of AQuA query dicts (``name``,
+        ``query``, ``type``, ``apiVersion``, ``deleted``, ...). 1 to 50 queries. (templated)
+    :param job_name: The AQuA job name, at most 32 characters. (templated)
+    :param format: ``csv``, ``zip`` or ``gzip``.
+    :param version: ``1.0`` (stateless, the default) or ``1.1`` (stateful, needs ``partner`` and
+        ``project``).
+    :param partner: Stateful partner id. (templated)
+    :param project: Stateful project id. (templated)
+    :param use_query_labels: Use query labels as CSV headers.
+    :param date_time_utc: Return date-times in UTC.
+    :param job_options: Other submit fields as AQuA names them (``nullReplacement``,
+        ``offset``, ``incrementalTime``, ``notifyUrl``, ...). (templated)
+    :param wait_for_completion: Wait for the job to finish; if False, return right after submit.
+    :param poll_interval: Longest wait between two status reads, in seconds. Polls back off
+        from 2 s up to this; AQuA quotas favour 30 to 60 s.
+    :param timeout: Seconds to wait for the job before cancelling it and failing the task.
+    :param cancel_on_kill: Cancel the job from ``on_kill``.
+    :param cancel_on_task_failure: Install :func:`cancel_aqua_job_on_failure` as an extra
+        ``on_failure_callback``.
+    :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``. (templated)
+    :param track_id: ``Zuora-Track-Id`` of every call; by default derived from the task try.
+        (templated)
+    """
+
+    template_fields: Sequence[str] = (
+        "queries",
+        "job_name",
+        "partner",
+        "project",
+        "job_options",
+        "zuora_conn_id",
+        "track_id",
+    )
+    template_fields_renderers = {"queries": "json", "job_options": "json"}
+    ui_color = "#00b3a4"
+
+    def __init__(
+        self,
+        *,
+        queries: Sequence[Mapping[str, Any]] | Mapping[str, str],
+        job_name: str | None = None,
+        format: str = "csv",
+        version: str = "1.0",
+        partner: str | None = None,
+        project: str | None = None,
+        use_query_labels: bool | None = None,
+        date_time_utc: bool | None = None,
+        job_options: Mapping[str, Any] | None = None,
+        wait_for_completion: bool = True,
+        poll_interval: float = 30.0,
+        timeout: float | None = None,
+        cancel_on_kill: bool = True,
+        cancel_on_task_failure: bool = True,
+        zuora_conn_id: str = ZuoraAquaHook.default_conn_name,
+        track_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.queries = queries
+        self.job_name = job_name
+        self.format = format
+        self.version = version
+        self.partner = partner
+        self.project = project
+        self.use_query_labels = use_query_labels
+        self.date_time_utc = date_time_utc
+        self.job_options = job_options
+        self.wait_for_completion = wait_for_completion
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.cancel_on_kill = cancel_on_kill
+        self.zuora_conn_id = zuora_conn_id
+        self.track_id = track_id
+        if cancel_on_task_failure:
+            self.on_failure_callback = _add_callback(self.on_failure_callback, cancel_aqua_job_on_failure)
+        self.job_id: str | None = None
+        self._job_finished = False
+        self._resolved_track_id: str | None = None
+        self._stopped = threading.Event()
+
+    @cached_property
+    def hook(self) -> ZuoraAquaHook:
+        return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        body = build_job_request(
+            queries=self.queries,
+            job_name=self.job_name,
+            format=self.format,
+            version=self.version,
+            partner=self.partner,
+            project=self.project,
+            use_query_labels=self.use_query_labels,
+            date_time_utc=self.date_time_utc,
+            job_options=self.job_options,
+        )
+        self._resolved_track_id = self.track_id or task_track_id(context["ti"])
+        state_store = context.get("task_state_store")
+
+        job = self._previous_try_job(state_store)
+        if job is None:
+            job = self.hook.submit_job(body, track_id=self._resolved_track_id)
+            self.log.info("Submitted AQuA job %s (Zuora-Request-Id %s)", job["id"], self.hook.last_request_id)
+        self.job_id = job["id"]
+        context["ti"].xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=self.job_id)
+        if state_store is not None:
+            state_store.set(AQUA_JOB_ID_XCOM_KEY, self.job_id)
+        if not self.wait_for_completion:
+            return job
+
+        try:
+            job = self._wait(self.job_id)
+        except BaseException as exc:
+            # Whatever stops the wait (an error, AirflowTaskTimeout, the task being stopped),
+            # the job must not outlive the task.
+            if not self._job_finished:
+                self._cancel(f"waiting stopped ({type(exc).__name__})")
+            raise
+        finally:
+            if state_store is not None and self._job_finished:
+                state_store.delete(AQUA_JOB_ID_XCOM_KEY)
+        return self._result(job)
+
+    def on_kill(self) -> None:
+        self._stopped.set()
+        if not self.cancel_on_kill:
+            self.log.info("on_kill: cancel_on_kill is False, AQuA job %s keeps running", self.job_id)
+            return
+        self._cancel("the task was killed", hook=self.hook.with_new_session(), max_seconds=ON_KILL_CANCEL_SECONDS)
+
+    def _previous_try_job(self, state_store: Any) -> dict[str, Any] | None:
+        """The job of an earlier try to re-attach to, or None to submit a new one."""
+        previous_id = state_store.get(AQUA_JOB_ID_XCOM_KEY) if state_store is not None else None
+        if not previous_id:
+            return None
+        try:
+            job = self.hook.get_job(previous_id, track_id=self._resolved_track_id)
+        except AquaJobNotFoundError:
+            self.log.warning("AQuA job %s of an earlier try no longer exists: submitting a new job", previous_id)
+            return None
+        status = job.get("status")
+        if not AquaJobStatus.is_terminal(status):
+            self.log.info("Re-attaching to AQuA job %s of an earlier try (%s) instead of submitting", previous_id, status)
+            return job
+        if job_failure_reason(job) is None:
+            self.log.info("AQuA job %s of an earlier try completed: returning it without submitting again", previous_id)
+            return job
+        self.log.info("AQuA job %s of an earlier try ended %s: submitting a new job", previous_id, status)
+        return None
+
+    def _wait(self, job_id: str) -> dict[str, Any]:
+        """Poll with backoff until the job finishes; on ``timeout`` cancel it and fail."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        delay = min(FIRST_POLL_SECONDS, self.poll_interval)
+        last_status = None
+        while True:
+            job = self.hook.get_job(job_id, track_id=self._resolved_track_id)
+            status = job.get("status")
+            if status != last_status:
+                self.log.info("AQuA job %s is %s", job_id, status)
+                last_status = status
+            if AquaJobStatus.is_terminal(status):
+                self._job_finished = True
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                cancelled = self._cancel(f"timeout of {self.timeout:g} s reached")
+                raise AquaJobTimeoutError(
+                    f"AQuA job {job_id} did not finish within {self.timeout:g} s; it was cancelled",
+                    job=cancelled or job,
+                    request_id=self.hook.last_request_id,
+                )
+            wait = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
+            if self._stopped.wait(wait):
+                raise AquaError(f"Stopped waiting for AQuA job {job_id}: the task was killed")
+            delay = min(delay * 2, self.poll_interval)
+
+    def _result(self, job: dict[str, Any]) -> dict[str, Any]:
+        reason = job_failure_reason(job)
+        if reason is not None:
+            raise AquaJobFailedError(reason, job=job, request_id=self.hook.last_request_id)
+        self.log.info("AQuA job %s completed", job.get("id"))
+        return job
+
+    def _cancel(
+        self, reason: str, *, hook: ZuoraAquaHook | None = None, max_seconds: float | None = None
+    ) -> dict[str, Any] | None:
+        """Cancel the job once; log what happened and never raise (the task is stopping anyway)."""
+        if self.job_id is None or self._job_finished:
+            self.log.info("No running AQuA job to cancel (%s)", reason)
+            return None
+        try:
+            job = (hook or self.hook).cancel_job_if_running(
+                self.job_id, track_id=self._resolved_track_id, max_seconds=max_seconds
+            )
+        except Exception as exc:
+            self.log.error("Could not cancel AQuA job %s after %s: %s", self.job_id, reason, exc)
+            return None
+        self._job_finished = AquaJobStatus.is_terminal(job.get("status"))
+        self.log.warning("Cancelled AQuA job %s because %s: it is now %s", self.job_id, reason, job.get("status"))
+        return job
+
+
+def _add_callback(existing: Any, callback: Any) -> list[Any]:
+    """Append ``callback`` to an ``on_*_callback`` value (None, a callable or a list), once."""
+    callbacks = list(existing) if isinstance(existing, (list, tuple)) else ([existing] if existing else [])
+    if callback not in callbacks:
+        callbacks.append(callback)
+    return callbacks

@@ -25,8 +25,9 @@ class TokenCache:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._tokens: dict[TokenKey, _Token] = {}
-        self._guard = threading.Lock()
-        self._fetch_locks: dict[TokenKey, threading.Lock] = {}
+        # Re-entrant locks: on_kill runs in a signal handler that may interrupt the same thread.
+        self._guard = threading.RLock()
+        self._fetch_locks: dict[TokenKey, threading.RLock] = {}
 
     def peek(self, key: TokenKey) -> str | None:
         """Return the cached token if it is not due for refresh."""
@@ -62,9 +63,9 @@ class TokenCache:
         with self._guard:
             self._tokens.clear()
 
-    def _fetch_lock(self, key: TokenKey) -> threading.Lock:
+    def _fetch_lock(self, key: TokenKey) -> threading.RLock:
         with self._guard:
-            return self._fetch_locks.setdefault(key, threading.Lock())
+            return self._fetch_locks.setdefault(key, threading.RLock())
 
 
 #: The process-wide cache.

@@ -1,0 +1,95 @@
+"""Build and check the body of an AQuA submit (``POST /v1/batch-query/``) before anything is sent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
+
+FORMATS = ("csv", "zip", "gzip")
+VERSIONS = ("1.0", "1.1")
+QUERY_TYPES = ("zoqlexport", "zoql")
+MAX_QUERIES = 50
+MAX_JOB_NAME_LENGTH = 32
+
+
+def build_job_request(
+    *,
+    queries: Sequence[Mapping[str, Any]] | Mapping[str, str],
+    job_name: str | None,
+    format: str,
+    version: str,
+    partner: str | None,
+    project: str | None,
+    use_query_labels: bool | None,
+    date_time_utc: bool | None,
+    job_options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """
+    Return the submit body; an invalid argument raises :class:`AquaConfigurationError` naming it.
+
+    ``queries`` is either a list of query dicts as AQuA takes them (``name``, ``query``,
+    ``type``, ``apiVersion``, ...) or, for the common case, a mapping of name → ZOQL.
+    """
+    normalized_format = str(format).lower()
+    if normalized_format not in FORMATS:
+        raise _error("format", f"{format!r} is not supported; use one of {', '.join(FORMATS)}")
+    version = str(version)
+    if version not in VERSIONS:
+        raise _error("version", f"{version!r} is not supported; use '1.0' (stateless) or '1.1' (stateful)")
+    if version == "1.1" and not (partner and project):
+        raise _error("partner/project", "a stateful job (version '1.1') needs both partner and project")
+    if job_name is not None and len(job_name) > MAX_JOB_NAME_LENGTH:
+        raise _error("job_name", f"{job_name!r} has {len(job_name)} characters; AQuA allows {MAX_JOB_NAME_LENGTH}")
+
+    body: dict[str, Any] = {
+        "format": normalized_format,
+        "version": version,
+        "encrypted": "none",
+        "queries": _normalize_queries(queries),
+    }
+    optional = {
+        "name": job_name,
+        "partner": partner if version == "1.1" else None,
+        "project": project if version == "1.1" else None,
+        "useQueryLabels": use_query_labels,
+        "dateTimeUtc": date_time_utc,
+    }
+    body.update({key: value for key, value in optional.items() if value is not None})
+    for key, value in (job_options or {}).items():
+        if key in body:
+            raise _error("job_options", f"{key!r} has its own argument; set it there")
+        body[key] = value
+    return body
+
+
+def _normalize_queries(queries: Sequence[Mapping[str, Any]] | Mapping[str, str]) -> list[dict[str, Any]]:
+    if isinstance(queries, Mapping):
+        items = [{"name": name, "query": query} for name, query in queries.items()]
+    elif isinstance(queries, Sequence) and not isinstance(queries, str):
+        items = [dict(query) if isinstance(query, Mapping) else {"query": query} for query in queries]
+    else:
+        raise _error("queries", "pass a list of query dicts or a mapping of query name to ZOQL")
+    if not items:
+        raise _error("queries", "no query given; AQuA needs 1 to 50 queries")
+    if len(items) > MAX_QUERIES:
+        raise _error("queries", f"{len(items)} queries given; AQuA allows at most {MAX_QUERIES} per job")
+
+    names: set[str] = set()
+    for position, item in enumerate(items):
+        query = item.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise _error(f"queries[{position}]", "'query' must be a non-empty ZOQL string")
+        item.setdefault("name", f"query_{position + 1}")
+        item.setdefault("type", "zoqlexport")
+        if item["type"] not in QUERY_TYPES:
+            raise _error(f"queries[{position}]", f"type {item['type']!r} is unknown; use one of {QUERY_TYPES}")
+        if item["name"] in names:
+            raise _error(f"queries[{position}]", f"name {item['name']!r} is used twice; query names must be unique")
+        names.add(item["name"])
+    return items
+
+
+def _error(argument: str, problem: str) -> AquaConfigurationError:
+    return AquaConfigurationError(f"Invalid AQuA job argument {argument}: {problem}.")
