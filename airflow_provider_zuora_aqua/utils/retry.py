@@ -42,7 +42,9 @@ class _WaitRetryAfterOrBackoff(tenacity.wait.wait_base):
     """Wait what ``Retry-After`` asks for, else an exponential backoff with jitter."""
 
     def __init__(self, backoff: float) -> None:
-        self._backoff = tenacity.wait_exponential_jitter(initial=backoff, max=_MAX_BACKOFF_SECONDS)
+        self._backoff = tenacity.wait_exponential(multiplier=backoff, max=_MAX_BACKOFF_SECONDS) + tenacity.wait_random(
+            0, backoff
+        )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

@@ -236,7 +236,7 @@ class TestHeaders:
                             zuora_version="2025-08-20"),
         )
         hook = ZuoraAquaHook("tenant")
-        job_id = hook.submit_job(QUERY, track_id="dag.task.run-1")
+        job_id = hook.submit_job(QUERY, track_id="dag.task.run-1")["id"]
         hook.get_job(job_id, track_id="dag.task.run-1")
         hook.cancel_job(job_id, track_id="dag.task.run-1")
 
@@ -327,7 +327,7 @@ class TestConnection:
         assert simulator.requests_for("submit")[0].headers["Zuora-Entity-Ids"] == "e-1"
 
 
-def test_no_secret_in_captured_logs(simulator, aqua_conn, caplog):
+def test_no_secret_in_captured_logs(simulator, aqua_conn, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     hook = ZuoraAquaHook(aqua_conn)
     job_id = hook.submit_job(QUERY)["id"]
@@ -339,7 +339,8 @@ def test_no_secret_in_captured_logs(simulator, aqua_conn, caplog):
         hook.cancel_job(job_id)
     token = hook.get_access_token()
 
-    captured = caplog.text + str(raised.value)
+    out, err = capfd.readouterr()
+    captured = caplog.text + out + err + str(raised.value)
     assert "Fetched a Zuora OAuth token" in captured  # the logs were captured
     assert CLIENT_SECRET not in captured
     assert token not in captured

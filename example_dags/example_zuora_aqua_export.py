@@ -1,0 +1,38 @@
+"""
+Export Zuora data with AQuA, and never leave the job running when the task stops.
+
+``export_accounts`` submits the job and waits for it. If the task is killed (marked failed,
+cleared, ``execution_timeout``), times out or fails, the job is cancelled. The DAG-level
+failure callback covers a task process that died without running ``on_kill`` (SIGKILL, OOM).
+On a retry, the task re-attaches to the job of the previous try instead of submitting again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
+from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+
+with DAG(
+    dag_id="example_zuora_aqua_export",
+    start_date=datetime(2026, 1, 1),
+    schedule="@daily",
+    catchup=False,
+    on_failure_callback=cancel_aqua_job_on_failure,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    tags=["example", "zuora"],
+) as dag:
+    export_accounts = AquaSubmitJobOperator(
+        task_id="export_accounts",
+        job_name="accounts-{{ ds_nodash }}",
+        queries={
+            "accounts": "select Id, Name, Balance, UpdatedDate from Account where UpdatedDate >= '{{ ds }}'",
+        },
+        format="csv",
+        poll_interval=30,
+        timeout=3 * 60 * 60,
+        execution_timeout=timedelta(hours=4),
+    )

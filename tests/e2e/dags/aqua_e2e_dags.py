@@ -1,0 +1,31 @@
+"""DAGs run by the end-to-end tests: short polls so that scenarios stay quick."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
+from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+
+START = datetime(2026, 1, 1)
+QUERIES = {"accounts": "select Id, Name, Balance from Account"}
+
+with DAG(dag_id="aqua_e2e_wait", start_date=START, schedule=None, catchup=False,
+         on_failure_callback=cancel_aqua_job_on_failure):
+    AquaSubmitJobOperator(task_id="export", job_name="e2e-wait", queries=QUERIES, poll_interval=1)
+
+with DAG(dag_id="aqua_e2e_execution_timeout", start_date=START, schedule=None, catchup=False):
+    AquaSubmitJobOperator(
+        task_id="export", job_name="e2e-execution-timeout", queries=QUERIES, poll_interval=1,
+        execution_timeout=timedelta(seconds=6),
+    )
+
+with DAG(dag_id="aqua_e2e_retry", start_date=START, schedule=None, catchup=False,
+         default_args={"retries": 1, "retry_delay": timedelta(seconds=1)}):
+    AquaSubmitJobOperator(task_id="export", job_name="e2e-retry", queries=QUERIES, poll_interval=1)
+
+with DAG(dag_id="aqua_e2e_outcomes", start_date=START, schedule=None, catchup=False):
+    for status in ("error", "aborted", "cancelled", "completed"):
+        AquaSubmitJobOperator(task_id=f"ends_{status}", job_name=f"e2e-{status}", queries=QUERIES, poll_interval=1)
