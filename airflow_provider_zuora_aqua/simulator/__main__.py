@@ -1,0 +1,96 @@
+"""Run the AQuA simulator until SIGTERM or SIGINT; the first stdout line is its base URL."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+from . import faults
+from .faults import parse_fault_spec
+from .server import AquaSimulator
+
+
+def _fault(spec: str) -> dict[str, Any]:
+    try:
+        return parse_fault_spec(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m airflow_provider_zuora_aqua.simulator",
+        description="Serve a local Zuora AQuA simulator. Prints its base URL as the first line of stdout.",
+        epilog=faults.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default 0)")
+    parser.add_argument("--job-seconds", type=float, default=5.0, help="submit-to-completed time (default 5)")
+    parser.add_argument(
+        "--queue-seconds", type=float, default=None, help="time spent 'submitted' (default min(0.5, job-seconds/10))"
+    )
+    parser.add_argument("--client-id", required=True, help="the OAuth client id to accept")
+    parser.add_argument("--client-secret", required=True, help="the OAuth client secret to accept")
+    parser.add_argument("--token-seconds", type=float, default=3599, help="token lifetime (default 3599)")
+    parser.add_argument(
+        "--errors-as-200", action="store_true", help="answer job-id refusals (90002, 90003) with HTTP 200"
+    )
+    parser.add_argument(
+        "--concurrent-job-limit", type=int, default=None, help="refuse submissions past N running jobs (90028)"
+    )
+    parser.add_argument(
+        "--fault",
+        type=_fault,
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="SPEC",
+        help="inject faults; repeatable, and several SPECs may follow one --fault",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for rate-based faults (default 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        simulator = AquaSimulator(
+            client_id=args.client_id,
+            client_secret=args.client_secret,
+            job_seconds=args.job_seconds,
+            token_seconds=args.token_seconds,
+            host=args.host,
+            port=args.port,
+            errors_as_200=args.errors_as_200,
+            seed=args.seed,
+            concurrent_job_limit=args.concurrent_job_limit,
+            queue_seconds=args.queue_seconds,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    for settings in args.fault:
+        simulator.add_fault(**settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        simulator.start()
+    except OSError as exc:
+        parser.exit(1, f"error: cannot listen on {args.host}:{args.port}: {exc}\n")
+    print(simulator.base_url, flush=True)
+    # A timed wait keeps the main thread responsive to signals on every platform.
+    while not stop.wait(0.5):
+        pass
+    simulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

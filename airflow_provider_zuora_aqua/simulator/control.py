@@ -1,0 +1,73 @@
+"""The ``/_simulator/`` control surface, for driving a simulator run as a separate process.
+
+No authentication, never faulted, never recorded:
+
+* ``GET /_simulator/requests``: the request log, a JSON list.
+* ``DELETE /_simulator/requests``: clear the log.
+* ``POST /_simulator/faults``: ``{"route", "kind", "count", "rate", "retry_after", "delay"}``.
+* ``DELETE /_simulator/faults``: remove every fault.
+* ``POST /_simulator/jobs/{id}/finish``: ``{"status", "message"}``, answers the job JSON.
+* ``POST /_simulator/tokens/expire``: every token issued so far is refused from now on.
+* ``GET /_simulator/tokens``: ``{"tokens_issued": n}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from .replies import Reply, json_reply
+
+if TYPE_CHECKING:
+    from .server import AquaSimulator
+
+_FINISH = re.compile(r"/_simulator/jobs/(?P<job_id>[^/]+)/finish/?")
+_FAULT_SETTINGS = ("route", "kind", "count", "rate", "retry_after", "delay")
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    payload = json.loads(raw or b"{}")
+    if not isinstance(payload, dict):
+        raise ValueError("expected a JSON object")
+    return payload
+
+
+def handle(simulator: AquaSimulator, method: str, path: str, raw_body: bytes) -> Reply:
+    """Answer a control request."""
+    endpoint = (method, path.rstrip("/"))
+    try:
+        if endpoint == ("GET", "/_simulator/requests"):
+            return json_reply(200, [dataclasses.asdict(entry) for entry in simulator.requests])
+        if endpoint == ("DELETE", "/_simulator/requests"):
+            simulator.clear_requests()
+            return json_reply(200, {"cleared": True})
+        if endpoint == ("POST", "/_simulator/faults"):
+            settings = _body(raw_body)
+            unknown = set(settings) - set(_FAULT_SETTINGS)
+            if unknown:
+                raise ValueError(f"unknown fault settings: {', '.join(sorted(unknown))}")
+            route, kind = settings.pop("route", None), settings.pop("kind", None)
+            if route is None or kind is None:
+                raise ValueError("'route' and 'kind' are required")
+            simulator.add_fault(route, kind, **settings)
+            return json_reply(200, {"added": True})
+        if endpoint == ("DELETE", "/_simulator/faults"):
+            simulator.clear_faults()
+            return json_reply(200, {"cleared": True})
+        if endpoint == ("POST", "/_simulator/tokens/expire"):
+            return json_reply(200, {"expired": simulator.expire_tokens()})
+        if endpoint == ("GET", "/_simulator/tokens"):
+            return json_reply(200, {"tokens_issued": simulator.tokens_issued})
+        finish = _FINISH.fullmatch(path)
+        if method == "POST" and finish:
+            settings = _body(raw_body)
+            job_id = finish.group("job_id")
+            simulator.finish_job(job_id, settings.get("status", ""), settings.get("message", ""))
+            return json_reply(200, simulator.get_job(job_id))
+    except KeyError as exc:
+        return json_reply(404, {"error": f"unknown job {exc.args[0]}"})
+    except (TypeError, ValueError) as exc:
+        return json_reply(400, {"error": str(exc)})
+    return json_reply(404, {"error": f"no control endpoint {method} {path}"})

@@ -1,0 +1,234 @@
+"""The HTTP side: read a request, apply faults, answer, record."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import traceback
+import uuid
+import zlib
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from . import control, errors
+from .endpoints import Incoming
+from .errors import general_error
+from .faults import DROP, SLOW, FaultRule
+from .recording import RecordedRequest, public_headers
+from .replies import Reply, json_reply
+from .routing import CONTROL_PREFIX, UNKNOWN, RouteMatch, match_route
+
+if TYPE_CHECKING:
+    from .server import AquaHTTPServer
+
+GZIP_THRESHOLD = 1000
+_WRITE_CHUNK = 64 * 1024
+
+
+class MalformedRequestError(ValueError):
+    """The request cannot be read (framing or content encoding)."""
+
+
+class AquaRequestHandler(BaseHTTPRequestHandler):
+    """One connection; HTTP/1.1 keep-alive, every answer carries a Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "ZuoraAquaSimulator/1.0"
+    # Headers and body go out in separate writes: without this, Nagle's algorithm and
+    # delayed ACKs add ~40 ms to every keep-alive exchange.
+    disable_nagle_algorithm = True
+    server: AquaHTTPServer
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def version_string(self) -> str:
+        """The Server header, without http.server's Python version suffix."""
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: benchmarks send thousands of requests."""
+
+    def _serve(self) -> None:
+        simulator = self.server.simulator
+        arrived = time.time()
+        ticket = simulator.log.ticket()
+        url = urlsplit(self.path)
+        is_control = url.path.startswith(CONTROL_PREFIX)
+        match = match_route(self.command, url.path)
+        try:
+            raw = self._read_body()
+        except MalformedRequestError as exc:
+            # The framing is unknown, so the connection cannot be reused.
+            self.close_connection = True
+            reply = json_reply(400, general_error(errors.GENERAL_MALFORMED_REQUEST, str(exc)))
+            if not is_control:
+                self._record(ticket, arrived, match, b"", reply.status, None)
+            self._send(reply)
+            return
+        if is_control:
+            self._send(control.handle(simulator, self.command, url.path, raw))
+            return
+        fault = simulator.faults.pick(match.route)
+        if fault is not None and fault.kind == DROP:
+            self._record(ticket, arrived, match, raw, None, fault)
+            self.close_connection = True
+            return
+        if fault is not None and fault.kind == SLOW:
+            time.sleep(fault.delay)
+        reply = _fault_reply(fault) if fault is not None and fault.status else self._answer(match, raw)
+        # Logged before the answer goes out: a client holding its answer finds it in the log.
+        self._record(ticket, arrived, match, raw, reply.status, fault)
+        self._send(reply)
+
+    def _record(
+        self, ticket: int, arrived: float, match: RouteMatch, raw: bytes, status: int | None, fault: FaultRule | None
+    ) -> None:
+        url = urlsplit(self.path)
+        submitted = _submitted_json(raw, self.headers.get("Content-Encoding")) if match.route == "submit" else None
+        self.server.simulator.log.add(
+            ticket,
+            RecordedRequest(
+                time=arrived,
+                method=self.command,
+                path=url.path,
+                query=url.query,
+                route=match.route,
+                headers=public_headers(dict(self.headers.items())),
+                status=status,
+                fault=fault.kind if fault is not None else None,
+                json=submitted,
+            ),
+        )
+
+    def _answer(self, match: RouteMatch, raw: bytes) -> Reply:
+        path = urlsplit(self.path).path
+        if match.route == UNKNOWN:
+            if match.allowed:
+                message = f"Method {self.command} is not supported on {path}."
+                error = general_error(errors.GENERAL_UNSUPPORTED_REQUEST, message)
+                return json_reply(405, error, {"Allow": ", ".join(match.allowed)})
+            return json_reply(404, general_error(errors.GENERAL_NOT_FOUND, f"No resource at {path}."))
+        try:
+            body = _decode(raw, self.headers.get("Content-Encoding"))
+        except MalformedRequestError as exc:
+            return json_reply(400, general_error(errors.GENERAL_MALFORMED_REQUEST, str(exc)))
+        request = Incoming(self.command, path, self.headers, body)
+        try:
+            return self.server.simulator.api.handle(match, request)
+        except Exception:  # a simulator bug: say so, but keep serving other clients
+            traceback.print_exc()
+            return json_reply(500, general_error(errors.GENERAL_INTERNAL_ERROR, "Simulator internal error."))
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise MalformedRequestError("Invalid Content-Length header.") from None
+        if length < 0:
+            raise MalformedRequestError("Invalid Content-Length header.")
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size_line = self.rfile.readline(1024)
+            try:
+                size = int(size_line.split(b";")[0], 16)
+            except ValueError:
+                raise MalformedRequestError("Invalid chunked request body.") from None
+            if size == 0:
+                # Skip any trailer fields up to the blank line that ends the message.
+                while self.rfile.readline(1024).strip():
+                    pass
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _send(self, reply: Reply) -> None:
+        body = reply.body
+        headers = dict(reply.headers)
+        if reply.compressible:
+            headers["Vary"] = "Accept-Encoding"
+            if len(body) > GZIP_THRESHOLD and _accepts_gzip(self.headers.get("Accept-Encoding", "")):
+                body = gzip.compress(body)
+                headers["Content-Encoding"] = "gzip"
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Zuora-Request-Id", str(uuid.uuid4()))
+        track_id = self.headers.get("Zuora-Track-Id")
+        if track_id:
+            self.send_header("Zuora-Track-Id", track_id)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        for start in range(0, len(body), _WRITE_CHUNK):
+            self.wfile.write(body[start : start + _WRITE_CHUNK])
+
+
+def _fault_reply(fault: FaultRule) -> Reply:
+    status = fault.status or 500
+    if status == 429:
+        body = general_error(errors.GENERAL_LIMIT_EXCEEDED, "Too many requests. Please retry later.")
+    else:
+        body = general_error(errors.GENERAL_INTERNAL_ERROR, f"Simulated HTTP {status} fault.")
+    if fault.retry_after is None:
+        return json_reply(status, body)
+    # Whole seconds as HTTP wants them; a fractional value (fast tests) is sent as is.
+    retry_after = int(fault.retry_after) if float(fault.retry_after).is_integer() else fault.retry_after
+    return json_reply(status, body, {"Retry-After": str(retry_after)})
+
+
+def _decode(raw: bytes, content_encoding: str | None) -> bytes:
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return raw
+    if encoding in ("gzip", "x-gzip"):
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise MalformedRequestError(f"The gzip request body cannot be decompressed: {exc}") from None
+    raise MalformedRequestError(f"Unsupported Content-Encoding: {content_encoding}.")
+
+
+def _submitted_json(raw: bytes, content_encoding: str | None) -> Any:
+    try:
+        return json.loads(_decode(raw, content_encoding))
+    except ValueError:
+        return None
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() != "gzip":
+            continue
+        quality = params.strip().lower()
+        return not (quality.startswith("q=") and _zero(quality[2:]))
+    return False
+
+
+def _zero(quality: str) -> bool:
+    try:
+        return float(quality) == 0.0
+    except ValueError:
+        return False

@@ -1,0 +1,368 @@
+"""Tokens and jobs behind one lock; job status is computed lazily from a monotonic clock.
+
+Lifecycle of a job submitted at ``t0`` with ``job_seconds = J``:
+``submitted`` until ``t0 + Q`` (``queue_seconds``, by default ``min(0.5, J / 10)``), then ``executing`` until ``t0 + J``, then
+``completed``. AQuA runs a job's queries one after another, so the executing window is
+split evenly between the batches: each batch is ``pending``, then ``executing``, then
+``completed`` (with its ``recordCount`` and ``fileId``) at its share's end; the last batch
+completes with the job. A cancel or a forced outcome freezes the job at that moment.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors, results
+from .errors import AquaError
+from .submit import JobSpec, QuerySpec
+
+TERMINAL_STATUSES = ("completed", "error", "aborted", "cancelled")
+_ACTIVE_STATUSES = ("submitted", "executing")
+_SUBMIT_PHASE_MAX = 0.5
+_TOKEN_SCOPE = "entity.simulated platform.write service.aqua.read service.aqua.write tenant.9999999 user.simulator"
+
+
+def zuora_timestamp(wall_seconds: float) -> str:
+    """Zuora's job timestamp format, in UTC: ``2026-11-25T13:52:00+0000``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(wall_seconds))
+
+
+@dataclass
+class _Batch:
+    batch_id: str
+    file_id: str
+    spec: QuerySpec
+    record_count: int
+    full: bool | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """A terminal status imposed at ``at`` (monotonic) by a cancel or by ``finish_job``."""
+
+    status: str
+    at: float
+    batch_statuses: tuple[str, ...]
+    message: str
+
+
+@dataclass
+class _Job:
+    job_id: str
+    spec: JobSpec
+    batches: list[_Batch]
+    submitted_at: float
+    submitted_wall: float
+    job_seconds: float
+    queue_seconds: float
+    outcome: _Outcome | None = None
+    # Monotonic instants derived from the above, set in __post_init__.
+    executing_at: float = field(init=False)
+    done_at: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.executing_at = self.submitted_at + min(self.queue_seconds, self.job_seconds)
+        self.done_at = self.submitted_at + self.job_seconds
+
+    def wall(self, monotonic: float) -> str:
+        return zuora_timestamp(self.submitted_wall + (monotonic - self.submitted_at))
+
+    def batch_bounds(self, index: int) -> tuple[float, float]:
+        share = (self.done_at - self.executing_at) / len(self.batches)
+        return self.executing_at + share * index, self.executing_at + share * (index + 1)
+
+    def natural_status(self, now: float) -> str:
+        if now >= self.done_at:
+            return "completed"
+        return "executing" if now >= self.executing_at else "submitted"
+
+    def natural_batch_status(self, index: int, now: float) -> str:
+        if self.natural_status(now) == "submitted":
+            return "pending"
+        start, end = self.batch_bounds(index)
+        if now >= end:
+            return "completed"
+        return "executing" if now >= start else "pending"
+
+    def status(self, now: float) -> str:
+        return self.outcome.status if self.outcome else self.natural_status(now)
+
+    def batch_status(self, index: int, now: float) -> str:
+        if self.outcome:
+            return self.outcome.batch_statuses[index]
+        return self.natural_batch_status(index, now)
+
+    def times(self, now: float) -> tuple[float | None, float | None]:
+        """Monotonic start and end instants as the job JSON shows them (None: not yet)."""
+        if self.outcome is None:
+            start = self.executing_at if now >= self.executing_at else None
+            return start, (self.done_at if now >= self.done_at else None)
+        at = self.outcome.at
+        if self.executing_at <= at:
+            return self.executing_at, at
+        # Forced to completed before it started: it ran in no time at all.
+        return (at if self.outcome.status == "completed" else None), at
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """What a result download needs, copied out of the lock."""
+
+    spec: QuerySpec
+    record_count: int
+    file_format: str
+    use_query_labels: bool
+    null_replacement: str | None
+
+
+class AquaState:
+    """All mutable simulator state (tokens, jobs, files); every method takes the lock."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        job_seconds: float,
+        token_seconds: float,
+        queue_seconds: float | None = None,
+        concurrent_job_limit: int | None = None,
+    ) -> None:
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._job_seconds = job_seconds
+        self._queue_seconds = min(_SUBMIT_PHASE_MAX, job_seconds / 10) if queue_seconds is None else queue_seconds
+        self._token_seconds = token_seconds
+        self._concurrent_job_limit = concurrent_job_limit
+        self._lock = threading.Lock()
+        self._tokens: dict[str, float] = {}
+        self._tokens_issued = 0
+        self._jobs: dict[str, _Job] = {}
+        self._files: dict[str, tuple[_Job, int]] = {}
+
+    # Tokens
+
+    def credentials_match(self, client_id: str, client_secret: str) -> bool:
+        """Whether the OAuth client credentials are the configured ones (constant time)."""
+        id_ok = hmac.compare_digest(client_id.encode(), self._client_id.encode())
+        secret_ok = hmac.compare_digest(client_secret.encode(), self._client_secret.encode())
+        return id_ok and secret_ok
+
+    def issue_token(self) -> dict[str, Any]:
+        """A new bearer token, as the token endpoint's JSON body."""
+        token = secrets.token_hex(16)
+        with self._lock:
+            self._tokens[token] = time.monotonic() + self._token_seconds
+            self._tokens_issued += 1
+        return {
+            "access_token": token,
+            "token_type": "bearer",
+            # Zuora sends whole seconds; a fractional lifetime (tests) is kept as is.
+            "expires_in": int(self._token_seconds) if float(self._token_seconds).is_integer() else self._token_seconds,
+            "scope": _TOKEN_SCOPE,
+            "jti": secrets.token_hex(16),
+        }
+
+    def token_valid(self, token: str) -> bool:
+        """Whether ``token`` was issued here and has neither expired nor been revoked."""
+        with self._lock:
+            expires_at = self._tokens.get(token)
+        return expires_at is not None and time.monotonic() < expires_at
+
+    def expire_tokens(self) -> int:
+        """Make every token issued so far invalid; return how many there were."""
+        with self._lock:
+            for token in self._tokens:
+                self._tokens[token] = float("-inf")
+            return len(self._tokens)
+
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every token issued so far (tests check that none leaks into logs)."""
+        with self._lock:
+            return list(self._tokens)
+
+    @property
+    def tokens_issued(self) -> int:
+        """How many tokens have been issued."""
+        with self._lock:
+            return self._tokens_issued
+
+    # Jobs
+
+    def submit(self, spec: JobSpec) -> dict[str, Any]:
+        """Create a job; return the submit response (status ``submitted``)."""
+        now = time.monotonic()
+        with self._lock:
+            self._check_concurrency(spec, now)
+            first_load = spec.stateful and self._last_completed(spec.partner, spec.project, now) is None
+            batches = [
+                _Batch(
+                    batch_id=secrets.token_hex(16),
+                    file_id=secrets.token_hex(16),
+                    spec=query,
+                    record_count=results.record_count(query.query),
+                    # Stateful jobs export everything the first time, increments afterwards.
+                    full=first_load if spec.stateful else None,
+                )
+                for query in spec.queries
+            ]
+            job = _Job(
+                secrets.token_hex(16), spec, batches, now, time.time(), self._job_seconds, self._queue_seconds
+            )
+            self._jobs[job.job_id] = job
+            for index, batch in enumerate(batches):
+                self._files[batch.file_id] = (job, index)
+            return _render(job, now, submitted=True)
+
+    def job_ids(self) -> list[str]:
+        """Ids of every job, in submit order."""
+        with self._lock:
+            return list(self._jobs)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job JSON as ``GET`` answers it; KeyError if unknown."""
+        now = time.monotonic()
+        with self._lock:
+            return _render(self._jobs[job_id], now)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job still running; raise the 90003 refusal otherwise."""
+        now = time.monotonic()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.status(now) in TERMINAL_STATUSES:
+                raise errors.invalid_job_id_for_cancellation()
+            # Batches already done keep their files, as on Zuora.
+            statuses = tuple(
+                "completed" if job.natural_batch_status(i, now) == "completed" else "cancelled"
+                for i in range(len(job.batches))
+            )
+            job.outcome = _Outcome("cancelled", now, statuses, "")
+            return _render(job, now)
+
+    def finish(self, job_id: str, status: str, message: str = "") -> dict[str, Any]:
+        """Force a terminal status on a job and all its batches, even one already finished."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(TERMINAL_STATUSES)}, not {status!r}")
+        now = time.monotonic()
+        with self._lock:
+            job = self._jobs[job_id]
+            job.outcome = _Outcome(status, now, (status,) * len(job.batches), message)
+            return _render(job, now)
+
+    def last_completed(self, partner: str, project: str) -> dict[str, Any]:
+        """The last completed stateful job of a partner/project pair; KeyError if none."""
+        now = time.monotonic()
+        with self._lock:
+            job = self._last_completed(partner, project, now)
+            if job is None:
+                raise KeyError((partner, project))
+            return _render(job, now)
+
+    def file_source(self, file_id: str) -> FileSource:
+        """What is needed to build a completed batch's file; KeyError if there is none (yet)."""
+        now = time.monotonic()
+        with self._lock:
+            job, index = self._files[file_id]
+            if job.batch_status(index, now) != "completed":
+                raise KeyError(file_id)
+            batch = job.batches[index]
+            return FileSource(
+                spec=batch.spec,
+                record_count=batch.record_count,
+                file_format=job.spec.format,
+                use_query_labels=job.spec.use_query_labels,
+                null_replacement=job.spec.null_replacement,
+            )
+
+    def _check_concurrency(self, spec: JobSpec, now: float) -> None:
+        # Zuora counts stateful and stateless jobs against separate limits.
+        if self._concurrent_job_limit is None:
+            return
+        running = sum(
+            1
+            for job in self._jobs.values()
+            if job.spec.stateful == spec.stateful and job.status(now) in _ACTIVE_STATUSES
+        )
+        if running >= self._concurrent_job_limit:
+            raise AquaError(
+                errors.CONCURRENT_JOB_LIMIT,
+                f"The number of concurrent {'stateful' if spec.stateful else 'stateless'} AQuA jobs "
+                f"has reached the limit of {self._concurrent_job_limit}.",
+            )
+
+    def _last_completed(self, partner: str | None, project: str | None, now: float) -> _Job | None:
+        candidates = [
+            job
+            for job in self._jobs.values()
+            if job.spec.stateful
+            and (job.spec.partner, job.spec.project) == (partner, project)
+            and job.status(now) == "completed"
+        ]
+        return max(candidates, key=lambda job: job.times(now)[1] or 0.0, default=None)
+
+
+def _render_batch(job: _Job, index: int, now: float, submitted: bool) -> dict[str, Any]:
+    batch = job.batches[index]
+    status = "pending" if submitted else job.batch_status(index, now)
+    body: dict[str, Any] = {
+        "batchId": batch.batch_id,
+        "batchType": batch.spec.batch_type,
+        "name": batch.spec.name,
+        "query": batch.spec.query,
+        "status": status,
+        "recordCount": batch.record_count if status == "completed" else 0,
+    }
+    if not submitted:
+        body["message"] = job.outcome.message if job.outcome else ""
+    if status == "completed":
+        body["fileId"] = batch.file_id
+    if batch.spec.api_version is not None:
+        body["apiVersion"] = batch.spec.api_version
+    if batch.full is not None:
+        body["full"] = batch.full
+    if batch.spec.deleted is not None:
+        body["deleted"] = batch.spec.deleted
+    return body
+
+
+def _render(job: _Job, now: float, submitted: bool = False) -> dict[str, Any]:
+    """The job JSON; ``submitted`` renders the submit response, before any progress."""
+    spec = job.spec
+    body: dict[str, Any] = {
+        "batches": [_render_batch(job, i, now, submitted) for i in range(len(job.batches))],
+        "encrypted": spec.encrypted,
+        "format": spec.format.upper(),
+        "id": job.job_id,
+    }
+    if spec.name is not None:
+        body["name"] = spec.name
+    body.update(
+        sourceData="LIVE",
+        status="submitted" if submitted else job.status(now),
+        version=spec.version,
+        useQueryLabels=spec.use_query_labels,
+        dateTimeUtc=spec.date_time_utc,
+    )
+    if not submitted:
+        start, end = job.times(now)
+        if start is not None:
+            body["startTime"] = job.wall(start)
+        if end is not None:
+            body["endTime"] = job.wall(end)
+    if spec.stateful:
+        body["partner"] = spec.partner
+        body["project"] = spec.project
+    if spec.incremental_time is not None:
+        body["incrementalTime"] = spec.incremental_time
+    if spec.offset is not None:
+        body["offset"] = spec.offset
+    if spec.notify_url is not None:
+        body["notifyUrl"] = spec.notify_url
+    return body

@@ -1,0 +1,86 @@
+"""``python -m airflow_provider_zuora_aqua.simulator``: first stdout line, faults, signals."""
+
+from __future__ import annotations
+
+import re
+import selectors
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from .helpers import CLIENT_ID, CLIENT_SECRET, TIMEOUT, token_form
+
+MODULE = [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator"]
+CREDENTIALS = ["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
+
+
+def first_line(process: subprocess.Popen[str], timeout: float = 15) -> str:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout), "the simulator printed nothing"
+    return process.stdout.readline().strip()
+
+
+Serve = Callable[..., tuple[subprocess.Popen[str], str]]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    processes: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+        process = subprocess.Popen(
+            [*MODULE, *CREDENTIALS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        processes.append(process)
+        return process, first_line(process)
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_prints_base_url_first_and_stops_on_signal(serve: Serve, signum: signal.Signals) -> None:
+    process, base_url = serve(
+        "--port", "0", "--fault", "token:503:count=1", "get_job:429:count=1", "--fault", "file:drop"
+    )
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", base_url)
+    assert requests.post(f"{base_url}/oauth/token", data=token_form(), timeout=TIMEOUT).status_code == 503
+    assert requests.post(f"{base_url}/oauth/token", data=token_form(), timeout=TIMEOUT).status_code == 200
+    assert requests.get(f"{base_url}/v1/batch-query/jobs/x", timeout=TIMEOUT).status_code == 429
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base_url}/v1/files/x", timeout=TIMEOUT)
+    log = requests.get(f"{base_url}/_simulator/requests", timeout=TIMEOUT).json()
+    assert [(entry["status"], entry["fault"]) for entry in log] == [
+        (503, "503"),
+        (200, None),
+        (429, "429"),
+        (None, "drop"),
+    ]
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    assert process.returncode == 0
+    assert stdout == "" and stderr == ""  # nothing after the URL: quiet, no per-request logging
+
+
+def test_help_documents_the_fault_grammar() -> None:
+    result = subprocess.run([*MODULE, "--help"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0
+    for text in ("--job-seconds", "--errors-as-200", "ROUTE:KIND", "retry_after", "submit:slow:delay=2:count=1"):
+        assert text in result.stdout
+
+
+def test_bad_fault_spec_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [*MODULE, *CREDENTIALS, "--fault", "get_job:418"], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 2
+    assert "418" in result.stderr and result.stdout == ""
