@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook
 from airflow_provider_zuora_aqua.utils.protocol import task_track_id
 
 if TYPE_CHECKING:
@@ -46,7 +46,12 @@ def cancel_aqua_job_on_failure(context: Context) -> None:
             log.info("Task %s recorded no AQuA job id: nothing to cancel", ti.task_id)
             return
         conn_id = getattr(context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name)
-        job = ZuoraAquaHook(zuora_conn_id=conn_id).cancel_job_if_running(job_id, track_id=task_track_id(ti))
+        hook = ZuoraAquaHook(zuora_conn_id=conn_id)
+        track_id = task_track_id(ti)
+        # Read first: after an ordinary failure the task has already ended its job.
+        job = hook.get_job(job_id, track_id=track_id)
+        if not AquaJobStatus.is_terminal(job.get("status")):
+            job = hook.cancel_job_if_running(job_id, track_id=track_id)
         log.info("Failure callback of task %s: AQuA job %s is %s", ti.task_id, job_id, job.get("status"))
     except Exception:
         log.exception("Failure callback of task %s could not cancel its AQuA job", ti.task_id)

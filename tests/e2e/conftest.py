@@ -39,20 +39,26 @@ def airflow_home(migrated_home: AirflowHome, e2e_simulator: AquaSimulator, tmp_p
     )
 
 
-def polled_job_ids(sim: AquaSimulator) -> list[str]:
-    """Job ids in the order tasks started polling them (from the GET paths the simulator saw)."""
+def polled_job_ids(sim: AquaSimulator, run_id: str = "") -> list[str]:
+    """
+    Job ids in the order tasks started polling them (from the GET paths the simulator saw).
+
+    :param run_id: only count polls whose Zuora-Track-Id names this dag run.
+    """
     seen: list[str] = []
     for request in sim.requests_for("get_job"):
+        if run_id and f".{run_id}." not in request.headers.get("Zuora-Track-Id", ""):
+            continue
         match = JOB_PATH.match(request.path)
         if match and match.group(1) not in seen:
             seen.append(match.group(1))
     return seen
 
 
-def wait_for_polled_job(sim: AquaSimulator, index: int = 0, timeout: float = 120) -> str:
+def wait_for_polled_job(sim: AquaSimulator, index: int = 0, timeout: float = 120, run_id: str = "") -> str:
     """Wait until a task polls its job (so it is inside its wait loop) and return the job id."""
     return wait_for(
-        lambda: len(ids := polled_job_ids(sim)) > index and ids[index],
+        lambda: len(ids := polled_job_ids(sim, run_id)) > index and ids[index],
         timeout=timeout,
         what="a task polling its AQuA job",
     )

@@ -44,7 +44,7 @@ def sim(stack_simulator: AquaSimulator) -> AquaSimulator:
 
 def test_marking_the_task_failed_through_the_rest_api_cancels_its_job(stack: AirflowStack, sim: AquaSimulator):
     stack.trigger("aqua_e2e_wait", "mark-failed")
-    job_id = wait_for_polled_job(sim)
+    job_id = wait_for_polled_job(sim, run_id="mark-failed")
 
     stack.set_task_state("aqua_e2e_wait", "mark-failed", "export", "failed")
 
@@ -54,7 +54,7 @@ def test_marking_the_task_failed_through_the_rest_api_cancels_its_job(stack: Air
 
 def test_sigkill_of_the_task_process_then_the_failure_callback_cancels_the_job(stack: AirflowStack, sim: AquaSimulator):
     stack.trigger("aqua_e2e_wait", "sigkill")
-    job_id = wait_for_polled_job(sim)
+    job_id = wait_for_polled_job(sim, run_id="sigkill")
     ti = stack.wait_for_task_state("aqua_e2e_wait", "sigkill", "export", {"running"})
     assert ti["pid"], ti
 
@@ -68,7 +68,7 @@ def test_sigkill_of_the_task_process_then_the_failure_callback_cancels_the_job(s
 
 def test_a_retry_reattaches_to_the_running_job_instead_of_submitting_again(stack: AirflowStack, sim: AquaSimulator):
     stack.trigger("aqua_e2e_retry", "retry")
-    job_id = wait_for_polled_job(sim)
+    job_id = wait_for_polled_job(sim, run_id="retry")
     ti = stack.wait_for_task_state("aqua_e2e_retry", "retry", "export", {"running"})
 
     os.kill(ti["pid"], signal.SIGKILL)
@@ -86,5 +86,5 @@ def test_a_retry_reattaches_to_the_running_job_instead_of_submitting_again(stack
     assert ti["state"] == "success"
     assert ti["try_number"] == 2
     assert len(sim.requests_for("submit")) == 1
-    assert polled_job_ids(sim) == [job_id]
+    assert polled_job_ids(sim, run_id="retry") == [job_id]
     assert sim.requests_for("delete_job") == []
