@@ -124,8 +124,9 @@ def main() -> int:
     with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=3600) as sim, \
             tempfile.TemporaryDirectory(prefix="aqua-bench-") as tmp:
         connection = {"conn_type": "zuora_aqua", "host": sim.base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
+        # PYTHONPATH: the task processes run this checkout's code, whatever is installed.
         home = AirflowHome(Path(tmp), Path(__file__).with_name("dags"),
-                           {"AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": json.dumps(connection)})
+                           {"AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": json.dumps(connection), "PYTHONPATH": str(ROOT)})
         home.migrate()
         os.environ["AIRFLOW_CONN_ZUORA_AQUA_DEFAULT"] = json.dumps(connection)
         from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
