@@ -11,9 +11,10 @@ import sys
 import requests
 
 base_url, client_id, client_secret, job_id = sys.argv[1:5]
-signal.signal(signal.SIGTERM, lambda *_: None)
+# Block SIGTERM before saying "ready", so that a signal sent right after is not lost.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 print("ready", flush=True)
-signal.pause()
+signal.sigwait({signal.SIGTERM})
 token = requests.post(
     f"{base_url}/oauth/token",
     data={"client_id": client_id, "client_secret": client_secret, "grant_type": "client_credentials"},
