@@ -32,7 +32,13 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.operators.aqua"]}
         ],
+        "sensors": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.sensors.aqua"]}
+        ],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.hooks.aqua"]}],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.triggers.aqua"]}
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_zuora_aqua.hooks.aqua.ZuoraAquaHook",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Iterator
 from enum import Enum
 from functools import cached_property
 from typing import Any
 
+import aiohttp
 import requests
 import tenacity
 import urllib3.exceptions
@@ -17,10 +20,12 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
     AquaJobAlreadyFinishedError,
+    AquaJobFailedError,
     AquaRateLimitError,
     AquaServerError,
     AquaTransportError,
 )
+from airflow_provider_zuora_aqua.utils.aio import shared_client_session
 from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
 from airflow_provider_zuora_aqua.utils.protocol import (
     HttpAnswer,
@@ -32,11 +37,22 @@ from airflow_provider_zuora_aqua.utils.protocol import (
 from airflow_provider_zuora_aqua.utils.retry import retry_policy
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
+try:
+    from airflow.sdk.log import amask_secret
+except ImportError:  # Airflow < 3.2 has only the sync call, which the event loop tolerates there.
+
+    async def amask_secret(secret: str, name: str | None = None) -> None:
+        mask_secret(secret, name)
+
+
 TOKEN_PATH = "/oauth/token"
 JOBS_PATH = "/v1/batch-query/jobs"
 SUBMIT_PATH = "/v1/batch-query/"
+#: First wait between two polls of a job; it doubles up to the caller's poll interval.
+FIRST_POLL_SECONDS = 2.0
 _CONNECT_TIMEOUT = 10.0
 _DEFAULT_TOKEN_LIFETIME = 3599.0
+_TOKEN_HEADERS = {"Accept": "application/json"}
 
 
 class AquaJobStatus(str, Enum):
@@ -73,6 +89,14 @@ TERMINAL_STATUSES = frozenset(
 _BATCH_FAILURE_STATUSES = TERMINAL_STATUSES - {AquaJobStatus.COMPLETED} | {"deleted_notallowed"}
 
 
+def poll_delays(poll_interval: float) -> Iterator[float]:
+    """Waits between polls: 2 s, doubling up to ``poll_interval`` (AQuA quotas favour 30-60 s)."""
+    delay = min(FIRST_POLL_SECONDS, poll_interval)
+    while True:
+        yield delay
+        delay = min(delay * 2, poll_interval)
+
+
 def job_failure_reason(job: dict[str, Any]) -> str | None:
     """
     Say why a finished job is not a success, with the messages of its failed batches.
@@ -95,6 +119,14 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
         )
         reason += f"; failed batches: {details}"
     return reason
+
+
+def check_job_succeeded(job: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    """Return a finished job that succeeded; else raise :class:`AquaJobFailedError` saying why."""
+    reason = job_failure_reason(job)
+    if reason is not None:
+        raise AquaJobFailedError(reason, job=job, request_id=request_id)
+    return job
 
 
 class ZuoraAquaHook(BaseHook):
@@ -227,6 +259,91 @@ class ZuoraAquaHook(BaseHook):
         """
         return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False)
 
+    async def aget_job(self, job_id: str, *, track_id: str | None = None) -> dict[str, Any]:
+        """
+        Async :meth:`get_job` for triggers: nothing blocks the event loop, token fetch and
+        connection lookup included. Same token cache, headers, retries and errors.
+        """
+        job_id = validate_job_id(job_id)
+        track_id = validate_track_id(track_id)
+        path = f"{JOBS_PATH}/{job_id}"
+        settings = await self._asettings()
+        async with shared_client_session() as session:
+            async for attempt in tenacity.AsyncRetrying(**retry_policy(settings)):
+                with attempt:
+                    answer = await self._asend_authenticated(session, "GET", path, track_id=track_id)
+                    self.last_request_id = answer.request_id
+                    return parse_answer(answer, what=f"GET {path}", required_key="id", job_id=job_id)
+        raise AssertionError("tenacity either returns or raises")  # pragma: no cover
+
+    async def acancel_job_if_running(
+        self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None
+    ) -> dict[str, Any]:
+        """
+        Async :meth:`cancel_job_if_running`, for triggers.
+
+        Runs the one cancel routine in a worker thread, so the event loop never blocks and the
+        cancel logic stays in one place; the connection is looked up without blocking first.
+        """
+        await self._asettings()
+        return await asyncio.to_thread(self.cancel_job_if_running, job_id, track_id=track_id, max_seconds=max_seconds)
+
+    async def _asettings(self) -> AquaConnectionSettings:
+        """:attr:`settings`, looked up without blocking (``aget_connection`` masks the secret)."""
+        if "settings" not in self.__dict__:
+            connection = await self.aget_connection(self.zuora_conn_id)
+            self.__dict__["settings"] = AquaConnectionSettings.from_connection(connection)
+        return self.settings
+
+    async def _asend_authenticated(
+        self, session: aiohttp.ClientSession, method: str, path: str, *, track_id: str | None
+    ) -> HttpAnswer:
+        """Async :meth:`_send_authenticated`."""
+        token = await self._acached_token(session)
+        answer = await self._asend(session, method, path, headers=build_headers(self.settings, token, track_id))
+        if answer.status != 401:
+            return answer
+        self.log.info("Zuora answered 401 to %s %s: fetching a new OAuth token and retrying once", method, path)
+        TOKEN_CACHE.invalidate(self.settings.token_cache_key, token)
+        token = await self._acached_token(session)
+        return await self._asend(session, method, path, headers=build_headers(self.settings, token, track_id))
+
+    async def _acached_token(self, session: aiohttp.ClientSession) -> str:
+        key = self.settings.token_cache_key
+        token = TOKEN_CACHE.peek(key)
+        if token is not None:
+            return token
+        async with TOKEN_CACHE.async_fetch_lock(key):
+            token = TOKEN_CACHE.peek(key)
+            if token is None:
+                answer = await self._asend(session, "POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form())
+                token, expires_in = self._read_token_answer(answer)
+                await amask_secret(token)
+                TOKEN_CACHE.store(key, token, expires_in)
+            return token
+
+    async def _asend(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        data: dict[str, str] | None = None,
+    ) -> HttpAnswer:
+        """Async :meth:`_send` with aiohttp."""
+        timeout = aiohttp.ClientTimeout(sock_connect=min(_CONNECT_TIMEOUT, self.settings.timeout), total=self.settings.timeout)
+        try:
+            async with session.request(
+                method, f"{self.settings.base_url}{path}", headers=headers, data=data, timeout=timeout, allow_redirects=False
+            ) as response:
+                return HttpAnswer(response.status, response.headers, await response.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise AquaTransportError(
+                f"{method} {path} to {self.settings.base_url} failed: {type(exc).__name__}: {exc}",
+                request_sent=not isinstance(exc, aiohttp.ClientConnectorError),
+            ) from None
+
     def test_connection(self) -> tuple[bool, str]:
         """Fetch a token, for the Test button of the connections UI."""
         try:
@@ -276,30 +393,35 @@ class ZuoraAquaHook(BaseHook):
         return TOKEN_CACHE.get(self.settings.token_cache_key, lambda: self._fetch_token(deadline))
 
     def _fetch_token(self, deadline: float | None) -> tuple[str, float]:
-        settings = self.settings
-        form = {
-            "client_id": settings.client_id,
-            "client_secret": settings.client_secret,
+        answer = self._send("POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form(), deadline=deadline)
+        token, expires_in = self._read_token_answer(answer)
+        mask_secret(token)
+        return token, expires_in
+
+    def _token_form(self) -> dict[str, str]:
+        return {
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret,
             "grant_type": "client_credentials",
         }
-        answer = self._send("POST", TOKEN_PATH, headers={"Accept": "application/json"}, data=form, deadline=deadline)
+
+    def _read_token_answer(self, answer: HttpAnswer) -> tuple[str, float]:
+        """Token and lifetime from the OAuth answer; refused credentials get a message saying so."""
         try:
             body = parse_answer(answer, what=f"POST {TOKEN_PATH}", required_key="access_token")
         except AquaApiError as exc:
             if exc.status_code not in (400, 401, 403):
                 raise
             raise AquaAuthenticationError(
-                f"Zuora refused the OAuth client credentials of connection {settings.conn_id!r} "
+                f"Zuora refused the OAuth client credentials of connection {self.settings.conn_id!r} "
                 f"({exc.message}); check its Client ID and Client Secret",
                 status_code=exc.status_code,
                 error_code=exc.error_code,
                 request_id=exc.request_id,
             ) from None
-        token = str(body["access_token"])
-        mask_secret(token)
         expires_in = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
-        self.log.info("Fetched a Zuora OAuth token for connection %s (valid %d s)", settings.conn_id, expires_in)
-        return token, expires_in
+        self.log.info("Fetched a Zuora OAuth token for connection %s (valid %d s)", self.settings.conn_id, expires_in)
+        return str(body["access_token"]), expires_in
 
     def _send(
         self,

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, conf
 
 from airflow_provider_zuora_aqua.callbacks import AQUA_JOB_ID_XCOM_KEY, cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.exceptions import (
     AquaError,
     AquaJobAlreadyFinishedError,
-    AquaJobFailedError,
     AquaJobNotFoundError,
     AquaJobTimeoutError,
 )
-from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook, job_failure_reason
+from airflow_provider_zuora_aqua.hooks.aqua import (
+    AquaJobStatus,
+    ZuoraAquaHook,
+    check_job_succeeded,
+    job_failure_reason,
+    poll_delays,
+)
+from airflow_provider_zuora_aqua.triggers.aqua import POLL_FAILED, TIMEOUT, AquaJobTrigger
 from airflow_provider_zuora_aqua.utils.job_request import build_job_request
 from airflow_provider_zuora_aqua.utils.protocol import task_track_id
 
@@ -27,8 +34,6 @@ if TYPE_CHECKING:
 
 #: Total time ``on_kill`` may spend cancelling: Airflow sends SIGKILL a few seconds after SIGTERM.
 ON_KILL_CANCEL_SECONDS = 3.0
-#: First wait between two polls; it doubles up to ``poll_interval``.
-FIRST_POLL_SECONDS = 2.0
 
 
 class AquaCancelJobOperator(BaseOperator):
@@ -130,6 +135,9 @@ class AquaSubmitJobOperator(BaseOperator):
     :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``. (templated)
     :param track_id: ``Zuora-Track-Id`` of every call; by default derived from the task try.
         (templated)
+    :param deferrable: Wait in the triggerer (:class:`AquaJobTrigger`) instead of a worker slot.
+        Default: ``[operators] default_deferrable``. Stopping the deferred task (marked failed
+        or success, cleared) cancels the job on Airflow 3.3+, and ``timeout`` cancels it too.
     """
 
     template_fields: Sequence[str] = (
@@ -163,6 +171,7 @@ class AquaSubmitJobOperator(BaseOperator):
         cancel_on_task_failure: bool = True,
         zuora_conn_id: str = ZuoraAquaHook.default_conn_name,
         track_id: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -185,6 +194,7 @@ class AquaSubmitJobOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.zuora_conn_id = zuora_conn_id
         self.track_id = track_id
+        self.deferrable = deferrable
         if cancel_on_task_failure:
             self.on_failure_callback = _add_callback(self.on_failure_callback, cancel_aqua_job_on_failure)
         self.job_id: str | None = None
@@ -221,19 +231,45 @@ class AquaSubmitJobOperator(BaseOperator):
             state_store.set(AQUA_JOB_ID_XCOM_KEY, self.job_id)
         if not self.wait_for_completion:
             return job
+        if self.deferrable:
+            end_time = None if self.timeout is None else time.time() + self.timeout
+            self.defer(
+                trigger=AquaJobTrigger(
+                    job_id=self.job_id,
+                    zuora_conn_id=self.zuora_conn_id,
+                    poll_interval=self.poll_interval,
+                    end_time=end_time,
+                    track_id=self._resolved_track_id,
+                    cancel_on_kill=self.cancel_on_kill,
+                ),
+                # No defer timeout: the trigger enforces ``timeout`` itself, so that the job is
+                # cancelled (a deferral timeout would fail the task without touching the job).
+                method_name="execute_complete",
+            )
 
-        try:
-            job = self._wait(self.job_id)
-        except BaseException as exc:
-            # Whatever stops the wait (an error, AirflowTaskTimeout, the task being stopped),
-            # the job must not outlive the task.
-            if not self._job_finished:
-                self._cancel(f"waiting stopped ({type(exc).__name__})")
-            raise
-        finally:
-            if state_store is not None and self._job_finished:
-                state_store.delete(AQUA_JOB_ID_XCOM_KEY)
-        return self._result(job)
+        with self._forget_job_once_finished(state_store):
+            try:
+                job = self._wait(self.job_id)
+            except BaseException as exc:
+                # Whatever stops the wait (an error, AirflowTaskTimeout, the task being stopped),
+                # the job must not outlive the task.
+                if not self._job_finished:
+                    self._cancel(f"waiting stopped ({type(exc).__name__})")
+                raise
+        return self._result(job, self.hook.last_request_id)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger: the job's result, a clear failure, or cancel on timeout."""
+        self.job_id = event["job_id"]
+        self._resolved_track_id = self.track_id or task_track_id(context["ti"])
+        with self._forget_job_once_finished(context.get("task_state_store")):
+            if event["status"] == TIMEOUT:
+                raise self._cancel_after_timeout(event["job"], event["request_id"])
+            if event["status"] == POLL_FAILED:
+                self._cancel("its status could not be read")
+                raise AquaError(event["message"], request_id=event["request_id"])
+            self._job_finished = True
+            return self._result(event["job"], event["request_id"])
 
     def on_kill(self) -> None:
         self._stopped.set()
@@ -265,7 +301,7 @@ class AquaSubmitJobOperator(BaseOperator):
     def _wait(self, job_id: str) -> dict[str, Any]:
         """Poll with backoff until the job finishes; on ``timeout`` cancel it and fail."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        delay = min(FIRST_POLL_SECONDS, self.poll_interval)
+        delays = poll_delays(self.poll_interval)
         last_status = None
         while True:
             job = self.hook.get_job(job_id, track_id=self._resolved_track_id)
@@ -277,21 +313,31 @@ class AquaSubmitJobOperator(BaseOperator):
                 self._job_finished = True
                 return job
             if deadline is not None and time.monotonic() >= deadline:
-                cancelled = self._cancel(f"timeout of {self.timeout:g} s reached")
-                raise AquaJobTimeoutError(
-                    f"AQuA job {job_id} did not finish within {self.timeout:g} s; it was cancelled",
-                    job=cancelled or job,
-                    request_id=self.hook.last_request_id,
-                )
+                raise self._cancel_after_timeout(job, self.hook.last_request_id)
+            delay = next(delays)
             wait = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
             if self._stopped.wait(wait):
                 raise AquaError(f"Stopped waiting for AQuA job {job_id}: the task was killed")
-            delay = min(delay * 2, self.poll_interval)
 
-    def _result(self, job: dict[str, Any]) -> dict[str, Any]:
-        reason = job_failure_reason(job)
-        if reason is not None:
-            raise AquaJobFailedError(reason, job=job, request_id=self.hook.last_request_id)
+    def _cancel_after_timeout(self, job: dict[str, Any], request_id: str | None) -> AquaJobTimeoutError:
+        cancelled = self._cancel(f"timeout of {self.timeout:g} s reached")
+        return AquaJobTimeoutError(
+            f"AQuA job {self.job_id} did not finish within {self.timeout:g} s; it was cancelled",
+            job=cancelled or job,
+            request_id=request_id,
+        )
+
+    @contextmanager
+    def _forget_job_once_finished(self, state_store: Any) -> Iterator[None]:
+        """Drop the job id from the state store once its end is handled: a later clear submits anew."""
+        try:
+            yield
+        finally:
+            if state_store is not None and self._job_finished:
+                state_store.delete(AQUA_JOB_ID_XCOM_KEY)
+
+    def _result(self, job: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+        check_job_succeeded(job, request_id)
         self.log.info("AQuA job %s completed", job.get("id"))
         return job
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +30,10 @@ class TokenCache:
         # Re-entrant locks: on_kill runs in a signal handler that may interrupt the same thread.
         self._guard = threading.RLock()
         self._fetch_locks: dict[TokenKey, threading.RLock] = {}
+        # asyncio locks belong to one event loop each.
+        self._async_fetch_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[TokenKey, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def peek(self, key: TokenKey) -> str | None:
         """Return the cached token if it is not due for refresh."""
@@ -58,6 +64,12 @@ class TokenCache:
                 token, expires_in = fetch()
                 self.store(key, token, expires_in)
             return token
+
+    def async_fetch_lock(self, key: TokenKey) -> asyncio.Lock:
+        """The lock async callers hold to fetch at most one token at a time per key and loop."""
+        with self._guard:
+            locks = self._async_fetch_locks.setdefault(asyncio.get_running_loop(), {})
+            return locks.setdefault(key, asyncio.Lock())
 
     def clear(self) -> None:
         with self._guard:

@@ -1,0 +1,152 @@
+"""Trigger that waits for a Zuora AQuA job in the triggerer, and cancels it if its task is stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_zuora_aqua.exceptions import AquaError
+from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook, poll_delays
+from airflow_provider_zuora_aqua.utils.aio import shared_client_session
+
+#: Event status when the job could not be read (after the hook's retries).
+POLL_FAILED = "poll_failed"
+#: Event status when ``end_time`` passed before the job finished.
+TIMEOUT = "timeout"
+#: Airflow 3.3 added ``BaseTrigger.on_kill()``, fired when a user stops the deferred task.
+TRIGGER_HAS_ON_KILL = "on_kill" in BaseTrigger.__dict__
+#: Time the triggerer's ``on_kill`` gives the cancel (bounded by ``[triggerer] on_kill_timeout``).
+TRIGGER_CANCEL_SECONDS = 10.0
+
+
+class AquaJobTrigger(BaseTrigger):
+    """
+    Poll an AQuA job with backoff and fire exactly one event when it ends.
+
+    The event is a dict with ``status`` (the job's terminal status, ``timeout`` or
+    ``poll_failed``), ``job_id``, ``job`` (the last job JSON, or None), ``message`` and
+    ``request_id``. Token cache, headers, retries and error rules are the hook's.
+
+    When a user marks the deferred task failed or success, or clears it, the triggerer calls
+    :meth:`on_kill` (Airflow 3.3+), which cancels the job when ``cancel_on_kill`` is set. A
+    triggerer restart never cancels a job: the trigger resumes elsewhere.
+
+    :param job_id: The AQuA job id.
+    :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``.
+    :param poll_interval: Longest wait between two polls, in seconds.
+    :param end_time: Epoch seconds after which the trigger fires a ``timeout`` event.
+    :param track_id: ``Zuora-Track-Id`` of every call.
+    :param cancel_on_kill: Cancel the job when the deferred task is stopped by a user.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        zuora_conn_id: str = ZuoraAquaHook.default_conn_name,
+        poll_interval: float = 30.0,
+        end_time: float | None = None,
+        track_id: str | None = None,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.zuora_conn_id = zuora_conn_id
+        self.poll_interval = poll_interval
+        self.end_time = end_time
+        self.track_id = track_id
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_id": self.job_id,
+                "zuora_conn_id": self.zuora_conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+                "track_id": self.track_id,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    def _hook(self) -> ZuoraAquaHook:
+        return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        try:
+            async with shared_client_session():
+                event = await self._wait(hook)
+        except asyncio.CancelledError:
+            if not TRIGGER_HAS_ON_KILL and self.cancel_on_kill and await self._task_left_deferred_state():
+                await self._cancel("the deferred task was stopped")
+            raise
+        yield TriggerEvent(event)
+
+    async def on_kill(self) -> None:
+        """Cancel the job: a user marked the deferred task failed or success, or cleared it."""
+        if self.cancel_on_kill:
+            await self._cancel("the deferred task was stopped")
+
+    async def _wait(self, hook: ZuoraAquaHook) -> dict[str, Any]:
+        delays = poll_delays(self.poll_interval)
+        last_status = None
+        while True:
+            try:
+                job = await hook.aget_job(self.job_id, track_id=self.track_id)
+            except AquaError as exc:
+                return self._event(POLL_FAILED, None, f"Could not read AQuA job {self.job_id}: {exc}", hook)
+            status = job.get("status")
+            if status != last_status:
+                self.log.info("AQuA job %s is %s", self.job_id, status)
+                last_status = status
+            if AquaJobStatus.is_terminal(status):
+                return self._event(status, job, f"AQuA job {self.job_id} ended with status {status!r}", hook)
+            remaining = None if self.end_time is None else self.end_time - time.time()
+            if remaining is not None and remaining <= 0:
+                return self._event(TIMEOUT, job, f"AQuA job {self.job_id} did not finish in time", hook)
+            delay = next(delays)
+            await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+
+    def _event(self, status: str, job: dict[str, Any] | None, message: str, hook: ZuoraAquaHook) -> dict[str, Any]:
+        return {
+            "status": status,
+            "job_id": self.job_id,
+            "job": job,
+            "message": message,
+            "request_id": hook.last_request_id,
+        }
+
+    async def _cancel(self, reason: str) -> None:
+        try:
+            job = await self._hook().acancel_job_if_running(
+                self.job_id, track_id=self.track_id, max_seconds=TRIGGER_CANCEL_SECONDS
+            )
+        except Exception as exc:
+            self.log.error("Could not cancel AQuA job %s after %s: %s", self.job_id, reason, exc)
+            return
+        self.log.warning("Cancelled AQuA job %s because %s: it is now %s", self.job_id, reason, job.get("status"))
+
+    async def _task_left_deferred_state(self) -> bool:
+        """
+        Before Airflow 3.3: tell a user's stop from a triggerer restart.
+
+        The trigger is cancelled in both cases; only when its task instance is no longer
+        deferred did a user stop it. A restart leaves the task deferred and must not cancel.
+        """
+        from asgiref.sync import sync_to_async
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        ti = self.task_instance
+        if ti is None:
+            return False
+        states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
+        )
+        state = states.get(ti.run_id, {}).get(ti.task_id)
+        return state is not None and state != "deferred"

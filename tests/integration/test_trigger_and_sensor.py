@@ -1,0 +1,257 @@
+"""AquaJobTrigger, AquaJobSensor and the deferrable operator against the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+
+from airflow_provider_zuora_aqua.exceptions import AquaError, AquaJobFailedError, AquaJobTimeoutError
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+from airflow_provider_zuora_aqua.sensors.aqua import AquaJobSensor
+from airflow_provider_zuora_aqua.triggers import aqua as triggers
+from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
+from tests.conftest import CLIENT_SECRET, CONN_ID
+from tests.integration.test_operators import QUERIES, FakeStateStore, FakeTaskInstance, context, submit
+
+pytestmark = pytest.mark.asyncio
+RUNNING = ("submitted", "executing")
+
+
+async def collect(trigger: AquaJobTrigger, timeout: float = 20) -> list[dict]:
+    async def run() -> list[dict]:
+        return [event.payload async for event in trigger.run()]
+
+    return await asyncio.wait_for(run(), timeout)
+
+
+def finish_later(sim, job_id: str, status: str, delay: float = 0.3, message: str = "") -> None:
+    asyncio.get_running_loop().call_later(delay, sim.finish_job, job_id, status, message)
+
+
+class TestTrigger:
+    async def test_serialize_round_trip_carries_no_secret(self, simulator, aqua_conn):
+        trigger = AquaJobTrigger(job_id="a" * 32, zuora_conn_id=aqua_conn, poll_interval=5, end_time=123.0,
+                                 track_id="t-1", cancel_on_kill=False)
+        classpath, kwargs = trigger.serialize()
+
+        assert classpath == "airflow_provider_zuora_aqua.triggers.aqua.AquaJobTrigger"
+        assert AquaJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+        assert kwargs == {"job_id": "a" * 32, "zuora_conn_id": aqua_conn, "poll_interval": 5, "end_time": 123.0,
+                          "track_id": "t-1", "cancel_on_kill": False}
+        ZuoraAquaHook(aqua_conn).get_access_token()
+        assert CLIENT_SECRET not in repr(kwargs)
+        assert all(token not in repr(kwargs) for token in simulator.issued_tokens)
+
+    @pytest.mark.parametrize("status", ["completed", "error", "aborted", "cancelled"])
+    async def test_exactly_one_event_with_the_job_json(self, simulator, aqua_conn, status):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        finish_later(simulator, job_id, status, message=f"{status} there")
+
+        events = await collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1))
+
+        assert len(events) == 1
+        [event] = events
+        assert event["status"] == status and event["job_id"] == job_id
+        assert event["job"] == simulator.get_job(job_id)
+        assert event["request_id"]
+        assert simulator.requests_for("file") == []  # waiting downloads nothing
+
+    async def test_timeout_event_when_end_time_passes(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        [event] = await collect(
+            AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1, end_time=time.time() + 0.5)
+        )
+        assert event["status"] == "timeout"
+        assert event["job"]["status"] in RUNNING
+        assert simulator.get_job(job_id)["status"] in RUNNING  # the operator decides, not the trigger
+
+    async def test_poll_failed_event_after_retries(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        simulator.add_fault("get_job", "503", rate=1.0)
+        [event] = await collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1))
+        assert event["status"] == "poll_failed"
+        assert "503" in event["message"] and event["job"] is None
+        assert len(simulator.requests_for("get_job")) == 4  # 1 + max_retries, like the sync hook
+
+    async def test_polls_back_off_and_share_one_token(self, simulator, aqua_conn):
+        job_ids = [submit(ZuoraAquaHook(aqua_conn)) for _ in range(20)]
+        for job_id in job_ids:
+            finish_later(simulator, job_id, "completed", delay=1.0)
+        simulator.clear_requests()
+        from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
+
+        TOKEN_CACHE.clear()
+        results = await asyncio.gather(
+            *(collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.2)) for job_id in job_ids)
+        )
+        assert [events[0]["status"] for events in results] == ["completed"] * 20
+        assert len(simulator.requests_for("token")) == 1
+
+    async def test_401_refreshes_the_token_once(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        simulator.expire_tokens()
+        finish_later(simulator, job_id, "completed", delay=0.1)
+        [event] = await collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.2))
+        assert event["status"] == "completed"
+        assert simulator.tokens_issued == 2
+
+    async def test_on_kill_cancels_the_job(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        await AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn).on_kill()
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+
+    async def test_on_kill_leaves_the_job_when_not_owned(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        await AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, cancel_on_kill=False).on_kill()
+        assert simulator.get_job(job_id)["status"] in RUNNING
+        assert simulator.requests_for("delete_job") == []
+
+    async def test_cancelled_trigger_never_cancels_the_job_on_airflow_3_3(self, simulator, aqua_conn):
+        """A triggerer restart cancels the trigger task: the job must keep running."""
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        task = asyncio.ensure_future(collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1)))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert triggers.TRIGGER_HAS_ON_KILL
+        assert simulator.get_job(job_id)["status"] in RUNNING
+        assert simulator.requests_for("delete_job") == []
+
+    @pytest.mark.parametrize(("task_state", "cancelled"), [("deferred", False), ("failed", True)])
+    async def test_before_3_3_cancel_only_when_the_task_left_deferred(self, simulator, aqua_conn, task_state,
+                                                                       cancelled):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        trigger = AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1)
+        trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1)
+        states = {"r": {"t": task_state}}
+        with mock.patch.object(triggers, "TRIGGER_HAS_ON_KILL", False), mock.patch(
+            "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states", return_value=states
+        ):
+            task = asyncio.ensure_future(collect(trigger))
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert (simulator.get_job(job_id)["status"] == "cancelled") is cancelled
+
+
+class TestDeferrableOperator:
+    def test_defers_after_recording_the_job(self, simulator, aqua_conn):
+        ti = FakeTaskInstance("export")
+        store = FakeStateStore()
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, timeout=60,
+                                         poll_interval=7)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(context(ti, task_state_store=store))
+
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, AquaJobTrigger)
+        assert trigger.job_id == ti.xcom["aqua_job_id"] == store["aqua_job_id"]
+        assert trigger.poll_interval == 7 and trigger.cancel_on_kill
+        assert time.time() + 55 < trigger.end_time <= time.time() + 60
+        assert deferred.value.timeout is None  # the trigger enforces the timeout, so the job gets cancelled
+        assert deferred.value.method_name == "execute_complete"
+
+    async def test_full_deferred_path_returns_the_job(self, simulator, aqua_conn):
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, poll_interval=0.1)
+        store = FakeStateStore()
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(context(FakeTaskInstance("export"), task_state_store=store))
+        finish_later(simulator, deferred.value.trigger.job_id, "completed")
+        [event] = await collect(deferred.value.trigger)
+
+        job = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True).execute_complete(
+            context(FakeTaskInstance("export"), task_state_store=store), event
+        )
+        assert job == simulator.get_job(event["job_id"])
+        assert store == {}
+        assert simulator.requests_for("file") == []
+
+    def test_timeout_event_cancels_then_fails(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, timeout=5)
+        event = {"status": "timeout", "job_id": job_id, "job": simulator.get_job(job_id), "message": "late",
+                 "request_id": "rid"}
+        with pytest.raises(AquaJobTimeoutError):
+            operator.execute_complete(context(FakeTaskInstance("export")), event)
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+
+    def test_failed_job_event_fails_with_batch_messages(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        simulator.finish_job(job_id, "error", "Invalid field Foo")
+        event = {"status": "error", "job_id": job_id, "job": simulator.get_job(job_id), "message": "",
+                 "request_id": "rid-9"}
+        with pytest.raises(AquaJobFailedError, match="Invalid field Foo.*rid-9"):
+            AquaSubmitJobOperator(task_id="export", queries=QUERIES).execute_complete(
+                context(FakeTaskInstance("export")), event
+            )
+
+    def test_poll_failed_event_cancels_then_fails(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        event = {"status": "poll_failed", "job_id": job_id, "job": None, "message": "Could not read", "request_id": None}
+        with pytest.raises(AquaError, match="Could not read"):
+            AquaSubmitJobOperator(task_id="export", queries=QUERIES).execute_complete(
+                context(FakeTaskInstance("export")), event
+            )
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+
+
+class TestSensor:
+    def test_poke_mode_succeeds_with_the_job(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        sensor = AquaJobSensor(task_id="wait", job_id=job_id, poke_interval=0.1, timeout=10)
+        assert sensor.poke(context(FakeTaskInstance("wait"))).is_done is False
+        simulator.finish_job(job_id, "completed")
+        result = sensor.poke(context(FakeTaskInstance("wait")))
+        assert result.is_done and result.xcom_value == simulator.get_job(job_id)
+
+    @pytest.mark.parametrize("status", ["error", "aborted", "cancelled"])
+    def test_poke_mode_fails_on_failed_job(self, simulator, aqua_conn, status):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        simulator.finish_job(job_id, status, "went wrong")
+        with pytest.raises(AquaJobFailedError, match="went wrong"):
+            AquaJobSensor(task_id="wait", job_id=job_id).poke(context(FakeTaskInstance("wait")))
+
+    async def test_deferrable_mode(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        sensor = AquaJobSensor(task_id="wait", job_id=job_id, deferrable=True, poke_interval=0.1, timeout=30)
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute(context(FakeTaskInstance("wait")))
+        trigger = deferred.value.trigger
+        assert trigger.cancel_on_kill is False  # the sensor does not own the job
+        finish_later(simulator, job_id, "completed")
+        [event] = await collect(trigger)
+        assert sensor.execute_complete(context(), event) == simulator.get_job(job_id)
+
+    def test_deferrable_mode_done_at_first_check_does_not_defer(self, simulator, aqua_conn):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        simulator.finish_job(job_id, "completed")
+        sensor = AquaJobSensor(task_id="wait", job_id=job_id, deferrable=True)
+        assert sensor.execute(context(FakeTaskInstance("wait")))["status"] == "completed"
+
+    def test_deferred_timeout_and_failure(self, simulator, aqua_conn):
+        sensor = AquaJobSensor(task_id="wait", job_id="a" * 32, deferrable=True, timeout=3)
+        with pytest.raises(AirflowSensorTimeout):
+            sensor.execute_complete(context(), {"status": "timeout", "job_id": "a" * 32, "job": None,
+                                                "message": "", "request_id": None})
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        simulator.finish_job(job_id, "aborted", "stopped")
+        with pytest.raises(AquaJobFailedError, match="aborted"):
+            sensor.execute_complete(context(), {"status": "aborted", "job_id": job_id,
+                                                "job": simulator.get_job(job_id), "message": "", "request_id": None})
+
+
+def test_connection_lookup_is_async_in_the_trigger(simulator, aqua_conn):
+    """The trigger looks the connection up with aget_connection, never the blocking call."""
+    job_id = submit(ZuoraAquaHook(aqua_conn))
+    simulator.finish_job(job_id, "completed")
+    with mock.patch.object(ZuoraAquaHook, "get_connection", side_effect=AssertionError("blocking lookup")):
+        [event] = asyncio.run(collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=CONN_ID, poll_interval=0.1)))
+    assert event["status"] == "completed"
