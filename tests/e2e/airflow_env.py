@@ -178,6 +178,11 @@ class AirflowStack:
     def start_triggerer(self) -> None:
         self.processes["triggerer"] = self.home.spawn("triggerer", "--skip-serve-logs", log_name="triggerer.out")
 
+    def restart_triggerer(self) -> None:
+        """Stop the triggerer with SIGTERM, as a deploy does, and start a new one."""
+        stop_process_group(self.processes.pop("triggerer"))
+        self.start_triggerer()
+
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
             stop_process_group(process)

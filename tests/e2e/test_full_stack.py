@@ -1,4 +1,4 @@
-"""The path users take: scheduler, API server, DAG processor (LocalExecutor, SQLite), REST API."""
+"""The path users take: scheduler, API server, DAG processor, triggerer (LocalExecutor, SQLite), REST API."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_f
         Path(tmp_path_factory.mktemp("stack")),
         AIRFLOW_CONN_ZUORA_AQUA_DEFAULT=connection_json(stack_simulator.base_url, max_retries=2),
     )
-    with AirflowStack(home) as running:
-        for dag_id in ("aqua_e2e_wait", "aqua_e2e_retry"):
+    with AirflowStack(home, triggerer=True) as running:
+        for dag_id in ("aqua_e2e_wait", "aqua_e2e_retry", "aqua_e2e_deferred", "aqua_e2e_deferred_timeout"):
             running.wait_for_dag(dag_id)
         yield running
     assert_no_secret(home.all_logs(), stack_simulator)
@@ -88,3 +88,48 @@ def test_a_retry_reattaches_to_the_running_job_instead_of_submitting_again(stack
     assert len(sim.requests_for("submit")) == 1
     assert polled_job_ids(sim, run_id="retry") == [job_id]
     assert sim.requests_for("delete_job") == []
+
+
+def test_marking_a_deferred_task_failed_cancels_its_job(stack: AirflowStack, sim: AquaSimulator):
+    stack.trigger("aqua_e2e_deferred", "deferred-mark-failed")
+    job_id = wait_for_polled_job(sim, run_id="deferred-mark-failed")
+    stack.wait_for_task_state("aqua_e2e_deferred", "deferred-mark-failed", "export", {"deferred"})
+
+    stack.set_task_state("aqua_e2e_deferred", "deferred-mark-failed", "export", "failed")
+
+    # The triggerer calls the trigger's on_kill (Airflow 3.3+).
+    wait_for_delete(sim, job_id, timeout=30)
+    assert sim.get_job(job_id)["status"] == "cancelled"
+
+
+def test_deferred_timeout_cancels_the_job_and_fails_the_task(stack: AirflowStack, sim: AquaSimulator):
+    stack.trigger("aqua_e2e_deferred_timeout", "deferred-timeout")
+    job_id = wait_for_polled_job(sim, run_id="deferred-timeout")
+
+    wait_for_delete(sim, job_id, timeout=60)
+
+    assert sim.get_job(job_id)["status"] == "cancelled"
+    ti = stack.wait_for_task_state("aqua_e2e_deferred_timeout", "deferred-timeout", "export", {"failed", "success"})
+    assert ti["state"] == "failed"
+
+
+def test_triggerer_restart_keeps_the_job_and_success_returns_the_job(stack: AirflowStack, sim: AquaSimulator):
+    dag_id, run_id = "aqua_e2e_deferred", "deferred-restart"
+    stack.trigger(dag_id, run_id)
+    job_id = wait_for_polled_job(sim, run_id=run_id)
+    stack.wait_for_task_state(dag_id, run_id, "export", {"deferred"})
+
+    stack.restart_triggerer()
+    polls_before = len(sim.requests_for("get_job"))
+    wait_for(lambda: len(sim.requests_for("get_job")) > polls_before, timeout=90, what="the new triggerer polling")
+    assert sim.get_job(job_id)["status"] == "executing"
+    assert sim.requests_for("delete_job") == []
+
+    sim.finish_job(job_id, "completed")
+    ti = stack.wait_for_task_state(dag_id, run_id, "export", {"success", "failed"})
+    assert ti["state"] == "success"
+    status, xcom = stack.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/export/xcomEntries/return_value")
+    assert status == 200, xcom
+    assert xcom["value"]["id"] == job_id and xcom["value"]["status"] == "completed"
+    assert sim.requests_for("file") == []  # waiting downloads nothing
+    assert len(sim.requests_for("submit")) == 1

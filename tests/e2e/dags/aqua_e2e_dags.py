@@ -29,3 +29,11 @@ with DAG(dag_id="aqua_e2e_retry", start_date=START, schedule=None, catchup=False
 with DAG(dag_id="aqua_e2e_outcomes", start_date=START, schedule=None, catchup=False):
     for status in ("error", "aborted", "cancelled", "completed"):
         AquaSubmitJobOperator(task_id=f"ends_{status}", job_name=f"e2e-{status}", queries=QUERIES, poll_interval=1)
+
+with DAG(dag_id="aqua_e2e_deferred", start_date=START, schedule=None, catchup=False):
+    AquaSubmitJobOperator(task_id="export", job_name="e2e-deferred", queries=QUERIES, poll_interval=1, deferrable=True)
+
+with DAG(dag_id="aqua_e2e_deferred_timeout", start_date=START, schedule=None, catchup=False):
+    AquaSubmitJobOperator(
+        task_id="export", job_name="e2e-deferred-timeout", queries=QUERIES, poll_interval=1, deferrable=True, timeout=8
+    )
