@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_provider_zuora_aqua.hooks import aqua as hooks
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
@@ -30,10 +31,13 @@ def connection_json(base_url: str, **extra: object) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_token_cache() -> Iterator[None]:
+def _fresh_process_caches() -> Iterator[None]:
+    """Every test starts as a new process would: no token, no looked-up connection."""
     TOKEN_CACHE.clear()
+    hooks._ASYNC_SETTINGS.clear()
     yield
     TOKEN_CACHE.clear()
+    hooks._ASYNC_SETTINGS.clear()
 
 
 @pytest.fixture

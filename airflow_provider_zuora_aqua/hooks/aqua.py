@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Iterator
 from enum import Enum
@@ -25,7 +26,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaServerError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils.aio import shared_client_session
+from airflow_provider_zuora_aqua.utils.aio import AsyncTTLCache, shared_client_session
 from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
 from airflow_provider_zuora_aqua.utils.protocol import (
     HttpAnswer,
@@ -50,9 +51,13 @@ JOBS_PATH = "/v1/batch-query/jobs"
 SUBMIT_PATH = "/v1/batch-query/"
 #: First wait between two polls of a job; it doubles up to the caller's poll interval.
 FIRST_POLL_SECONDS = 2.0
+#: Random spread of each wait between polls.
+POLL_JITTER = 0.1
 _CONNECT_TIMEOUT = 10.0
 _DEFAULT_TOKEN_LIFETIME = 3599.0
 _TOKEN_HEADERS = {"Accept": "application/json"}
+#: Connection settings looked up by triggers, per connection id.
+_ASYNC_SETTINGS: AsyncTTLCache[AquaConnectionSettings] = AsyncTTLCache(ttl=60.0)
 
 
 class AquaJobStatus(str, Enum):
@@ -90,10 +95,15 @@ _BATCH_FAILURE_STATUSES = TERMINAL_STATUSES - {AquaJobStatus.COMPLETED} | {"dele
 
 
 def poll_delays(poll_interval: float) -> Iterator[float]:
-    """Waits between polls: 2 s, doubling up to ``poll_interval`` (AQuA quotas favour 30-60 s)."""
+    """
+    Waits between polls: 2 s, doubling up to ``poll_interval`` (AQuA quotas favour 30-60 s).
+
+    Each wait is spread by ±10 % at random, so that many waiting jobs (a triggerer holds
+    hundreds) do not poll in lockstep; the average stays the same.
+    """
     delay = min(FIRST_POLL_SECONDS, poll_interval)
     while True:
-        yield delay
+        yield delay * random.uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
         delay = min(delay * 2, poll_interval)
 
 
@@ -289,11 +299,18 @@ class ZuoraAquaHook(BaseHook):
         return await asyncio.to_thread(self.cancel_job_if_running, job_id, track_id=track_id, max_seconds=max_seconds)
 
     async def _asettings(self) -> AquaConnectionSettings:
-        """:attr:`settings`, looked up without blocking (``aget_connection`` masks the secret)."""
+        """
+        :attr:`settings`, looked up without blocking (``aget_connection`` masks the secret).
+
+        Shared by the triggers of a process for a minute: hundreds of triggers of one
+        connection make one lookup, and an edited connection applies within a minute.
+        """
         if "settings" not in self.__dict__:
-            connection = await self.aget_connection(self.zuora_conn_id)
-            self.__dict__["settings"] = AquaConnectionSettings.from_connection(connection)
+            self.__dict__["settings"] = await _ASYNC_SETTINGS.get(self.zuora_conn_id, self._aload_settings)
         return self.settings
+
+    async def _aload_settings(self) -> AquaConnectionSettings:
+        return AquaConnectionSettings.from_connection(await self.aget_connection(self.zuora_conn_id))
 
     async def _asend_authenticated(
         self, session: aiohttp.ClientSession, method: str, path: str, *, track_id: str | None

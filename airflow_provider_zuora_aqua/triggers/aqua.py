@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_zuora_aqua.exceptions import AquaError
-from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook, poll_delays
+from airflow_provider_zuora_aqua.hooks.aqua import FIRST_POLL_SECONDS, AquaJobStatus, ZuoraAquaHook, poll_delays
 from airflow_provider_zuora_aqua.utils.aio import shared_client_session
 
 #: Event status when the job could not be read (after the hook's retries).
@@ -96,6 +97,9 @@ class AquaJobTrigger(BaseTrigger):
     async def _wait(self, hook: ZuoraAquaHook) -> dict[str, Any]:
         delays = poll_delays(self.poll_interval)
         last_status = None
+        # A triggerer starts all its triggers at once (after a restart, hundreds): spread the
+        # first polls over the first wait instead of sending them in one burst.
+        await asyncio.sleep(random.uniform(0, min(FIRST_POLL_SECONDS, self.poll_interval)))
         while True:
             try:
                 job = await hook.aget_job(self.job_id, track_id=self.track_id)

@@ -1,13 +1,17 @@
-"""One aiohttp session per event loop, shared by every trigger that runs on it."""
+"""Async plumbing shared by the triggers of one event loop: an HTTP session and a lookup cache."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 import aiohttp
+
+T = TypeVar("T")
 
 #: Connections one event loop keeps to Zuora at most, however many triggers poll.
 MAX_CONNECTIONS = 100
@@ -42,3 +46,38 @@ async def shared_client_session() -> AsyncIterator[aiohttp.ClientSession]:
         if shared.users == 0:
             del _SESSIONS[loop]
             await shared.session.close()
+
+
+class AsyncTTLCache(Generic[T]):
+    """
+    Values loaded at most once per key at a time and kept for ``ttl`` seconds.
+
+    A triggerer starts hundreds of triggers of one connection at once; without this each would
+    look the connection up separately.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self._ttl = ttl
+        self._values: dict[str, tuple[float, T]] = {}
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def get(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        async with locks.setdefault(key, asyncio.Lock()):
+            cached = self._fresh(key)
+            if cached is None:
+                cached = await load()
+                self._values[key] = (time.monotonic() + self._ttl, cached)
+            return cached
+
+    def clear(self) -> None:
+        self._values.clear()
+
+    def _fresh(self, key: str) -> T | None:
+        entry = self._values.get(key)
+        return entry[1] if entry is not None and time.monotonic() < entry[0] else None

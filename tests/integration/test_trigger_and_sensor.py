@@ -87,11 +87,15 @@ class TestTrigger:
         from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
         TOKEN_CACHE.clear()
-        results = await asyncio.gather(
-            *(collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.2)) for job_id in job_ids)
-        )
+        lookup = mock.AsyncMock(wraps=ZuoraAquaHook.aget_connection)
+        with mock.patch.object(ZuoraAquaHook, "aget_connection", lookup):
+            results = await asyncio.gather(
+                *(collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.2))
+                  for job_id in job_ids)
+            )
         assert [events[0]["status"] for events in results] == ["completed"] * 20
         assert len(simulator.requests_for("token")) == 1
+        assert lookup.await_count == 1  # one connection lookup shared by the 20 triggers
 
     async def test_401_refreshes_the_token_once(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))

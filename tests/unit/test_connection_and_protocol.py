@@ -235,3 +235,16 @@ class TestJobRequest:
     def test_stateful(self):
         body = self.build(version="1.1", partner="salesforce", project="00170000011K3Ub", format="GZIP")
         assert (body["partner"], body["project"], body["format"]) == ("salesforce", "00170000011K3Ub", "gzip")
+
+
+def test_poll_delays_back_off_to_the_interval_with_jitter():
+    from itertools import islice
+
+    from airflow_provider_zuora_aqua.hooks.aqua import poll_delays
+
+    delays = list(islice(poll_delays(30), 400))
+    for delay, base in zip(delays, [2, 4, 8, 16, 30, 30]):
+        assert 0.9 * base <= delay <= 1.1 * base
+    steady = delays[4:]
+    assert len(set(steady)) > 1  # spread, not lockstep
+    assert abs(sum(steady) / len(steady) - 30) < 1
