@@ -227,15 +227,18 @@ class ZuoraAquaHook(BaseHook):
             raise
         except AquaApiError as refusal:
             job = self._request("GET", path, job_id=job_id, track_id=track_id, deadline=deadline)
-            if not AquaJobStatus.is_terminal(job.get("status")):
-                raise
-            raise AquaJobAlreadyFinishedError(
-                f"AQuA job {job_id} already finished with status {job.get('status')!r}; nothing to cancel",
-                job=job,
-                status_code=refusal.status_code,
-                error_code=refusal.error_code,
-                request_id=refusal.request_id,
-            ) from None
+            # A 2xx without job JSON (e.g. 204) accepted the cancel; anything else refused it.
+            accepted = 200 <= (refusal.status_code or 0) < 300 and refusal.error_code is None
+            if not accepted:
+                if not AquaJobStatus.is_terminal(job.get("status")):
+                    raise
+                raise AquaJobAlreadyFinishedError(
+                    f"AQuA job {job_id} already finished with status {job.get('status')!r}; nothing to cancel",
+                    job=job,
+                    status_code=refusal.status_code,
+                    error_code=refusal.error_code,
+                    request_id=refusal.request_id,
+                ) from None
         status = job.get("status")
         if AquaJobStatus.is_terminal(status) and status != AquaJobStatus.CANCELLED:
             raise AquaJobAlreadyFinishedError(

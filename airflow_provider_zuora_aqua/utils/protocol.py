@@ -38,6 +38,8 @@ JOB_NOT_FOUND_CODES = frozenset({"90001", "90002"})
 #: AQuA error code for the concurrent-job limit: transient, like a 429.
 JOB_LIMIT_CODES = frozenset({"90028"})
 _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: Other servers word "no such job" without AQuA's codes (not 90003: a refused cancel).
+_NOT_FOUND_MESSAGE = re.compile(r"\bnot found\b|^invalid job id\.?$", re.IGNORECASE)
 _MAX_MESSAGE = 500
 
 
@@ -147,7 +149,9 @@ def parse_answer(answer: HttpAnswer, *, what: str, required_key: str, job_id: st
         raise AquaRateLimitError(text, retry_after=parse_retry_after(answer.headers.get("Retry-After")), **kwargs)
     if answer.status >= 500:
         raise AquaServerError(text, **kwargs)
-    if job_id is not None and (answer.status == 404 or error_code in JOB_NOT_FOUND_CODES):
+    if job_id is not None and (
+        answer.status == 404 or error_code in JOB_NOT_FOUND_CODES or _NOT_FOUND_MESSAGE.search(message)
+    ):
         raise AquaJobNotFoundError(
             f"AQuA job {job_id!r} does not exist ({what}: {message}); check the job id "
             "(Zuora keeps job records for 180 days)",
