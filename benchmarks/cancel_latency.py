@@ -117,7 +117,7 @@ def summary(values: list[float]) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=20, help="latency rounds; 0 counts API calls only")
     args = parser.parse_args()
 
     results: dict[str, list[float]] = {"airflow warm": [], "airflow cold": [], "bare requests": []}
@@ -142,14 +142,19 @@ def main() -> int:
         calls_30 = calls_per_job_hour(sim, 30)
         calls_60 = calls_per_job_hour(sim, 60)
 
-    print(f"\nCancel latency, SIGTERM → DELETE at the simulator, {args.rounds} rounds:")
+    if args.rounds:
+        print_latencies(results, args.rounds)
+    print("API calls per job-hour while waiting (token + submit + polls):")
+    print(f"  poll_interval=30 s: {calls_30}    poll_interval=60 s: {calls_60}")
+    return 0
+
+
+def print_latencies(results: dict[str, list[float]], rounds: int) -> None:
+    print(f"\nCancel latency, SIGTERM → DELETE at the simulator, {rounds} rounds:")
     bare_p50, _ = summary(results["bare requests"])
     for name, values in results.items():
         p50, p95 = summary(values)
         print(f"  {name:14s} p50 {p50 * 1000:6.1f} ms  p95 {p95 * 1000:6.1f} ms  ratio to bare (p50) {p50 / bare_p50:.2f}x")
-    print("API calls per job-hour while waiting (token + submit + polls):")
-    print(f"  poll_interval=30 s: {calls_30}    poll_interval=60 s: {calls_60}")
-    return 0
 
 
 if __name__ == "__main__":
