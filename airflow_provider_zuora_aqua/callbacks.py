@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 #: XCom key (and task state store key) under which a task records the id of its AQuA job.
 AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"
+#: XCom key of the rendered connection id the job was submitted with.
+AQUA_CONN_ID_XCOM_KEY = "aqua_conn_id"
+#: Callbacks run under the DAG processor's timeout: keep the cancel well inside it.
+CALLBACK_CANCEL_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +45,27 @@ def cancel_aqua_job_on_failure(context: Context) -> None:
         log.warning("No task instance in the callback context: no AQuA job to cancel")
         return
     try:
-        job_id = _recorded_job_id(ti)
+        job_id = _recorded(ti, AQUA_JOB_ID_XCOM_KEY)
         if not job_id:
             log.info("Task %s recorded no AQuA job id: nothing to cancel", ti.task_id)
             return
-        conn_id = getattr(context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name)
+        conn_id = _recorded(ti, AQUA_CONN_ID_XCOM_KEY) or getattr(
+            context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name
+        )
         hook = ZuoraAquaHook(zuora_conn_id=conn_id)
         track_id = task_track_id(ti)
         # Read first: after an ordinary failure the task has already ended its job.
         job = hook.get_job(job_id, track_id=track_id)
         if not AquaJobStatus.is_terminal(job.get("status")):
-            job = hook.cancel_job_if_running(job_id, track_id=track_id)
+            job = hook.cancel_job_if_running(job_id, track_id=track_id, max_seconds=CALLBACK_CANCEL_SECONDS)
         log.info("Failure callback of task %s: AQuA job %s is %s", ti.task_id, job_id, job.get("status"))
     except Exception:
         log.exception("Failure callback of task %s could not cancel its AQuA job", ti.task_id)
 
 
-def _recorded_job_id(ti: Any) -> str | None:
+def _recorded(ti: Any, key: str) -> str | None:
     map_index = getattr(ti, "map_index", -1)
-    kwargs: dict[str, Any] = {"task_ids": ti.task_id, "key": AQUA_JOB_ID_XCOM_KEY}
+    kwargs: dict[str, Any] = {"task_ids": ti.task_id, "key": key}
     if map_index is not None and map_index >= 0:
         kwargs["map_indexes"] = map_index
     value = ti.xcom_pull(**kwargs)

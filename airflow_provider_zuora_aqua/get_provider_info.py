@@ -67,8 +67,8 @@ def _conn_fields() -> dict[str, Any]:
     def text(label: str, description: str) -> dict[str, Any]:
         return {"label": label, "description": description, "schema": {"type": ["string", "null"]}}
 
-    def number(label: str, description: str, default: float, kind: str = "number") -> dict[str, Any]:
-        schema = {"type": [kind, "null"], "default": default, "minimum": 0}
+    def number(label: str, description: str, default: float, kind: str = "number", minimum: float = 0) -> dict[str, Any]:
+        schema = {"type": [kind, "null"], "default": default, "minimum": minimum}
         return {"label": label, "description": description, "schema": schema}
 
     return {
@@ -80,7 +80,7 @@ def _conn_fields() -> dict[str, Any]:
         "entity_ids": text("Entity ID", "Sent as Zuora-Entity-Ids (multi-entity tenants only)."),
         "org_ids": text("Org IDs", "Comma-separated, sent as Zuora-Org-Ids (multi-org tenants only)."),
         "zuora_version": text("Zuora API minor version", "Sent as Zuora-Version, for example 2025-08-20."),
-        "timeout": number("Request timeout (seconds)", "Timeout of each HTTP request.", DEFAULT_TIMEOUT),
+        "timeout": number("Request timeout (seconds)", "Timeout of each HTTP request.", DEFAULT_TIMEOUT, minimum=1),
         "max_retries": number(
             "Max retries",
             "Retries of a call after connection errors, 429 and 5xx answers.",

@@ -15,7 +15,6 @@ import requests
 import tenacity
 import urllib3.exceptions
 from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
@@ -27,6 +26,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.utils.aio import AsyncTTLCache, shared_client_session
+from airflow_provider_zuora_aqua.utils.compat import amask_secret, mask_secret
 from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
 from airflow_provider_zuora_aqua.utils.protocol import (
     HttpAnswer,
@@ -37,14 +37,6 @@ from airflow_provider_zuora_aqua.utils.protocol import (
 )
 from airflow_provider_zuora_aqua.utils.retry import retry_policy
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
-
-try:
-    from airflow.sdk.log import amask_secret
-except ImportError:  # Airflow < 3.2 has only the sync call, which the event loop tolerates there.
-
-    async def amask_secret(secret: str, name: str | None = None) -> None:
-        mask_secret(secret, name)
-
 
 TOKEN_PATH = "/oauth/token"
 JOBS_PATH = "/v1/batch-query/jobs"
@@ -72,13 +64,14 @@ class AquaJobStatus(str, Enum):
     CANCELLED = "cancelled"
     FAILED = "failed"
 
-    @classmethod
-    def is_terminal(cls, status: str | None) -> bool:
-        return (status or "").lower() in TERMINAL_STATUSES
+    @staticmethod
+    def normalize(status: object) -> str:
+        """Statuses compare case-insensitively: Zuora's own answers mix case (``"format": "CSV"``)."""
+        return str(status or "").strip().lower()
 
     @classmethod
-    def is_failure(cls, status: str | None) -> bool:
-        return cls.is_terminal(status) and (status or "").lower() != cls.COMPLETED
+    def is_terminal(cls, status: object) -> bool:
+        return cls.normalize(status) in TERMINAL_STATUSES
 
 
 TERMINAL_STATUSES = frozenset(
@@ -116,10 +109,10 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
     failed = [
         batch
         for batch in job.get("batches") or []
-        if str(batch.get("status") or "").lower() in _BATCH_FAILURE_STATUSES
+        if AquaJobStatus.normalize(batch.get("status")) in _BATCH_FAILURE_STATUSES
     ]
     status = job.get("status")
-    if status == AquaJobStatus.COMPLETED and not failed:
+    if AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED and not failed:
         return None
     reason = f"AQuA job {job.get('id')} ended with status {status!r}"
     if failed:
@@ -162,6 +155,8 @@ class ZuoraAquaHook(BaseHook):
         self.zuora_conn_id = zuora_conn_id
         #: ``Zuora-Request-Id`` of the last answer, for error reports (support asks for it).
         self.last_request_id: str | None = None
+        #: How many times the last sync call was sent (more than 1 after retries).
+        self.last_attempts = 0
 
     @cached_property
     def settings(self) -> AquaConnectionSettings:
@@ -226,9 +221,13 @@ class ZuoraAquaHook(BaseHook):
         except (AquaAuthenticationError, AquaRateLimitError, AquaServerError):
             raise
         except AquaApiError as refusal:
+            resent = self.last_attempts > 1
             job = self._request("GET", path, job_id=job_id, track_id=track_id, deadline=deadline)
-            # A 2xx without job JSON (e.g. 204) accepted the cancel; anything else refused it.
-            accepted = 200 <= (refusal.status_code or 0) < 300 and refusal.error_code is None
+            # A 2xx without job JSON (e.g. 204) accepted the cancel. A refusal of a resent DELETE
+            # with the job now cancelled means an earlier attempt got through unanswered.
+            accepted = (200 <= (refusal.status_code or 0) < 300 and refusal.error_code is None) or (
+                resent and AquaJobStatus.normalize(job.get("status")) == AquaJobStatus.CANCELLED
+            )
             if not accepted:
                 if not AquaJobStatus.is_terminal(job.get("status")):
                     raise
@@ -240,7 +239,7 @@ class ZuoraAquaHook(BaseHook):
                     request_id=refusal.request_id,
                 ) from None
         status = job.get("status")
-        if AquaJobStatus.is_terminal(status) and status != AquaJobStatus.CANCELLED:
+        if AquaJobStatus.is_terminal(status) and AquaJobStatus.normalize(status) != AquaJobStatus.CANCELLED:
             raise AquaJobAlreadyFinishedError(
                 f"AQuA job {job_id} already finished with status {status!r}; nothing to cancel", job=job
             )
@@ -387,7 +386,10 @@ class ZuoraAquaHook(BaseHook):
         track_id = validate_track_id(track_id)
         max_seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
 
+        self.last_attempts = 0
+
         def attempt() -> dict[str, Any]:
+            self.last_attempts += 1
             answer = self._send_authenticated(method, path, json=json, track_id=track_id, deadline=deadline)
             self.last_request_id = answer.request_id
             return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)

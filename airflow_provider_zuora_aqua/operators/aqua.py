@@ -9,9 +9,13 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, conf
+from airflow.sdk import BaseOperator
 
-from airflow_provider_zuora_aqua.callbacks import AQUA_JOB_ID_XCOM_KEY, cancel_aqua_job_on_failure
+from airflow_provider_zuora_aqua.callbacks import (
+    AQUA_CONN_ID_XCOM_KEY,
+    AQUA_JOB_ID_XCOM_KEY,
+    cancel_aqua_job_on_failure,
+)
 from airflow_provider_zuora_aqua.exceptions import (
     AquaError,
     AquaJobAlreadyFinishedError,
@@ -26,8 +30,10 @@ from airflow_provider_zuora_aqua.hooks.aqua import (
     poll_delays,
 )
 from airflow_provider_zuora_aqua.triggers.aqua import POLL_FAILED, TIMEOUT, AquaJobTrigger
+from airflow_provider_zuora_aqua.utils.compat import conf
 from airflow_provider_zuora_aqua.utils.job_request import build_job_request
 from airflow_provider_zuora_aqua.utils.protocol import task_track_id
+from airflow_provider_zuora_aqua.utils.retry import is_retryable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -227,8 +233,14 @@ class AquaSubmitJobOperator(BaseOperator):
             self.log.info("Submitted AQuA job %s (Zuora-Request-Id %s)", job["id"], self.hook.last_request_id)
         self.job_id = job["id"]
         context["ti"].xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=self.job_id)
+        # The failure callback may run where templates are not rendered: give it the real conn id.
+        context["ti"].xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=self.zuora_conn_id)
         if state_store is not None:
             state_store.set(AQUA_JOB_ID_XCOM_KEY, self.job_id)
+        if self._stopped.is_set():
+            # SIGTERM came while the submit was in flight, when on_kill had no job id to cancel.
+            self._cancel("the task was killed while submitting it")
+            raise AquaError(f"AQuA job {self.job_id} was cancelled: the task was killed while submitting it")
         if not self.wait_for_completion:
             return job
         if self.deferrable:
@@ -272,11 +284,35 @@ class AquaSubmitJobOperator(BaseOperator):
             return self._result(event["job"], event["request_id"])
 
     def on_kill(self) -> None:
+        """
+        Cancel the job, in a few seconds at most, and never raise.
+
+        It runs in a signal handler that may have interrupted this task's own calls (HTTP, or
+        the task runner's channel to its supervisor, which takes a non-reentrant lock). So the
+        cancel runs in a thread that the handler waits for only ``ON_KILL_CANCEL_SECONDS``:
+        a cancel stuck behind such a lock cannot hang the handler until SIGKILL.
+        """
         self._stopped.set()
-        if not self.cancel_on_kill:
-            self.log.info("on_kill: cancel_on_kill is False, AQuA job %s keeps running", self.job_id)
-            return
-        self._cancel("the task was killed", hook=self.hook.with_new_session(), max_seconds=ON_KILL_CANCEL_SECONDS)
+        try:
+            if self.job_id is None or self._job_finished:
+                self.log.info("on_kill: no running AQuA job to cancel")
+                return
+            if not self.cancel_on_kill:
+                self.log.info("on_kill: cancel_on_kill is False, AQuA job %s keeps running", self.job_id)
+                return
+            canceller = threading.Thread(
+                target=self._cancel,
+                args=("the task was killed",),
+                kwargs={"hook": self.hook.with_new_session(), "max_seconds": ON_KILL_CANCEL_SECONDS},
+                name="aqua-on-kill-cancel",
+                daemon=True,
+            )
+            canceller.start()
+            canceller.join(ON_KILL_CANCEL_SECONDS + 0.5)
+            if canceller.is_alive():
+                self.log.warning("on_kill: the cancel of AQuA job %s did not finish in time", self.job_id)
+        except Exception as exc:
+            self.log.error("on_kill: could not cancel AQuA job %s: %s", self.job_id, exc)
 
     def _previous_try_job(self, state_store: Any) -> dict[str, Any] | None:
         """The job of an earlier try to re-attach to, or None to submit a new one."""
@@ -302,9 +338,16 @@ class AquaSubmitJobOperator(BaseOperator):
         """Poll with backoff until the job finishes; on ``timeout`` cancel it and fail."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         delays = poll_delays(self.poll_interval)
+        job: dict[str, Any] = {"id": job_id}
         last_status = None
         while True:
-            job = self.hook.get_job(job_id, track_id=self._resolved_track_id)
+            try:
+                job = self.hook.get_job(job_id, track_id=self._resolved_track_id)
+            except AquaError as exc:
+                # An outage longer than the hook's retries must not cancel a healthy job.
+                if not is_retryable(exc):
+                    raise
+                self.log.warning("Could not read AQuA job %s (%s); still waiting for it", job_id, exc)
             status = job.get("status")
             if status != last_status:
                 self.log.info("AQuA job %s is %s", job_id, status)

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_zuora_aqua.exceptions import AquaError
 from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook, check_job_succeeded
 from airflow_provider_zuora_aqua.triggers.aqua import POLL_FAILED, TIMEOUT, AquaJobTrigger
+from airflow_provider_zuora_aqua.utils.compat import conf
 from airflow_provider_zuora_aqua.utils.protocol import task_track_id
 
 if TYPE_CHECKING:

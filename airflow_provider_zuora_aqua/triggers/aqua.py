@@ -13,8 +13,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_zuora_aqua.exceptions import AquaError
 from airflow_provider_zuora_aqua.hooks.aqua import FIRST_POLL_SECONDS, AquaJobStatus, ZuoraAquaHook, poll_delays
 from airflow_provider_zuora_aqua.utils.aio import shared_client_session
+from airflow_provider_zuora_aqua.utils.retry import is_retryable
 
-#: Event status when the job could not be read (after the hook's retries).
+#: Event status when the job cannot be read for a reason waiting will not fix (not found, refused).
 POLL_FAILED = "poll_failed"
 #: Event status when ``end_time`` passed before the job finished.
 TIMEOUT = "timeout"
@@ -100,11 +101,15 @@ class AquaJobTrigger(BaseTrigger):
         # A triggerer starts all its triggers at once (after a restart, hundreds): spread the
         # first polls over the first wait instead of sending them in one burst.
         await asyncio.sleep(random.uniform(0, min(FIRST_POLL_SECONDS, self.poll_interval)))
+        job: dict[str, Any] = {"id": self.job_id}
         while True:
             try:
                 job = await hook.aget_job(self.job_id, track_id=self.track_id)
             except AquaError as exc:
-                return self._event(POLL_FAILED, None, f"Could not read AQuA job {self.job_id}: {exc}", hook)
+                # An outage longer than the hook's retries must not cancel every deferred job.
+                if not is_retryable(exc):
+                    return self._event(POLL_FAILED, None, f"Could not read AQuA job {self.job_id}: {exc}", hook)
+                self.log.warning("Could not read AQuA job %s (%s); still waiting for it", self.job_id, exc)
             status = job.get("status")
             if status != last_status:
                 self.log.info("AQuA job %s is %s", self.job_id, status)

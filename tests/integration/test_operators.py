@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from unittest import mock
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,9 @@ from airflow_provider_zuora_aqua.callbacks import (
     cancel_aqua_job_on_failure,
 )
 from airflow_provider_zuora_aqua.exceptions import (
+    AquaApiError,
     AquaConfigurationError,
+    AquaError,
     AquaJobAlreadyFinishedError,
     AquaJobFailedError,
     AquaJobNotFoundError,
@@ -180,14 +183,43 @@ class TestSubmitOperator:
         assert raised.value.job["status"] == "cancelled"
         assert len(simulator.requests_for("delete_job")) == 1
 
-    def test_error_while_waiting_cancels_the_job(self, simulator, aqua_conn):
-        simulator.add_fault("get_job", "503", rate=1.0)  # polls keep failing after retries
-        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, poll_interval=0.2)
-        with pytest.raises(Exception, match="503"):
+    def test_an_outage_does_not_cancel_the_job_until_the_timeout(self, simulator, aqua_conn):
+        simulator.add_fault("get_job", "503", rate=1.0)  # every poll fails, even after the hook's retries
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, poll_interval=0.2, timeout=2)
+        with pytest.raises(AquaJobTimeoutError):
             operator.execute(context(FakeTaskInstance("export")))
         simulator.clear_faults()
-        job_id = operator.job_id
-        assert simulator.get_job(job_id)["status"] == "cancelled"
+        assert len(simulator.requests_for("get_job")) > 4  # kept polling past one call's retries
+        assert simulator.get_job(operator.job_id)["status"] == "cancelled"
+
+    def test_a_permanent_error_while_waiting_cancels_the_job(self, simulator, aqua_conn):
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, poll_interval=0.2)
+        refused = AquaApiError("Zuora answered GET with an error: forbidden", status_code=403)
+        with mock.patch.object(operator.hook, "get_job", side_effect=refused):
+            with pytest.raises(AquaApiError, match="forbidden"):
+                operator.execute(context(FakeTaskInstance("export")))
+        assert simulator.get_job(operator.job_id)["status"] == "cancelled"
+
+    def test_sigterm_during_submit_cancels_the_new_job(self, simulator, aqua_conn):
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, wait_for_completion=False)
+        submit = operator.hook.submit_job
+
+        def submit_then_killed(*args, **kwargs):
+            job = submit(*args, **kwargs)
+            operator.on_kill()  # arrives while the POST is in flight: no job id yet
+            return job
+
+        with mock.patch.object(operator.hook, "submit_job", side_effect=submit_then_killed):
+            with pytest.raises(AquaError, match="killed while submitting"):
+                operator.execute(context(FakeTaskInstance("export")))
+        assert simulator.get_job(operator.job_id)["status"] == "cancelled"
+
+    def test_on_kill_never_raises_even_without_a_connection(self):
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, zuora_conn_id="missing_conn")
+        operator.on_kill()
+        operator.job_id = "a" * 32
+        operator.on_kill()
+        assert operator._stopped.is_set()
 
     @pytest.mark.parametrize("status", ["error", "aborted", "cancelled"])
     def test_job_ending_elsewhere_fails_with_batch_messages(self, simulator, aqua_conn, status):

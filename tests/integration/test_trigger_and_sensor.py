@@ -71,13 +71,20 @@ class TestTrigger:
         assert event["job"]["status"] in RUNNING
         assert simulator.get_job(job_id)["status"] in RUNNING  # the operator decides, not the trigger
 
-    async def test_poll_failed_event_after_retries(self, simulator, aqua_conn):
+    async def test_poll_failed_event_when_waiting_cannot_help(self, simulator, aqua_conn):
+        [event] = await collect(AquaJobTrigger(job_id="0" * 32, zuora_conn_id=aqua_conn, poll_interval=0.1))
+        assert event["status"] == "poll_failed"
+        assert "does not exist" in event["message"] and event["job"] is None
+        assert len(simulator.requests_for("get_job")) == 1  # not found is not retried
+
+    async def test_an_outage_keeps_the_trigger_waiting_until_end_time(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))
         simulator.add_fault("get_job", "503", rate=1.0)
-        [event] = await collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1))
-        assert event["status"] == "poll_failed"
-        assert "503" in event["message"] and event["job"] is None
-        assert len(simulator.requests_for("get_job")) == 4  # 1 + max_retries, like the sync hook
+        [event] = await collect(
+            AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1, end_time=time.time() + 2)
+        )
+        assert event["status"] == "timeout"
+        assert len(simulator.requests_for("get_job")) > 4  # kept polling past one call's retries
 
     async def test_polls_back_off_and_share_one_token(self, simulator, aqua_conn):
         job_ids = [submit(ZuoraAquaHook(aqua_conn)) for _ in range(20)]

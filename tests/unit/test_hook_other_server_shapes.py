@@ -97,3 +97,28 @@ def test_every_call_sends_the_bearer_token(hook, requests_mock):
     hook.get_job(JOB_ID)
     assert requests_mock.last_request.headers["Authorization"] == "Bearer tok-123456"
     assert requests_mock.last_request.headers["Accept-Encoding"] == "gzip"
+
+
+def test_refusal_of_a_resent_cancel_that_got_through_is_success(hook, requests_mock):
+    # The first DELETE was processed but its answer lost (500); the resent one is refused.
+    requests_mock.delete(JOB_URL, [{"status_code": 500}, {"status_code": 409, "json": {"message": "not running"}}])
+    requests_mock.get(JOB_URL, json=job("cancelled"))
+    assert hook.cancel_job(JOB_ID) == job("cancelled")
+
+
+def test_refusal_of_a_first_cancel_of_a_cancelled_job_is_already_finished(hook, requests_mock):
+    requests_mock.delete(JOB_URL, status_code=409, json={"message": "not running"})
+    requests_mock.get(JOB_URL, json=job("cancelled"))
+    with pytest.raises(AquaJobAlreadyFinishedError):
+        hook.cancel_job(JOB_ID)
+
+
+def test_statuses_compare_case_insensitively(hook, requests_mock):
+    from airflow_provider_zuora_aqua.hooks.aqua import job_failure_reason
+
+    requests_mock.delete(JOB_URL, json=job("Cancelled"))
+    assert hook.cancel_job(JOB_ID)["status"] == "Cancelled"
+    assert job_failure_reason({"id": JOB_ID, "status": "Completed", "batches": [{"status": "COMPLETED"}]}) is None
+    assert "Invalid" in job_failure_reason(
+        {"id": JOB_ID, "status": "Completed", "batches": [{"name": "b", "status": "Error", "message": "Invalid"}]}
+    )
