@@ -19,7 +19,6 @@ from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from tests.conftest import CLIENT_SECRET, CONN_ID
 from tests.integration.test_operators import QUERIES, FakeStateStore, FakeTaskInstance, context, submit
 
-pytestmark = pytest.mark.asyncio
 RUNNING = ("submitted", "executing")
 
 
