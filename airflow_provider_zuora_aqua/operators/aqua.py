@@ -244,13 +244,12 @@ class AquaSubmitJobOperator(BaseOperator):
         if not self.wait_for_completion:
             return job
         if self.deferrable:
-            end_time = None if self.timeout is None else time.time() + self.timeout
             self.defer(
                 trigger=AquaJobTrigger(
                     job_id=self.job_id,
                     zuora_conn_id=self.zuora_conn_id,
                     poll_interval=self.poll_interval,
-                    end_time=end_time,
+                    end_time=self._deferral_deadline(context),
                     track_id=self._resolved_track_id,
                     cancel_on_kill=self.cancel_on_kill,
                 ),
@@ -362,10 +361,25 @@ class AquaSubmitJobOperator(BaseOperator):
             if self._stopped.wait(wait):
                 raise AquaError(f"Stopped waiting for AQuA job {job_id}: the task was killed")
 
+    def _deferral_deadline(self, context: Context) -> float | None:
+        """
+        Epoch seconds at which the trigger gives up: ``timeout``, and also ``execution_timeout``,
+        which Airflow 3 does not apply while a task is deferred.
+        """
+        deadlines = [] if self.timeout is None else [time.time() + self.timeout]
+        started = getattr(context["ti"], "start_date", None)
+        if self.execution_timeout is not None and started is not None:
+            deadlines.append(started.timestamp() + self.execution_timeout.total_seconds())
+        return min(deadlines, default=None)
+
     def _cancel_after_timeout(self, job: dict[str, Any], request_id: str | None) -> AquaJobTimeoutError:
-        cancelled = self._cancel(f"timeout of {self.timeout:g} s reached")
+        limits = [f"timeout of {self.timeout:g} s"] if self.timeout is not None else []
+        if self.deferrable and self.execution_timeout is not None:
+            limits.append(f"execution_timeout of {self.execution_timeout}")
+        limit = " or ".join(limits)
+        cancelled = self._cancel(f"the {limit} was reached")
         return AquaJobTimeoutError(
-            f"AQuA job {self.job_id} did not finish within {self.timeout:g} s; it was cancelled",
+            f"AQuA job {self.job_id} did not finish within the {limit}; it was cancelled",
             job=cancelled or job,
             request_id=request_id,
         )

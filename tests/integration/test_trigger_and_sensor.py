@@ -169,6 +169,22 @@ class TestDeferrableOperator:
         assert deferred.value.timeout is None  # the trigger enforces the timeout, so the job gets cancelled
         assert deferred.value.method_name == "execute_complete"
 
+    def test_execution_timeout_bounds_the_deferred_wait(self, simulator, aqua_conn):
+        from datetime import datetime, timedelta, timezone
+
+        ti = FakeTaskInstance("export")
+        ti.start_date = datetime.now(timezone.utc)
+        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True,
+                                         execution_timeout=timedelta(seconds=20))
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(context(ti))
+        assert abs(deferred.value.trigger.end_time - (ti.start_date.timestamp() + 20)) < 0.01
+
+        event = {"status": "timeout", "job_id": operator.job_id, "job": None, "message": "", "request_id": None}
+        with pytest.raises(AquaJobTimeoutError, match="execution_timeout of 0:00:20"):
+            operator.execute_complete(context(ti), event)
+        assert simulator.get_job(operator.job_id)["status"] == "cancelled"
+
     async def test_full_deferred_path_returns_the_job(self, simulator, aqua_conn):
         operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, poll_interval=0.1)
         store = FakeStateStore()
