@@ -32,9 +32,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.operators.aqua"]}
         ],
-        "sensors": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.sensors.aqua"]}
-        ],
+        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.sensors.aqua"]}],
         "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.hooks.aqua"]}],
         "triggers": [
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_zuora_aqua.triggers.aqua"]}
@@ -67,7 +65,9 @@ def _conn_fields() -> dict[str, Any]:
     def text(label: str, description: str) -> dict[str, Any]:
         return {"label": label, "description": description, "schema": {"type": ["string", "null"]}}
 
-    def number(label: str, description: str, default: float, kind: str = "number", minimum: float = 0) -> dict[str, Any]:
+    def number(
+        label: str, description: str, default: float, kind: str = "number", minimum: float = 0
+    ) -> dict[str, Any]:
         schema = {"type": [kind, "null"], "default": default, "minimum": minimum}
         return {"label": label, "description": description, "schema": schema}
 

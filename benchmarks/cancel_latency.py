@@ -68,7 +68,14 @@ def airflow_round(home: AirflowHome, sim: AquaSimulator, *, cold: bool) -> float
 
 def bare_round(sim: AquaSimulator, job_id: str) -> float:
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("bare_cancel.py")), sim.base_url, CLIENT_ID, CLIENT_SECRET, job_id],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("bare_cancel.py")),
+            sim.base_url,
+            CLIENT_ID,
+            CLIENT_SECRET,
+            job_id,
+        ],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -103,8 +110,9 @@ def calls_per_job_hour(sim: AquaSimulator, poll_interval: float) -> int:
             sim.finish_job(job_id, "completed")
         return False
 
-    with mock.patch.object(operators.time, "monotonic", lambda: clock[0]), mock.patch.object(
-        operator._stopped, "wait", virtual_wait
+    with (
+        mock.patch.object(operators.time, "monotonic", lambda: clock[0]),
+        mock.patch.object(operator._stopped, "wait", virtual_wait),
     ):
         operator._wait(job_id)
     return len(sim.requests)
@@ -121,12 +129,17 @@ def main() -> int:
     args = parser.parse_args()
 
     results: dict[str, list[float]] = {"airflow warm": [], "airflow cold": [], "bare requests": []}
-    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=3600) as sim, \
-            tempfile.TemporaryDirectory(prefix="aqua-bench-") as tmp:
+    with (
+        AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=3600) as sim,
+        tempfile.TemporaryDirectory(prefix="aqua-bench-") as tmp,
+    ):
         connection = {"conn_type": "zuora_aqua", "host": sim.base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
         # PYTHONPATH: the task processes run this checkout's code, whatever is installed.
-        home = AirflowHome(Path(tmp), Path(__file__).with_name("dags"),
-                           {"AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": json.dumps(connection), "PYTHONPATH": str(ROOT)})
+        home = AirflowHome(
+            Path(tmp),
+            Path(__file__).with_name("dags"),
+            {"AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": json.dumps(connection), "PYTHONPATH": str(ROOT)},
+        )
         home.migrate()
         os.environ["AIRFLOW_CONN_ZUORA_AQUA_DEFAULT"] = json.dumps(connection)
         from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -137,8 +150,10 @@ def main() -> int:
             results["airflow warm"].append(airflow_round(home, sim, cold=False))
             results["airflow cold"].append(airflow_round(home, sim, cold=True))
             results["bare requests"].append(bare_round(sim, hook.submit_job(QUERY)["id"]))
-            print(f"round {round_number}: " + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
-                  flush=True)
+            print(
+                f"round {round_number}: " + ", ".join(f"{k} {v[-1] * 1000:.0f} ms" for k, v in results.items()),
+                flush=True,
+            )
         calls_30 = calls_per_job_hour(sim, 30)
         calls_60 = calls_per_job_hour(sim, 60)
 
@@ -154,7 +169,8 @@ def print_latencies(results: dict[str, list[float]], rounds: int) -> None:
     bare_p50, _ = summary(results["bare requests"])
     for name, values in results.items():
         p50, p95 = summary(values)
-        print(f"  {name:14s} p50 {p50 * 1000:6.1f} ms  p95 {p95 * 1000:6.1f} ms  ratio to bare (p50) {p50 / bare_p50:.2f}x")
+        ratio = p50 / bare_p50
+        print(f"  {name:14s} p50 {p50 * 1000:6.1f} ms  p95 {p95 * 1000:6.1f} ms  ratio to bare (p50) {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -109,15 +109,33 @@ def main() -> int:
     args = parser.parse_args()
 
     simulator = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator", "--port", "0", "--job-seconds",
-         str(args.job_seconds), "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_zuora_aqua.simulator",
+            "--port",
+            "0",
+            "--job-seconds",
+            str(args.job_seconds),
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         assert simulator.stdout is not None
         base_url = simulator.stdout.readline().strip()
-        connection = {"conn_type": "zuora_aqua", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET,
-                      "extra": {"max_retries": 5}}
+        connection = {
+            "conn_type": "zuora_aqua",
+            "host": base_url,
+            "login": CLIENT_ID,
+            "password": CLIENT_SECRET,
+            "extra": {"max_retries": 5},
+        }
         os.environ["AIRFLOW_CONN_ZUORA_AQUA_DEFAULT"] = json.dumps(connection)
         from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
         from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
@@ -143,23 +161,29 @@ def main() -> int:
         polls.setdefault(request["path"], []).append(request["time"])
     # Steady state: gaps between polls once the backoff (2, 4, ... s) has reached the interval.
     steady_gaps = [
-        later - earlier
-        for times in polls.values()
-        for earlier, later in zip(sorted(times)[3:], sorted(times)[4:])
+        later - earlier for times in polls.values() for earlier, later in zip(sorted(times)[3:], sorted(times)[4:])
     ]
     polls_per_interval = args.poll_interval / statistics.mean(steady_gaps) if steady_gaps else float("nan")
 
-    print(f"{args.triggers} triggers, poll_interval {args.poll_interval:g} s, jobs of {args.job_seconds:g} s, "
-          f"all done in {result['elapsed']:.1f} s")
+    print(
+        f"{args.triggers} triggers, poll_interval {args.poll_interval:g} s, jobs of {args.job_seconds:g} s, "
+        f"all done in {result['elapsed']:.1f} s"
+    )
     print(f"  events: {len(statuses)} triggers fired exactly one event, {statuses.count('completed')} 'completed'")
     idle, busy = result["idle_lags"], result["lags"]
-    print(f"  event-loop lag idle:          p50 {statistics.median(idle) * 1000:6.1f} ms  "
-          f"p99 {percentile(idle, 0.99) * 1000:6.1f} ms  max {max(idle) * 1000:6.1f} ms")
-    print(f"  event-loop lag with triggers: p50 {statistics.median(busy) * 1000:6.1f} ms  "
-          f"p99 {percentile(busy, 0.99) * 1000:6.1f} ms  max {max(busy) * 1000:6.1f} ms")
+    print(
+        f"  event-loop lag idle:          p50 {statistics.median(idle) * 1000:6.1f} ms  "
+        f"p99 {percentile(idle, 0.99) * 1000:6.1f} ms  max {max(idle) * 1000:6.1f} ms"
+    )
+    print(
+        f"  event-loop lag with triggers: p50 {statistics.median(busy) * 1000:6.1f} ms  "
+        f"p99 {percentile(busy, 0.99) * 1000:6.1f} ms  max {max(busy) * 1000:6.1f} ms"
+    )
     print(f"  token fetches: {tokens} (one connection)")
-    print(f"  API calls: {len(gets)} GETs in all ({len(gets) / args.triggers:.1f} per job); in steady state "
-          f"{polls_per_interval:.2f} GET per trigger per poll interval; other calls: {len(requests) - len(gets)}")
+    print(
+        f"  API calls: {len(gets)} GETs in all ({len(gets) / args.triggers:.1f} per job); in steady state "
+        f"{polls_per_interval:.2f} GET per trigger per poll interval; other calls: {len(requests) - len(gets)}"
+    )
     print(f"  memory per trigger: {result['rss_per_trigger'] / 1024:.1f} KiB of peak RSS")
     return 0 if len(statuses) == args.triggers else 1
 

@@ -60,9 +60,10 @@ def step(text: str) -> None:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="aqua-demo-") as tmp, AquaSimulator(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=600, queue_seconds=0.05
-    ) as sim:
+    with (
+        tempfile.TemporaryDirectory(prefix="aqua-demo-") as tmp,
+        AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=600, queue_seconds=0.05) as sim,
+    ):
         connection = {"conn_type": "zuora_aqua", "host": sim.base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
         home = AirflowHome(
             Path(tmp) / "airflow",

@@ -351,10 +351,17 @@ class ZuoraAquaHook(BaseHook):
         data: dict[str, str] | None = None,
     ) -> HttpAnswer:
         """Async :meth:`_send` with aiohttp."""
-        timeout = aiohttp.ClientTimeout(sock_connect=min(_CONNECT_TIMEOUT, self.settings.timeout), total=self.settings.timeout)
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=min(_CONNECT_TIMEOUT, self.settings.timeout), total=self.settings.timeout
+        )
         try:
             async with session.request(
-                method, f"{self.settings.base_url}{path}", headers=headers, data=data, timeout=timeout, allow_redirects=False
+                method,
+                f"{self.settings.base_url}{path}",
+                headers=headers,
+                data=data,
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 return HttpAnswer(response.status, response.headers, await response.read())
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -394,22 +401,24 @@ class ZuoraAquaHook(BaseHook):
             self.last_request_id = answer.request_id
             return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
 
-        return tenacity.Retrying(**retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds))(
-            attempt
-        )
+        return tenacity.Retrying(**retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds))(attempt)
 
     def _send_authenticated(
         self, method: str, path: str, *, json: dict[str, Any] | None, track_id: str | None, deadline: float | None
     ) -> HttpAnswer:
         """Send with the shared token; on a 401, replace the token once and send once more."""
         token = self._cached_token(deadline)
-        answer = self._send(method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline)
+        answer = self._send(
+            method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline
+        )
         if answer.status != 401:
             return answer
         self.log.info("Zuora answered 401 to %s %s: fetching a new OAuth token and retrying once", method, path)
         TOKEN_CACHE.invalidate(self.settings.token_cache_key, token)
         token = self._cached_token(deadline)
-        return self._send(method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline)
+        return self._send(
+            method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline
+        )
 
     def _cached_token(self, deadline: float | None = None) -> str:
         return TOKEN_CACHE.get(self.settings.token_cache_key, lambda: self._fetch_token(deadline))

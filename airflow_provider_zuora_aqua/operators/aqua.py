@@ -325,7 +325,9 @@ class AquaSubmitJobOperator(BaseOperator):
             return None
         status = job.get("status")
         if not AquaJobStatus.is_terminal(status):
-            self.log.info("Re-attaching to AQuA job %s of an earlier try (%s) instead of submitting", previous_id, status)
+            self.log.info(
+                "Re-attaching to AQuA job %s of an earlier try (%s) instead of submitting", previous_id, status
+            )
             return job
         if job_failure_reason(job) is None:
             self.log.info("AQuA job %s of an earlier try completed: returning it without submitting again", previous_id)

@@ -1,11 +1,12 @@
 """Tokens and jobs behind one lock; job status is computed lazily from a monotonic clock.
 
 Lifecycle of a job submitted at ``t0`` with ``job_seconds = J``:
-``submitted`` until ``t0 + Q`` (``queue_seconds``, by default ``min(0.5, J / 10)``), then ``executing`` until ``t0 + J``, then
-``completed``. AQuA runs a job's queries one after another, so the executing window is
-split evenly between the batches: each batch is ``pending``, then ``executing``, then
-``completed`` (with its ``recordCount`` and ``fileId``) at its share's end; the last batch
-completes with the job. A cancel or a forced outcome freezes the job at that moment.
+``submitted`` until ``t0 + Q`` (``queue_seconds``, by default ``min(0.5, J / 10)``),
+then ``executing`` until ``t0 + J``, then ``completed``. AQuA runs a job's queries one
+after another, so the executing window is split evenly between the batches: each batch is
+``pending``, then ``executing``, then ``completed`` (with its ``recordCount`` and
+``fileId``) at its share's end; the last batch completes with the job. A cancel or a
+forced outcome freezes the job at that moment.
 """
 
 from __future__ import annotations
@@ -212,9 +213,7 @@ class AquaState:
                 )
                 for query in spec.queries
             ]
-            job = _Job(
-                secrets.token_hex(16), spec, batches, now, time.time(), self._job_seconds, self._queue_seconds
-            )
+            job = _Job(secrets.token_hex(16), spec, batches, now, time.time(), self._job_seconds, self._queue_seconds)
             self._jobs[job.job_id] = job
             for index, batch in enumerate(batches):
                 self._files[batch.file_id] = (job, index)

@@ -148,8 +148,8 @@ class AquaJobTrigger(BaseTrigger):
         The trigger is cancelled in both cases; only when its task instance is no longer
         deferred did a user stop it. A restart leaves the task deferred and must not cancel.
         """
-        from asgiref.sync import sync_to_async
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from asgiref.sync import sync_to_async
 
         ti = self.task_instance
         if ti is None:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 REQUEST_ID_HEADER = "Zuora-Request-Id"
 TRACK_ID_HEADER = "Zuora-Track-Id"
 TRACK_ID_MAX_LENGTH = 64
-_TRACK_ID_FORBIDDEN = frozenset(':;"\'')
+_TRACK_ID_FORBIDDEN = frozenset(":;\"'")
 #: AQuA error codes meaning "no such job/batch" (90001 Invalid Batch Id, 90002 Invalid Job Id).
 JOB_NOT_FOUND_CODES = frozenset({"90001", "90002"})
 #: AQuA error code for the concurrent-job limit: transient, like a 429.
@@ -91,9 +91,7 @@ def validate_track_id(track_id: object) -> str | None:
 def make_track_id(*parts: object) -> str:
     """Build a valid Track-Id from arbitrary parts; long values keep a digest to stay unique."""
     raw = ".".join(str(part) for part in parts)
-    cleaned = "".join(
-        "-" if not 32 < ord(char) <= 126 or char in _TRACK_ID_FORBIDDEN else char for char in raw
-    )
+    cleaned = "".join("-" if not 32 < ord(char) <= 126 or char in _TRACK_ID_FORBIDDEN else char for char in raw)
     if len(cleaned) <= TRACK_ID_MAX_LENGTH:
         return cleaned
     digest = hashlib.sha256(raw.encode()).hexdigest()[:12]

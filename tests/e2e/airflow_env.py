@@ -88,9 +88,7 @@ class AirflowHome:
 
     def migrate(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [AIRFLOW_BIN, "db", "migrate"], env=self.env, check=True, capture_output=True, timeout=300
-        )
+        subprocess.run([AIRFLOW_BIN, "db", "migrate"], env=self.env, check=True, capture_output=True, timeout=300)
 
     def copy_to(self, root: Path, **extra_env: str) -> AirflowHome:
         """A new home that starts from this home's migrated database (migrating takes ~7 s)."""
@@ -215,7 +213,9 @@ class AirflowStack:
             return error.code, error.read().decode(errors="replace")
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
-        wait_for(lambda: self.api("GET", f"/dags/{dag_id}")[0] == 200, timeout=timeout, interval=1, what=f"DAG {dag_id}")
+        wait_for(
+            lambda: self.api("GET", f"/dags/{dag_id}")[0] == 200, timeout=timeout, interval=1, what=f"DAG {dag_id}"
+        )
         status, body = self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
         assert status == 200, body
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from tests.e2e.airflow_env import AirflowHome, stop_process_group, wait_for
+from tests.e2e.airflow_env import AirflowHome, stop_process_group
 from tests.e2e.conftest import assert_no_secret, polled_job_ids, wait_for_delete, wait_for_polled_job
 
 pytestmark = pytest.mark.airflow_e2e
@@ -66,7 +66,10 @@ def test_jobs_ending_elsewhere_fail_the_task_with_batch_messages(airflow_home, e
 
     log = airflow_home.read_log("dags-test.out")
     for status in ("error", "aborted", "cancelled"):
-        assert f"ended with status '{status}'; failed batches: 'accounts' {status}: simulated {status} on Zuora's side" in log
+        assert (
+            f"ended with status '{status}'; failed batches: 'accounts' {status}: simulated {status} on Zuora's side"
+            in log
+        )
     assert "Zuora-Request-Id" in log
     assert "AQuA job" in log and "completed" in log
     assert len(polled_job_ids(e2e_simulator)) == 4

@@ -232,8 +232,12 @@ class TestHeaders:
     def test_headers_from_connection_extras_and_track_id(self, simulator, monkeypatch):
         monkeypatch.setenv(
             "AIRFLOW_CONN_TENANT",
-            connection_json(simulator.base_url, entity_ids="8a8082c45aa81b51015ab7a8e54b1c3e", org_ids="o1,o2",
-                            zuora_version="2025-08-20"),
+            connection_json(
+                simulator.base_url,
+                entity_ids="8a8082c45aa81b51015ab7a8e54b1c3e",
+                org_ids="o1,o2",
+                zuora_version="2025-08-20",
+            ),
         )
         hook = ZuoraAquaHook("tenant")
         job_id = hook.submit_job(QUERY, track_id="dag.task.run-1")["id"]
@@ -257,7 +261,9 @@ class TestHeaders:
             assert header not in submit.headers
 
     def test_gzipped_answers_are_read(self, simulator, aqua_conn):
-        queries = [{"name": f"q{i}", "query": f"select Id, Name, Balance from Account where Id = '{i}'"} for i in range(40)]
+        queries = [
+            {"name": f"q{i}", "query": f"select Id, Name, Balance from Account where Id = '{i}'"} for i in range(40)
+        ]
         job = ZuoraAquaHook(aqua_conn).submit_job({**QUERY, "queries": queries})
         assert len(job["batches"]) == 40
 
@@ -294,7 +300,9 @@ class TestConnection:
         with pytest.raises(AquaConfigurationError, match="https://"):
             ZuoraAquaHook("plain").get_job(UNKNOWN_JOB_ID)
 
-    @pytest.mark.parametrize("host", ["http://127.0.0.1:1", "http://127.8.9.10:1", "http://localhost:1", "http://[::1]:1"])
+    @pytest.mark.parametrize(
+        "host", ["http://127.0.0.1:1", "http://127.8.9.10:1", "http://localhost:1", "http://[::1]:1"]
+    )
     def test_plain_http_to_loopback_is_allowed(self, monkeypatch, host):
         monkeypatch.setenv("AIRFLOW_CONN_LOOP", connection_json(host))
         assert ZuoraAquaHook("loop").settings.base_url == host

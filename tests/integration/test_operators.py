@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from unittest import mock
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 
@@ -37,8 +37,14 @@ class FakeTaskInstance(SimpleNamespace):
     """What the operators read from ``context["ti"]``, with an XCom store."""
 
     def __init__(self, task_id: str = "cancel", try_number: int = 1) -> None:
-        super().__init__(dag_id="dag", task_id=task_id, run_id="manual__2026-11-25T10:00:00+00:00",
-                         try_number=try_number, map_index=-1, xcom={})
+        super().__init__(
+            dag_id="dag",
+            task_id=task_id,
+            run_id="manual__2026-11-25T10:00:00+00:00",
+            try_number=try_number,
+            map_index=-1,
+            xcom={},
+        )
 
     def xcom_push(self, key: str, value: object) -> None:
         self.xcom[key] = value
@@ -60,7 +66,9 @@ def context(ti: FakeTaskInstance | None = None, **extra: object) -> dict:
 
 
 def submit(hook: ZuoraAquaHook) -> str:
-    return hook.submit_job({"format": "csv", "version": "1.0", "queries": [{"name": "a", "query": "select Id from Account"}]})["id"]
+    return hook.submit_job(
+        {"format": "csv", "version": "1.0", "queries": [{"name": "a", "query": "select Id from Account"}]}
+    )["id"]
 
 
 class TestCancelOperator:
@@ -281,8 +289,12 @@ class TestSubmitOperator:
 
     @pytest.mark.parametrize(
         ("kwargs", "argument"),
-        [({"queries": {}}, "queries"), ({"format": "xml"}, "format"), ({"version": "1.1"}, "partner/project"),
-         ({"job_name": "n" * 40}, "job_name")],
+        [
+            ({"queries": {}}, "queries"),
+            ({"format": "xml"}, "format"),
+            ({"version": "1.1"}, "partner/project"),
+            ({"job_name": "n" * 40}, "job_name"),
+        ],
     )
     def test_invalid_arguments_fail_before_any_request(self, simulator, aqua_conn, kwargs, argument):
         operator = AquaSubmitJobOperator(task_id="export", **{"queries": QUERIES, **kwargs})

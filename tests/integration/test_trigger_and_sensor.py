@@ -35,14 +35,26 @@ def finish_later(sim, job_id: str, status: str, delay: float = 0.3, message: str
 
 class TestTrigger:
     async def test_serialize_round_trip_carries_no_secret(self, simulator, aqua_conn):
-        trigger = AquaJobTrigger(job_id="a" * 32, zuora_conn_id=aqua_conn, poll_interval=5, end_time=123.0,
-                                 track_id="t-1", cancel_on_kill=False)
+        trigger = AquaJobTrigger(
+            job_id="a" * 32,
+            zuora_conn_id=aqua_conn,
+            poll_interval=5,
+            end_time=123.0,
+            track_id="t-1",
+            cancel_on_kill=False,
+        )
         classpath, kwargs = trigger.serialize()
 
         assert classpath == "airflow_provider_zuora_aqua.triggers.aqua.AquaJobTrigger"
         assert AquaJobTrigger(**kwargs).serialize() == (classpath, kwargs)
-        assert kwargs == {"job_id": "a" * 32, "zuora_conn_id": aqua_conn, "poll_interval": 5, "end_time": 123.0,
-                          "track_id": "t-1", "cancel_on_kill": False}
+        assert kwargs == {
+            "job_id": "a" * 32,
+            "zuora_conn_id": aqua_conn,
+            "poll_interval": 5,
+            "end_time": 123.0,
+            "track_id": "t-1",
+            "cancel_on_kill": False,
+        }
         ZuoraAquaHook(aqua_conn).get_access_token()
         assert CLIENT_SECRET not in repr(kwargs)
         assert all(token not in repr(kwargs) for token in simulator.issued_tokens)
@@ -96,8 +108,10 @@ class TestTrigger:
         lookup = mock.AsyncMock(wraps=ZuoraAquaHook.aget_connection)
         with mock.patch.object(ZuoraAquaHook, "aget_connection", lookup):
             results = await asyncio.gather(
-                *(collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.2))
-                  for job_id in job_ids)
+                *(
+                    collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.2))
+                    for job_id in job_ids
+                )
             )
         assert [events[0]["status"] for events in results] == ["completed"] * 20
         assert len(simulator.requests_for("token")) == 1
@@ -135,14 +149,18 @@ class TestTrigger:
         assert simulator.requests_for("delete_job") == []
 
     @pytest.mark.parametrize(("task_state", "cancelled"), [("deferred", False), ("failed", True)])
-    async def test_before_3_3_cancel_only_when_the_task_left_deferred(self, simulator, aqua_conn, task_state,
-                                                                       cancelled):
+    async def test_before_3_3_cancel_only_when_the_task_left_deferred(
+        self, simulator, aqua_conn, task_state, cancelled
+    ):
         job_id = submit(ZuoraAquaHook(aqua_conn))
         trigger = AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, poll_interval=0.1)
         trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1)
         states = {"r": {"t": task_state}}
-        with mock.patch.object(triggers, "TRIGGER_HAS_ON_KILL", False), mock.patch(
-            "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states", return_value=states
+        with (
+            mock.patch.object(triggers, "TRIGGER_HAS_ON_KILL", False),
+            mock.patch(
+                "airflow.sdk.execution_time.task_runner.RuntimeTaskInstance.get_task_states", return_value=states
+            ),
         ):
             task = asyncio.ensure_future(collect(trigger))
             await asyncio.sleep(0.3)
@@ -156,8 +174,9 @@ class TestDeferrableOperator:
     def test_defers_after_recording_the_job(self, simulator, aqua_conn):
         ti = FakeTaskInstance("export")
         store = FakeStateStore()
-        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, timeout=60,
-                                         poll_interval=7)
+        operator = AquaSubmitJobOperator(
+            task_id="export", queries=QUERIES, deferrable=True, timeout=60, poll_interval=7
+        )
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute(context(ti, task_state_store=store))
 
@@ -174,8 +193,9 @@ class TestDeferrableOperator:
 
         ti = FakeTaskInstance("export")
         ti.start_date = datetime.now(timezone.utc)
-        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True,
-                                         execution_timeout=timedelta(seconds=20))
+        operator = AquaSubmitJobOperator(
+            task_id="export", queries=QUERIES, deferrable=True, execution_timeout=timedelta(seconds=20)
+        )
         with pytest.raises(TaskDeferred) as deferred:
             operator.execute(context(ti))
         assert abs(deferred.value.trigger.end_time - (ti.start_date.timestamp() + 20)) < 0.01
@@ -203,8 +223,13 @@ class TestDeferrableOperator:
     def test_timeout_event_cancels_then_fails(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))
         operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, timeout=5)
-        event = {"status": "timeout", "job_id": job_id, "job": simulator.get_job(job_id), "message": "late",
-                 "request_id": "rid"}
+        event = {
+            "status": "timeout",
+            "job_id": job_id,
+            "job": simulator.get_job(job_id),
+            "message": "late",
+            "request_id": "rid",
+        }
         with pytest.raises(AquaJobTimeoutError):
             operator.execute_complete(context(FakeTaskInstance("export")), event)
         assert simulator.get_job(job_id)["status"] == "cancelled"
@@ -212,8 +237,13 @@ class TestDeferrableOperator:
     def test_failed_job_event_fails_with_batch_messages(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))
         simulator.finish_job(job_id, "error", "Invalid field Foo")
-        event = {"status": "error", "job_id": job_id, "job": simulator.get_job(job_id), "message": "",
-                 "request_id": "rid-9"}
+        event = {
+            "status": "error",
+            "job_id": job_id,
+            "job": simulator.get_job(job_id),
+            "message": "",
+            "request_id": "rid-9",
+        }
         with pytest.raises(AquaJobFailedError, match="Invalid field Foo.*rid-9"):
             AquaSubmitJobOperator(task_id="export", queries=QUERIES).execute_complete(
                 context(FakeTaskInstance("export")), event
@@ -221,7 +251,13 @@ class TestDeferrableOperator:
 
     def test_poll_failed_event_cancels_then_fails(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))
-        event = {"status": "poll_failed", "job_id": job_id, "job": None, "message": "Could not read", "request_id": None}
+        event = {
+            "status": "poll_failed",
+            "job_id": job_id,
+            "job": None,
+            "message": "Could not read",
+            "request_id": None,
+        }
         with pytest.raises(AquaError, match="Could not read"):
             AquaSubmitJobOperator(task_id="export", queries=QUERIES).execute_complete(
                 context(FakeTaskInstance("export")), event
@@ -265,13 +301,22 @@ class TestSensor:
     def test_deferred_timeout_and_failure(self, simulator, aqua_conn):
         sensor = AquaJobSensor(task_id="wait", job_id="a" * 32, deferrable=True, timeout=3)
         with pytest.raises(AirflowSensorTimeout):
-            sensor.execute_complete(context(), {"status": "timeout", "job_id": "a" * 32, "job": None,
-                                                "message": "", "request_id": None})
+            sensor.execute_complete(
+                context(), {"status": "timeout", "job_id": "a" * 32, "job": None, "message": "", "request_id": None}
+            )
         job_id = submit(ZuoraAquaHook(aqua_conn))
         simulator.finish_job(job_id, "aborted", "stopped")
         with pytest.raises(AquaJobFailedError, match="aborted"):
-            sensor.execute_complete(context(), {"status": "aborted", "job_id": job_id,
-                                                "job": simulator.get_job(job_id), "message": "", "request_id": None})
+            sensor.execute_complete(
+                context(),
+                {
+                    "status": "aborted",
+                    "job_id": job_id,
+                    "job": simulator.get_job(job_id),
+                    "message": "",
+                    "request_id": None,
+                },
+            )
 
 
 def test_connection_lookup_is_async_in_the_trigger(simulator, aqua_conn):

@@ -31,8 +31,14 @@ from airflow_provider_zuora_aqua.utils.tokens import TokenCache
 
 
 def conn(**fields):
-    defaults = {"conn_id": "c", "host": "rest.test.zuora.com", "port": None, "login": "id", "password": "secret-1",
-                "extra_dejson": {}}
+    defaults = {
+        "conn_id": "c",
+        "host": "rest.test.zuora.com",
+        "port": None,
+        "login": "id",
+        "password": "secret-1",
+        "extra_dejson": {},
+    }
     return SimpleNamespace(**{**defaults, **fields})
 
 
@@ -78,8 +84,13 @@ class TestSettings:
         assert settings.org_ids == "a,b"
 
     @pytest.mark.parametrize(
-        ("extra", "field"), [({"timeout": "soon"}, "timeout"), ({"max_retries": 1.5}, "max_retries"),
-                             ({"retry_backoff": -1}, "retry_backoff"), ({"entity_ids": "a\r\nb"}, "entity_ids")]
+        ("extra", "field"),
+        [
+            ({"timeout": "soon"}, "timeout"),
+            ({"max_retries": 1.5}, "max_retries"),
+            ({"retry_backoff": -1}, "retry_backoff"),
+            ({"entity_ids": "a\r\nb"}, "entity_ids"),
+        ],
     )
     def test_bad_extras_name_the_field(self, extra, field):
         with pytest.raises(AquaConfigurationError, match=field):
@@ -108,8 +119,9 @@ class TestTrackId:
         assert len(first) <= 64 and first != second
 
     def test_task_track_id_names_the_try(self):
-        ti = SimpleNamespace(dag_id="d", task_id="t", run_id="manual__2026-01-01T00:00:00+00:00", try_number=3,
-                             map_index=2)
+        ti = SimpleNamespace(
+            dag_id="d", task_id="t", run_id="manual__2026-01-01T00:00:00+00:00", try_number=3, map_index=2
+        )
         assert task_track_id(ti) == "airflow.d.t[2].manual__2026-01-01T00-00-00+00-00.3"
 
 
@@ -201,15 +213,27 @@ class TestTokenCache:
 
 class TestJobRequest:
     def build(self, **overrides):
-        arguments = {"queries": {"accounts": "select Id from Account"}, "job_name": None, "format": "csv",
-                     "version": "1.0", "partner": None, "project": None, "use_query_labels": None,
-                     "date_time_utc": None, "job_options": None}
+        arguments = {
+            "queries": {"accounts": "select Id from Account"},
+            "job_name": None,
+            "format": "csv",
+            "version": "1.0",
+            "partner": None,
+            "project": None,
+            "use_query_labels": None,
+            "date_time_utc": None,
+            "job_options": None,
+        }
         return build_job_request(**{**arguments, **overrides})
 
     def test_mapping_of_queries(self):
         body = self.build(job_name="nightly", use_query_labels=True)
         assert body == {
-            "format": "csv", "version": "1.0", "encrypted": "none", "name": "nightly", "useQueryLabels": True,
+            "format": "csv",
+            "version": "1.0",
+            "encrypted": "none",
+            "name": "nightly",
+            "useQueryLabels": True,
             "queries": [{"name": "accounts", "query": "select Id from Account", "type": "zoqlexport"}],
         }
 

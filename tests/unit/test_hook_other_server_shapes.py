@@ -68,8 +68,12 @@ def test_cancel_accepted_on_an_already_completed_job(hook, requests_mock):
 
 @pytest.mark.parametrize(
     ("status_code", "body"),
-    [(404, None), (400, {"message": "Job not found"}), (200, {"errorCode": "90002", "message": "Invalid Job Id."}),
-     (400, {"message": "Invalid Job Id."})],
+    [
+        (404, None),
+        (400, {"message": "Job not found"}),
+        (200, {"errorCode": "90002", "message": "Invalid Job Id."}),
+        (400, {"message": "Invalid Job Id."}),
+    ],
 )
 def test_unknown_job(hook, requests_mock, status_code, body):
     requests_mock.delete(JOB_URL, status_code=status_code, json=body)

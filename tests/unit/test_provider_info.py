@@ -22,7 +22,13 @@ def test_connection_type_in_provider_info():
     assert behaviour["relabeling"] == {"host": "REST base URL", "login": "Client ID", "password": "Client Secret"}
     assert {"schema", "port"} <= set(behaviour["hidden-fields"])
     assert set(connection["conn-fields"]) == {
-        "environment", "entity_ids", "org_ids", "zuora_version", "timeout", "max_retries", "retry_backoff",
+        "environment",
+        "entity_ids",
+        "org_ids",
+        "zuora_version",
+        "timeout",
+        "max_retries",
+        "retry_backoff",
         "retry_max_seconds",
     }
     assert connection["conn-fields"]["environment"]["schema"]["enum"][1:] == list(ENVIRONMENTS)

@@ -12,18 +12,31 @@ from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 START = datetime(2026, 1, 1)
 QUERIES = {"accounts": "select Id, Name, Balance from Account"}
 
-with DAG(dag_id="aqua_e2e_wait", start_date=START, schedule=None, catchup=False,
-         on_failure_callback=cancel_aqua_job_on_failure):
+with DAG(
+    dag_id="aqua_e2e_wait",
+    start_date=START,
+    schedule=None,
+    catchup=False,
+    on_failure_callback=cancel_aqua_job_on_failure,
+):
     AquaSubmitJobOperator(task_id="export", job_name="e2e-wait", queries=QUERIES, poll_interval=1)
 
 with DAG(dag_id="aqua_e2e_execution_timeout", start_date=START, schedule=None, catchup=False):
     AquaSubmitJobOperator(
-        task_id="export", job_name="e2e-execution-timeout", queries=QUERIES, poll_interval=1,
+        task_id="export",
+        job_name="e2e-execution-timeout",
+        queries=QUERIES,
+        poll_interval=1,
         execution_timeout=timedelta(seconds=6),
     )
 
-with DAG(dag_id="aqua_e2e_retry", start_date=START, schedule=None, catchup=False,
-         default_args={"retries": 1, "retry_delay": timedelta(seconds=1)}):
+with DAG(
+    dag_id="aqua_e2e_retry",
+    start_date=START,
+    schedule=None,
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
+):
     AquaSubmitJobOperator(task_id="export", job_name="e2e-retry", queries=QUERIES, poll_interval=1)
 
 with DAG(dag_id="aqua_e2e_outcomes", start_date=START, schedule=None, catchup=False):
