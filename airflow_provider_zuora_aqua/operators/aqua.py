@@ -105,7 +105,9 @@ class AquaSubmitJobOperator(BaseOperator):
 
     * killed (SIGTERM: marked failed or success, cleared, ``execution_timeout``): ``on_kill``
       sends one short cancel;
-    * ``timeout`` reached, or waiting fails: the job is cancelled, then the task fails;
+    * ``timeout`` reached, or waiting fails for good (job gone, credentials refused): the job
+      is cancelled, then the task fails. Transient failures (connection, ``429``, ``5xx``) that
+      outlast the hook's retries do not end the wait: an outage must not cancel healthy jobs;
     * the task process died (SIGKILL, OOM, lost worker): the failure callback
       :func:`~airflow_provider_zuora_aqua.callbacks.cancel_aqua_job_on_failure`, installed by
       default next to any ``on_failure_callback`` you set, cancels the job.
