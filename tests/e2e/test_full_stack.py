@@ -7,6 +7,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
@@ -30,7 +31,13 @@ def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_f
         AIRFLOW_CONN_ZUORA_AQUA_DEFAULT=connection_json(stack_simulator.base_url, max_retries=2),
     )
     with AirflowStack(home, triggerer=True) as running:
-        for dag_id in ("aqua_e2e_wait", "aqua_e2e_retry", "aqua_e2e_deferred", "aqua_e2e_deferred_timeout"):
+        for dag_id in (
+            "aqua_e2e_wait",
+            "aqua_e2e_retry",
+            "aqua_e2e_zombie",
+            "aqua_e2e_deferred",
+            "aqua_e2e_deferred_timeout",
+        ):
             running.wait_for_dag(dag_id)
         yield running
     assert_no_secret(home.all_logs(), stack_simulator)
@@ -64,6 +71,24 @@ def test_sigkill_of_the_task_process_then_the_failure_callback_cancels_the_job(s
     wait_for_delete(sim, job_id, timeout=90)
     assert sim.get_job(job_id)["status"] == "cancelled"
     stack.wait_for_task_state("aqua_e2e_wait", "sigkill", "export", {"failed"})
+
+
+def test_lost_worker_the_task_failure_callback_installed_by_default_cancels_the_job(
+    stack: AirflowStack, sim: AquaSimulator
+):
+    """Task process and its supervisor both die (a lost worker): no on_kill, no DAG callback."""
+    stack.trigger("aqua_e2e_zombie", "zombie")
+    job_id = wait_for_polled_job(sim, run_id="zombie")
+    ti = stack.wait_for_task_state("aqua_e2e_zombie", "zombie", "export", {"running"})
+    supervisor = psutil.Process(ti["pid"]).ppid()
+
+    os.kill(ti["pid"], signal.SIGKILL)
+    os.kill(supervisor, signal.SIGKILL)
+
+    # The scheduler fails the task after the heartbeat timeout (10 s here); the DAG processor
+    # then runs the task's on_failure_callback, which AquaSubmitJobOperator installed.
+    wait_for_delete(sim, job_id, timeout=120)
+    assert sim.get_job(job_id)["status"] == "cancelled"
 
 
 def test_a_retry_reattaches_to_the_running_job_instead_of_submitting_again(stack: AirflowStack, sim: AquaSimulator):
