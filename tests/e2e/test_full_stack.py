@@ -37,6 +37,7 @@ def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_f
             "aqua_e2e_zombie",
             "aqua_e2e_deferred",
             "aqua_e2e_deferred_timeout",
+            "aqua_e2e_sensor",
         ):
             running.wait_for_dag(dag_id)
         yield running
@@ -158,3 +159,22 @@ def test_triggerer_restart_keeps_the_job_and_success_returns_the_job(stack: Airf
     assert xcom["value"]["id"] == job_id and xcom["value"]["status"] == "completed"
     assert sim.requests_for("file") == []  # waiting downloads nothing
     assert len(sim.requests_for("submit")) == 1
+
+
+def test_sensor_in_deferrable_and_poke_modes(stack: AirflowStack, sim: AquaSimulator):
+    dag_id, run_id = "aqua_e2e_sensor", "sensor"
+    stack.trigger(dag_id, run_id)
+    stack.wait_for_task_state(dag_id, run_id, "wait_deferred", {"deferred"})
+    stack.wait_for_task_state(dag_id, run_id, "wait_poke", {"running", "up_for_reschedule"})
+    [job_id] = sim.job_ids()[-1:]
+
+    sim.finish_job(job_id, "completed")
+
+    for task_id in ("wait_deferred", "wait_poke"):
+        ti = stack.wait_for_task_state(dag_id, run_id, task_id, {"success", "failed"})
+        assert ti["state"] == "success", task_id
+        status, xcom = stack.api(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        )
+        assert status == 200 and xcom["value"]["id"] == job_id, xcom
+    assert sim.requests_for("delete_job") == []  # a sensor never cancels

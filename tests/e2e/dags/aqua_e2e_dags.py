@@ -8,6 +8,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+from airflow_provider_zuora_aqua.sensors.aqua import AquaJobSensor
 
 START = datetime(2026, 1, 1)
 QUERIES = {"accounts": "select Id, Name, Balance from Account"}
@@ -54,3 +55,13 @@ with DAG(dag_id="aqua_e2e_deferred_timeout", start_date=START, schedule=None, ca
 # No DAG-level callback: only the failure callback the operator installs on the task.
 with DAG(dag_id="aqua_e2e_zombie", start_date=START, schedule=None, catchup=False):
     AquaSubmitJobOperator(task_id="export", job_name="e2e-zombie", queries=QUERIES, poll_interval=1)
+
+with DAG(dag_id="aqua_e2e_sensor", start_date=START, schedule=None, catchup=False):
+    submitted = AquaSubmitJobOperator(
+        task_id="submit", job_name="e2e-sensor", queries=QUERIES, wait_for_completion=False
+    )
+    job_id = "{{ ti.xcom_pull(task_ids='submit', key='aqua_job_id') }}"
+    submitted >> [
+        AquaJobSensor(task_id="wait_deferred", job_id=job_id, deferrable=True, poke_interval=1),
+        AquaJobSensor(task_id="wait_poke", job_id=job_id, poke_interval=1),
+    ]
