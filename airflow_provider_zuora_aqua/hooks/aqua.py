@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import Enum
 from functools import cached_property
 from typing import Any
@@ -19,6 +19,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
+    AquaError,
     AquaJobAlreadyFinishedError,
     AquaJobFailedError,
     AquaRateLimitError,
@@ -35,7 +36,7 @@ from airflow_provider_zuora_aqua.utils.protocol import (
     validate_job_id,
     validate_track_id,
 )
-from airflow_provider_zuora_aqua.utils.retry import retry_policy
+from airflow_provider_zuora_aqua.utils.retry import is_retryable, retry_policy
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
 TOKEN_PATH = "/oauth/token"
@@ -98,6 +99,66 @@ def poll_delays(poll_interval: float) -> Iterator[float]:
     while True:
         yield delay * random.uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
         delay = min(delay * 2, poll_interval)
+
+
+class JobWatch:
+    """
+    The waiting rules shared by the operator's poll loop and the trigger's: backoff, a log line
+    per status change, transient read failures tolerated, and a deadline.
+
+    The caller reads the job (sync or async) and reports each outcome; the watch says whether
+    the job finished, whether the deadline passed, and how long to wait next.
+
+    :param deadline: when to give up, on the scale of ``clock`` (None: never).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        poll_interval: float,
+        deadline: float | None,
+        clock: Callable[[], float],
+        log: Any,
+    ) -> None:
+        self.job_id = job_id
+        #: The last job JSON read (only the id until a read succeeds).
+        self.job: dict[str, Any] = {"id": job_id}
+        self._delays = poll_delays(poll_interval)
+        self._deadline = deadline
+        self._clock = clock
+        self._log = log
+        self._last_status: object = None
+
+    def saw(self, job: dict[str, Any]) -> None:
+        self.job = job
+        status = job.get("status")
+        if status != self._last_status:
+            self._log.info("AQuA job %s is %s", self.job_id, status)
+            self._last_status = status
+
+    def tolerate(self, exc: AquaError) -> bool:
+        """
+        Say whether a failed read leaves the wait going: transient failures (connection,
+        ``429``, ``5xx``) that outlasted the hook's retries do, so an outage cannot cancel
+        healthy jobs; anything else does not.
+        """
+        if not is_retryable(exc):
+            return False
+        self._log.warning("Could not read AQuA job %s (%s); still waiting for it", self.job_id, exc)
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return AquaJobStatus.is_terminal(self.job.get("status"))
+
+    @property
+    def timed_out(self) -> bool:
+        return self._deadline is not None and self._clock() >= self._deadline
+
+    def next_wait(self) -> float:
+        delay = next(self._delays)
+        return delay if self._deadline is None else max(0.0, min(delay, self._deadline - self._clock()))
 
 
 def job_failure_reason(job: dict[str, Any]) -> str | None:

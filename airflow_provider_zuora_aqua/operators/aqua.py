@@ -24,16 +24,15 @@ from airflow_provider_zuora_aqua.exceptions import (
 )
 from airflow_provider_zuora_aqua.hooks.aqua import (
     AquaJobStatus,
+    JobWatch,
     ZuoraAquaHook,
     check_job_succeeded,
     job_failure_reason,
-    poll_delays,
 )
 from airflow_provider_zuora_aqua.triggers.aqua import POLL_FAILED, TIMEOUT, AquaJobTrigger
 from airflow_provider_zuora_aqua.utils.compat import conf
 from airflow_provider_zuora_aqua.utils.job_request import build_job_request
 from airflow_provider_zuora_aqua.utils.protocol import task_track_id
-from airflow_provider_zuora_aqua.utils.retry import is_retryable
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -340,29 +339,21 @@ class AquaSubmitJobOperator(BaseOperator):
     def _wait(self, job_id: str) -> dict[str, Any]:
         """Poll with backoff until the job finishes; on ``timeout`` cancel it and fail."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        delays = poll_delays(self.poll_interval)
-        job: dict[str, Any] = {"id": job_id}
-        last_status = None
+        watch = JobWatch(
+            job_id, poll_interval=self.poll_interval, deadline=deadline, clock=time.monotonic, log=self.log
+        )
         while True:
             try:
-                job = self.hook.get_job(job_id, track_id=self._resolved_track_id)
+                watch.saw(self.hook.get_job(job_id, track_id=self._resolved_track_id))
             except AquaError as exc:
-                # An outage longer than the hook's retries must not cancel a healthy job.
-                if not is_retryable(exc):
+                if not watch.tolerate(exc):
                     raise
-                self.log.warning("Could not read AQuA job %s (%s); still waiting for it", job_id, exc)
-            status = job.get("status")
-            if status != last_status:
-                self.log.info("AQuA job %s is %s", job_id, status)
-                last_status = status
-            if AquaJobStatus.is_terminal(status):
+            if watch.finished:
                 self._job_finished = True
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise self._cancel_after_timeout(job, self.hook.last_request_id)
-            delay = next(delays)
-            wait = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
-            if self._stopped.wait(wait):
+                return watch.job
+            if watch.timed_out:
+                raise self._cancel_after_timeout(watch.job, self.hook.last_request_id)
+            if self._stopped.wait(watch.next_wait()):
                 raise AquaError(f"Stopped waiting for AQuA job {job_id}: the task was killed")
 
     def _deferral_deadline(self, context: Context) -> float | None:

@@ -11,9 +11,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_zuora_aqua.exceptions import AquaError
-from airflow_provider_zuora_aqua.hooks.aqua import FIRST_POLL_SECONDS, AquaJobStatus, ZuoraAquaHook, poll_delays
+from airflow_provider_zuora_aqua.hooks.aqua import FIRST_POLL_SECONDS, JobWatch, ZuoraAquaHook
 from airflow_provider_zuora_aqua.utils.aio import shared_client_session
-from airflow_provider_zuora_aqua.utils.retry import is_retryable
 
 #: Event status when the job cannot be read for a reason waiting will not fix (not found, refused).
 POLL_FAILED = "poll_failed"
@@ -96,31 +95,24 @@ class AquaJobTrigger(BaseTrigger):
             await self._cancel("the deferred task was stopped")
 
     async def _wait(self, hook: ZuoraAquaHook) -> dict[str, Any]:
-        delays = poll_delays(self.poll_interval)
-        last_status = None
+        watch = JobWatch(
+            self.job_id, poll_interval=self.poll_interval, deadline=self.end_time, clock=time.time, log=self.log
+        )
         # A triggerer starts all its triggers at once (after a restart, hundreds): spread the
         # first polls over the first wait instead of sending them in one burst.
         await asyncio.sleep(random.uniform(0, min(FIRST_POLL_SECONDS, self.poll_interval)))
-        job: dict[str, Any] = {"id": self.job_id}
         while True:
             try:
-                job = await hook.aget_job(self.job_id, track_id=self.track_id)
+                watch.saw(await hook.aget_job(self.job_id, track_id=self.track_id))
             except AquaError as exc:
-                # An outage longer than the hook's retries must not cancel every deferred job.
-                if not is_retryable(exc):
+                if not watch.tolerate(exc):
                     return self._event(POLL_FAILED, None, f"Could not read AQuA job {self.job_id}: {exc}", hook)
-                self.log.warning("Could not read AQuA job %s (%s); still waiting for it", self.job_id, exc)
-            status = job.get("status")
-            if status != last_status:
-                self.log.info("AQuA job %s is %s", self.job_id, status)
-                last_status = status
-            if AquaJobStatus.is_terminal(status):
-                return self._event(status, job, f"AQuA job {self.job_id} ended with status {status!r}", hook)
-            remaining = None if self.end_time is None else self.end_time - time.time()
-            if remaining is not None and remaining <= 0:
-                return self._event(TIMEOUT, job, f"AQuA job {self.job_id} did not finish in time", hook)
-            delay = next(delays)
-            await asyncio.sleep(delay if remaining is None else min(delay, remaining))
+            if watch.finished:
+                status = watch.job.get("status")
+                return self._event(status, watch.job, f"AQuA job {self.job_id} ended with status {status!r}", hook)
+            if watch.timed_out:
+                return self._event(TIMEOUT, watch.job, f"AQuA job {self.job_id} did not finish in time", hook)
+            await asyncio.sleep(watch.next_wait())
 
     def _event(self, status: str, job: dict[str, Any] | None, message: str, hook: ZuoraAquaHook) -> dict[str, Any]:
         return {
