@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
+#: SQLite answers "database is locked" when the stack's processes write at once.
+_DATABASE_BUSY_RETRIES = 5
 _DB_FILE = "airflow.db"
 
 
@@ -195,6 +197,15 @@ class AirflowStack:
             return False
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """Call the REST API; a "Database error" (SQLite busy under the stack's load) is retried."""
+        for _ in range(_DATABASE_BUSY_RETRIES):
+            status, answer = self._api_once(method, path, body)
+            if not (status == 500 and "Database error" in str(answer)):
+                break
+            time.sleep(1)
+        return status, answer
+
+    def _api_once(self, method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
         if self._token is None:
             request = urllib.request.Request(f"{self.base_url}/auth/token", method="GET")
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -223,7 +234,8 @@ class AirflowStack:
         status, body = self.api(
             "POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
         )
-        assert status == 200, body
+        # 409 after a retried "Database error": the first attempt created the run after all.
+        assert status == 200 or (status == 409 and self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")[0] == 200), body
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         status, body = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
