@@ -22,20 +22,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook
-from airflow_provider_zuora_aqua.utils.protocol import task_track_id
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus
+from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY
+from airflow_provider_zuora_aqua.utils.task_try import task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: XCom key (and task state store key) under which a task records the id of its AQuA job.
-AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"
-#: XCom key of the rendered connection id the job was submitted with.
-AQUA_CONN_ID_XCOM_KEY = "aqua_conn_id"
 #: Callbacks run under the DAG processor's timeout: keep the cancel well inside it.
 CALLBACK_CANCEL_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
+
+__all__ = ["AQUA_CONN_ID_XCOM_KEY", "AQUA_JOB_ID_XCOM_KEY", "cancel_aqua_job_on_failure"]
 
 
 def cancel_aqua_job_on_failure(context: Context) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Callable, Iterator
-from enum import Enum
 from functools import cached_property
 from typing import Any
 
@@ -19,9 +16,7 @@ from airflow.sdk import BaseHook
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
-    AquaError,
     AquaJobAlreadyFinishedError,
-    AquaJobFailedError,
     AquaRateLimitError,
     AquaServerError,
     AquaTransportError,
@@ -29,6 +24,18 @@ from airflow_provider_zuora_aqua.exceptions import (
 from airflow_provider_zuora_aqua.utils.aio import AsyncTTLCache, shared_client_session
 from airflow_provider_zuora_aqua.utils.compat import amask_secret, mask_secret
 from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
+
+# The job rules live in utils.jobs; imported here too because they were public here first.
+from airflow_provider_zuora_aqua.utils.jobs import (
+    FIRST_POLL_SECONDS,
+    POLL_JITTER,
+    TERMINAL_STATUSES,
+    AquaJobStatus,
+    JobWatch,
+    check_job_succeeded,
+    job_failure_reason,
+    poll_delays,
+)
 from airflow_provider_zuora_aqua.utils.protocol import (
     HttpAnswer,
     build_headers,
@@ -36,161 +43,29 @@ from airflow_provider_zuora_aqua.utils.protocol import (
     validate_job_id,
     validate_track_id,
 )
-from airflow_provider_zuora_aqua.utils.retry import is_retryable, retry_policy
+from airflow_provider_zuora_aqua.utils.retry import retry_policy
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
 TOKEN_PATH = "/oauth/token"
 JOBS_PATH = "/v1/batch-query/jobs"
 SUBMIT_PATH = "/v1/batch-query/"
-#: First wait between two polls of a job; it doubles up to the caller's poll interval.
-FIRST_POLL_SECONDS = 2.0
-#: Random spread of each wait between polls.
-POLL_JITTER = 0.1
 _CONNECT_TIMEOUT = 10.0
 _DEFAULT_TOKEN_LIFETIME = 3599.0
 _TOKEN_HEADERS = {"Accept": "application/json"}
 #: Connection settings looked up by triggers, per connection id.
 _ASYNC_SETTINGS: AsyncTTLCache[AquaConnectionSettings] = AsyncTTLCache(ttl=60.0)
 
-
-class AquaJobStatus(str, Enum):
-    """Statuses of an AQuA job (and of its batches)."""
-
-    SUBMITTED = "submitted"
-    PENDING = "pending"
-    EXECUTING = "executing"
-    COMPLETED = "completed"
-    ERROR = "error"
-    ABORTED = "aborted"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
-
-    @staticmethod
-    def normalize(status: object) -> str:
-        """Statuses compare case-insensitively: Zuora's own answers mix case (``"format": "CSV"``)."""
-        return str(status or "").strip().lower()
-
-    @classmethod
-    def is_terminal(cls, status: object) -> bool:
-        return cls.normalize(status) in TERMINAL_STATUSES
-
-
-TERMINAL_STATUSES = frozenset(
-    {
-        AquaJobStatus.COMPLETED,
-        AquaJobStatus.ERROR,
-        AquaJobStatus.ABORTED,
-        AquaJobStatus.CANCELLED,
-        AquaJobStatus.FAILED,
-    }
-)
-#: A batch can also fail because its objects do not support deleted records.
-_BATCH_FAILURE_STATUSES = TERMINAL_STATUSES - {AquaJobStatus.COMPLETED} | {"deleted_notallowed"}
-
-
-def poll_delays(poll_interval: float) -> Iterator[float]:
-    """
-    Waits between polls: 2 s, doubling up to ``poll_interval`` (AQuA quotas favour 30-60 s).
-
-    Each wait is spread by ±10 % at random, so that many waiting jobs (a triggerer holds
-    hundreds) do not poll in lockstep; the average stays the same.
-    """
-    delay = min(FIRST_POLL_SECONDS, poll_interval)
-    while True:
-        yield delay * random.uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
-        delay = min(delay * 2, poll_interval)
-
-
-class JobWatch:
-    """
-    The waiting rules shared by the operator's poll loop and the trigger's: backoff, a log line
-    per status change, transient read failures tolerated, and a deadline.
-
-    The caller reads the job (sync or async) and reports each outcome; the watch says whether
-    the job finished, whether the deadline passed, and how long to wait next.
-
-    :param deadline: when to give up, on the scale of ``clock`` (None: never).
-    """
-
-    def __init__(
-        self,
-        job_id: str,
-        *,
-        poll_interval: float,
-        deadline: float | None,
-        clock: Callable[[], float],
-        log: Any,
-    ) -> None:
-        self.job_id = job_id
-        #: The last job JSON read (only the id until a read succeeds).
-        self.job: dict[str, Any] = {"id": job_id}
-        self._delays = poll_delays(poll_interval)
-        self._deadline = deadline
-        self._clock = clock
-        self._log = log
-        self._last_status: object = None
-
-    def saw(self, job: dict[str, Any]) -> None:
-        self.job = job
-        status = job.get("status")
-        if status != self._last_status:
-            self._log.info("AQuA job %s is %s", self.job_id, status)
-            self._last_status = status
-
-    def tolerate(self, exc: AquaError) -> bool:
-        """
-        Say whether a failed read leaves the wait going: transient failures (connection,
-        ``429``, ``5xx``) that outlasted the hook's retries do, so an outage cannot cancel
-        healthy jobs; anything else does not.
-        """
-        if not is_retryable(exc):
-            return False
-        self._log.warning("Could not read AQuA job %s (%s); still waiting for it", self.job_id, exc)
-        return True
-
-    @property
-    def finished(self) -> bool:
-        return AquaJobStatus.is_terminal(self.job.get("status"))
-
-    @property
-    def timed_out(self) -> bool:
-        return self._deadline is not None and self._clock() >= self._deadline
-
-    def next_wait(self) -> float:
-        delay = next(self._delays)
-        return delay if self._deadline is None else max(0.0, min(delay, self._deadline - self._clock()))
-
-
-def job_failure_reason(job: dict[str, Any]) -> str | None:
-    """
-    Say why a finished job is not a success, with the messages of its failed batches.
-
-    ``None`` means success: the job is ``completed`` and so is every batch.
-    """
-    failed = [
-        batch
-        for batch in job.get("batches") or []
-        if AquaJobStatus.normalize(batch.get("status")) in _BATCH_FAILURE_STATUSES
-    ]
-    status = job.get("status")
-    if AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED and not failed:
-        return None
-    reason = f"AQuA job {job.get('id')} ended with status {status!r}"
-    if failed:
-        details = "; ".join(
-            f"{batch.get('name')!r} {batch.get('status')}" + (f": {batch['message']}" if batch.get("message") else "")
-            for batch in failed
-        )
-        reason += f"; failed batches: {details}"
-    return reason
-
-
-def check_job_succeeded(job: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
-    """Return a finished job that succeeded; else raise :class:`AquaJobFailedError` saying why."""
-    reason = job_failure_reason(job)
-    if reason is not None:
-        raise AquaJobFailedError(reason, job=job, request_id=request_id)
-    return job
+__all__ = [
+    "FIRST_POLL_SECONDS",
+    "POLL_JITTER",
+    "TERMINAL_STATUSES",
+    "AquaJobStatus",
+    "JobWatch",
+    "ZuoraAquaHook",
+    "check_job_succeeded",
+    "job_failure_reason",
+    "poll_delays",
+]
 
 
 class ZuoraAquaHook(BaseHook):
@@ -338,16 +213,7 @@ class ZuoraAquaHook(BaseHook):
         connection lookup included. Same token cache, headers, retries and errors.
         """
         job_id = validate_job_id(job_id)
-        track_id = validate_track_id(track_id)
-        path = f"{JOBS_PATH}/{job_id}"
-        settings = await self._asettings()
-        async with shared_client_session() as session:
-            async for attempt in tenacity.AsyncRetrying(**retry_policy(settings)):
-                with attempt:
-                    answer = await self._asend_authenticated(session, "GET", path, track_id=track_id)
-                    self.last_request_id = answer.request_id
-                    return parse_answer(answer, what=f"GET {path}", required_key="id", job_id=job_id)
-        raise AssertionError("tenacity either returns or raises")  # pragma: no cover
+        return await self._arequest("GET", f"{JOBS_PATH}/{job_id}", job_id=job_id, track_id=track_id)
 
     async def acancel_job_if_running(
         self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None
@@ -375,6 +241,21 @@ class ZuoraAquaHook(BaseHook):
     async def _aload_settings(self) -> AquaConnectionSettings:
         return AquaConnectionSettings.from_connection(await self.aget_connection(self.zuora_conn_id))
 
+    async def _arequest(
+        self, method: str, path: str, *, job_id: str | None = None, track_id: str | None = None
+    ) -> dict[str, Any]:
+        """Async :meth:`_request`: one AQuA call with token, headers, retries and error mapping."""
+        track_id = validate_track_id(track_id)
+        settings = await self._asettings()
+        async with shared_client_session() as session:
+
+            async def attempt() -> dict[str, Any]:
+                answer = await self._asend_authenticated(session, method, path, track_id=track_id)
+                self.last_request_id = answer.request_id
+                return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
+
+            return await tenacity.AsyncRetrying(**retry_policy(settings))(attempt)
+
     async def _asend_authenticated(
         self, session: aiohttp.ClientSession, method: str, path: str, *, track_id: str | None
     ) -> HttpAnswer:
@@ -389,18 +270,13 @@ class ZuoraAquaHook(BaseHook):
         return await self._asend(session, method, path, headers=build_headers(self.settings, token, track_id))
 
     async def _acached_token(self, session: aiohttp.ClientSession) -> str:
-        key = self.settings.token_cache_key
-        token = TOKEN_CACHE.peek(key)
-        if token is not None:
-            return token
-        async with TOKEN_CACHE.async_fetch_lock(key):
-            token = TOKEN_CACHE.peek(key)
-            if token is None:
-                answer = await self._asend(session, "POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form())
-                token, expires_in = self._read_token_answer(answer)
-                await amask_secret(token)
-                TOKEN_CACHE.store(key, token, expires_in)
-            return token
+        return await TOKEN_CACHE.aget(self.settings.token_cache_key, lambda: self._afetch_token(session))
+
+    async def _afetch_token(self, session: aiohttp.ClientSession) -> tuple[str, float]:
+        answer = await self._asend(session, "POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form())
+        token, expires_in = self._read_token_answer(answer)
+        await amask_secret(token)
+        return token, expires_in
 
     async def _asend(
         self,

@@ -11,28 +11,21 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_zuora_aqua.callbacks import (
-    AQUA_CONN_ID_XCOM_KEY,
-    AQUA_JOB_ID_XCOM_KEY,
-    cancel_aqua_job_on_failure,
-)
+from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.exceptions import (
     AquaError,
     AquaJobAlreadyFinishedError,
     AquaJobNotFoundError,
     AquaJobTimeoutError,
 )
-from airflow_provider_zuora_aqua.hooks.aqua import (
-    AquaJobStatus,
-    JobWatch,
-    ZuoraAquaHook,
-    check_job_succeeded,
-    job_failure_reason,
-)
-from airflow_provider_zuora_aqua.triggers.aqua import POLL_FAILED, TIMEOUT, AquaJobTrigger
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from airflow_provider_zuora_aqua.utils.compat import conf
+from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
 from airflow_provider_zuora_aqua.utils.job_request import build_job_request
-from airflow_provider_zuora_aqua.utils.protocol import task_track_id
+from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, JobWatch, check_job_succeeded, job_failure_reason
+from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY
+from airflow_provider_zuora_aqua.utils.task_try import task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -272,16 +265,17 @@ class AquaSubmitJobOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: the job's result, a clear failure, or cancel on timeout."""
-        self.job_id = event["job_id"]
+        checked = AquaJobEvent.from_payload(event)
+        self.job_id = checked.job_id
         self._resolved_track_id = self.track_id or task_track_id(context["ti"])
         with self._forget_job_once_finished(context.get("task_state_store")):
-            if event["status"] == TIMEOUT:
-                raise self._cancel_after_timeout(event["job"], event["request_id"])
-            if event["status"] == POLL_FAILED:
+            if checked.status == TIMEOUT:
+                raise self._cancel_after_timeout(checked.job or {"id": checked.job_id}, checked.request_id)
+            if checked.status == POLL_FAILED:
                 self._cancel("its status could not be read")
-                raise AquaError(event["message"], request_id=event["request_id"])
+                raise checked.error_to_raise()
             self._job_finished = True
-            return self._result(event["job"], event["request_id"])
+            return self._result(checked.job or {"id": checked.job_id}, checked.request_id)
 
     def on_kill(self) -> None:
         """

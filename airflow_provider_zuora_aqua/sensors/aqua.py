@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_zuora_aqua.exceptions import AquaError
-from airflow_provider_zuora_aqua.hooks.aqua import AquaJobStatus, ZuoraAquaHook, check_job_succeeded
-from airflow_provider_zuora_aqua.triggers.aqua import POLL_FAILED, TIMEOUT, AquaJobTrigger
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from airflow_provider_zuora_aqua.utils.compat import conf
-from airflow_provider_zuora_aqua.utils.protocol import task_track_id
+from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
+from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, check_job_succeeded
+from airflow_provider_zuora_aqua.utils.task_try import task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -85,8 +86,9 @@ class AquaJobSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: the job JSON, or a clear failure."""
-        if event["status"] == TIMEOUT:
+        checked = AquaJobEvent.from_payload(event)
+        if checked.status == TIMEOUT:
             raise AirflowSensorTimeout(f"AQuA job {self.job_id} did not finish within {self.timeout} s")
-        if event["status"] == POLL_FAILED:
-            raise AquaError(event["message"], request_id=event["request_id"])
-        return check_job_succeeded(event["job"], event["request_id"])
+        if checked.status == POLL_FAILED:
+            raise checked.error_to_raise()
+        return check_job_succeeded(checked.job or {"id": checked.job_id}, checked.request_id)

@@ -11,13 +11,12 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_zuora_aqua.exceptions import AquaError
-from airflow_provider_zuora_aqua.hooks.aqua import FIRST_POLL_SECONDS, JobWatch, ZuoraAquaHook
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.utils.aio import shared_client_session
+from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
+from airflow_provider_zuora_aqua.utils.jobs import FIRST_POLL_SECONDS, JobWatch
 
-#: Event status when the job cannot be read for a reason waiting will not fix (not found, refused).
-POLL_FAILED = "poll_failed"
-#: Event status when ``end_time`` passed before the job finished.
-TIMEOUT = "timeout"
+__all__ = ["POLL_FAILED", "TIMEOUT", "AquaJobTrigger"]
 #: Airflow 3.3 added ``BaseTrigger.on_kill()``, fired when a user stops the deferred task.
 TRIGGER_HAS_ON_KILL = "on_kill" in BaseTrigger.__dict__
 #: Time the triggerer's ``on_kill`` gives the cancel (bounded by ``[triggerer] on_kill_timeout``).
@@ -28,9 +27,10 @@ class AquaJobTrigger(BaseTrigger):
     """
     Poll an AQuA job with backoff and fire exactly one event when it ends.
 
-    The event is a dict with ``status`` (the job's terminal status, ``timeout`` or
-    ``poll_failed``), ``job_id``, ``job`` (the last job JSON, or None), ``message`` and
-    ``request_id``. Token cache, headers, retries and error rules are the hook's.
+    The event is an :class:`~airflow_provider_zuora_aqua.utils.events.AquaJobEvent` as a dict:
+    ``status`` (the job's terminal status, ``timeout`` or ``poll_failed``), ``job_id``, ``job``
+    (the last job JSON, or None), ``message``, ``request_id``, and for ``poll_failed`` the
+    error's class name and codes. Token cache, headers, retries and error rules are the hook's.
 
     When a user marks the deferred task failed or success, or clears it, the triggerer calls
     :meth:`on_kill` (Airflow 3.3+), which cancels the job when ``cancel_on_kill`` is set. A
@@ -87,14 +87,14 @@ class AquaJobTrigger(BaseTrigger):
             if not TRIGGER_HAS_ON_KILL and self.cancel_on_kill and await self._task_left_deferred_state():
                 await self._cancel("the deferred task was stopped")
             raise
-        yield TriggerEvent(event)
+        yield TriggerEvent(event.to_payload())
 
     async def on_kill(self) -> None:
         """Cancel the job: a user marked the deferred task failed or success, or cleared it."""
         if self.cancel_on_kill:
             await self._cancel("the deferred task was stopped")
 
-    async def _wait(self, hook: ZuoraAquaHook) -> dict[str, Any]:
+    async def _wait(self, hook: ZuoraAquaHook) -> AquaJobEvent:
         watch = JobWatch(
             self.job_id, poll_interval=self.poll_interval, deadline=self.end_time, clock=time.time, log=self.log
         )
@@ -106,7 +106,8 @@ class AquaJobTrigger(BaseTrigger):
                 watch.saw(await hook.aget_job(self.job_id, track_id=self.track_id))
             except AquaError as exc:
                 if not watch.tolerate(exc):
-                    return self._event(POLL_FAILED, None, f"Could not read AQuA job {self.job_id}: {exc}", hook)
+                    self.log.error("Could not read AQuA job %s: %s", self.job_id, exc)
+                    return AquaJobEvent.poll_failed(self.job_id, exc)
             if watch.finished:
                 status = watch.job.get("status")
                 return self._event(status, watch.job, f"AQuA job {self.job_id} ended with status {status!r}", hook)
@@ -114,14 +115,10 @@ class AquaJobTrigger(BaseTrigger):
                 return self._event(TIMEOUT, watch.job, f"AQuA job {self.job_id} did not finish in time", hook)
             await asyncio.sleep(watch.next_wait())
 
-    def _event(self, status: str, job: dict[str, Any] | None, message: str, hook: ZuoraAquaHook) -> dict[str, Any]:
-        return {
-            "status": status,
-            "job_id": self.job_id,
-            "job": job,
-            "message": message,
-            "request_id": hook.last_request_id,
-        }
+    def _event(self, status: str, job: dict[str, Any] | None, message: str, hook: ZuoraAquaHook) -> AquaJobEvent:
+        return AquaJobEvent(
+            status=status, job_id=self.job_id, job=job, message=message, request_id=hook.last_request_id
+        )
 
     async def _cancel(self, reason: str) -> None:
         try:

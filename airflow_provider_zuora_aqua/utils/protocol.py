@@ -211,10 +211,3 @@ def _short(value: Any) -> str | None:
         return None
     text = str(value)
     return text if len(text) <= _MAX_MESSAGE else f"{text[:_MAX_MESSAGE]}..."
-
-
-def task_track_id(ti: Any) -> str:
-    """A Track-Id naming the task try that makes the call: dag, task, map index, run, try."""
-    map_index = getattr(ti, "map_index", -1)
-    task = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}[{map_index}]"
-    return make_track_id("airflow", ti.dag_id, task, ti.run_id, ti.try_number)

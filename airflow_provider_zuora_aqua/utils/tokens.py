@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 #: Refresh this long before expiry at most (a tenth of the lifetime for short-lived tokens).
@@ -65,8 +65,19 @@ class TokenCache:
                 self.store(key, token, expires_in)
             return token
 
-    def async_fetch_lock(self, key: TokenKey) -> asyncio.Lock:
-        """The lock async callers hold to fetch at most one token at a time per key and loop."""
+    async def aget(self, key: TokenKey, fetch: Callable[[], Awaitable[tuple[str, float]]]) -> str:
+        """Async :meth:`get`: at most one ``fetch`` at a time per key and event loop."""
+        token = self.peek(key)
+        if token is not None:
+            return token
+        async with self._async_fetch_lock(key):
+            token = self.peek(key)
+            if token is None:
+                token, expires_in = await fetch()
+                self.store(key, token, expires_in)
+            return token
+
+    def _async_fetch_lock(self, key: TokenKey) -> asyncio.Lock:
         with self._guard:
             locks = self._async_fetch_locks.setdefault(asyncio.get_running_loop(), {})
             return locks.setdefault(key, asyncio.Lock())

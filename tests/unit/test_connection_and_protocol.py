@@ -23,10 +23,10 @@ from airflow_provider_zuora_aqua.utils.protocol import (
     make_track_id,
     parse_answer,
     parse_retry_after,
-    task_track_id,
     validate_track_id,
 )
 from airflow_provider_zuora_aqua.utils.retry import is_retryable
+from airflow_provider_zuora_aqua.utils.task_try import task_track_id
 from airflow_provider_zuora_aqua.utils.tokens import TokenCache
 
 

@@ -1,0 +1,161 @@
+"""What an AQuA job's status means, and how long to wait between two looks at it.
+
+The job rules shared by the hook, the operators, the sensor and the trigger: the status words,
+which ones are terminal, when a finished job counts as a failure, and the waiting policy
+(:class:`JobWatch`) that the operator's poll loop and the trigger's share. No HTTP here.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from enum import Enum
+from typing import Any
+
+from airflow_provider_zuora_aqua.exceptions import AquaError, AquaJobFailedError
+from airflow_provider_zuora_aqua.utils.retry import is_retryable
+
+#: First wait between two polls of a job; it doubles up to the caller's poll interval.
+FIRST_POLL_SECONDS = 2.0
+#: Random spread of each wait between polls.
+POLL_JITTER = 0.1
+
+
+class AquaJobStatus(str, Enum):
+    """Statuses of an AQuA job (and of its batches)."""
+
+    SUBMITTED = "submitted"
+    PENDING = "pending"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    ERROR = "error"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @staticmethod
+    def normalize(status: object) -> str:
+        """Statuses compare case-insensitively: Zuora's own answers mix case (``"format": "CSV"``)."""
+        return str(status or "").strip().lower()
+
+    @classmethod
+    def is_terminal(cls, status: object) -> bool:
+        return cls.normalize(status) in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        AquaJobStatus.COMPLETED,
+        AquaJobStatus.ERROR,
+        AquaJobStatus.ABORTED,
+        AquaJobStatus.CANCELLED,
+        AquaJobStatus.FAILED,
+    }
+)
+#: A batch can also fail because its objects do not support deleted records.
+_BATCH_FAILURE_STATUSES = TERMINAL_STATUSES - {AquaJobStatus.COMPLETED} | {"deleted_notallowed"}
+
+
+def poll_delays(poll_interval: float) -> Iterator[float]:
+    """
+    Waits between polls: 2 s, doubling up to ``poll_interval`` (AQuA quotas favour 30-60 s).
+
+    Each wait is spread by ±10 % at random, so that many waiting jobs (a triggerer holds
+    hundreds) do not poll in lockstep; the average stays the same.
+    """
+    delay = min(FIRST_POLL_SECONDS, poll_interval)
+    while True:
+        yield delay * random.uniform(1 - POLL_JITTER, 1 + POLL_JITTER)
+        delay = min(delay * 2, poll_interval)
+
+
+class JobWatch:
+    """
+    The waiting rules shared by the operator's poll loop and the trigger's: backoff, a log line
+    per status change, transient read failures tolerated, and a deadline.
+
+    The caller reads the job (sync or async) and reports each outcome; the watch says whether
+    the job finished, whether the deadline passed, and how long to wait next.
+
+    :param deadline: when to give up, on the scale of ``clock`` (None: never).
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        poll_interval: float,
+        deadline: float | None,
+        clock: Callable[[], float],
+        log: Any,
+    ) -> None:
+        self.job_id = job_id
+        #: The last job JSON read (only the id until a read succeeds).
+        self.job: dict[str, Any] = {"id": job_id}
+        self._delays = poll_delays(poll_interval)
+        self._deadline = deadline
+        self._clock = clock
+        self._log = log
+        self._last_status: object = None
+
+    def saw(self, job: dict[str, Any]) -> None:
+        self.job = job
+        status = job.get("status")
+        if status != self._last_status:
+            self._log.info("AQuA job %s is %s", self.job_id, status)
+            self._last_status = status
+
+    def tolerate(self, exc: AquaError) -> bool:
+        """
+        Say whether a failed read leaves the wait going: transient failures (connection,
+        ``429``, ``5xx``) that outlasted the hook's retries do, so an outage cannot cancel
+        healthy jobs; anything else does not.
+        """
+        if not is_retryable(exc):
+            return False
+        self._log.warning("Could not read AQuA job %s (%s); still waiting for it", self.job_id, exc)
+        return True
+
+    @property
+    def finished(self) -> bool:
+        return AquaJobStatus.is_terminal(self.job.get("status"))
+
+    @property
+    def timed_out(self) -> bool:
+        return self._deadline is not None and self._clock() >= self._deadline
+
+    def next_wait(self) -> float:
+        delay = next(self._delays)
+        return delay if self._deadline is None else max(0.0, min(delay, self._deadline - self._clock()))
+
+
+def job_failure_reason(job: dict[str, Any]) -> str | None:
+    """
+    Say why a finished job is not a success, with the messages of its failed batches.
+
+    ``None`` means success: the job is ``completed`` and so is every batch.
+    """
+    failed = [
+        batch
+        for batch in job.get("batches") or []
+        if AquaJobStatus.normalize(batch.get("status")) in _BATCH_FAILURE_STATUSES
+    ]
+    status = job.get("status")
+    if AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED and not failed:
+        return None
+    reason = f"AQuA job {job.get('id')} ended with status {status!r}"
+    if failed:
+        details = "; ".join(
+            f"{batch.get('name')!r} {batch.get('status')}" + (f": {batch['message']}" if batch.get("message") else "")
+            for batch in failed
+        )
+        reason += f"; failed batches: {details}"
+    return reason
+
+
+def check_job_succeeded(job: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+    """Return a finished job that succeeded; else raise :class:`AquaJobFailedError` saying why."""
+    reason = job_failure_reason(job)
+    if reason is not None:
+        raise AquaJobFailedError(reason, job=job, request_id=request_id)
+    return job

@@ -1,0 +1,14 @@
+"""The names under which tasks record their AQuA jobs: XCom keys and task state store keys.
+
+One place, because the operator writes them and the failure callback, the retry and external
+tools read them.
+"""
+
+from __future__ import annotations
+
+#: XCom key (and task state store key) under which a task records the id of its AQuA job.
+AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"
+#: XCom key of the rendered connection id the job was submitted with.
+AQUA_CONN_ID_XCOM_KEY = "aqua_conn_id"
+#: Task state store key of the ``Idempotency-Key`` of a try's submit, recorded before it is sent.
+AQUA_SUBMIT_KEY_STATE_KEY = "aqua_submit_key"
