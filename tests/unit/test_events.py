@@ -9,7 +9,9 @@ from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, AquaJobEvent
 
 
 def test_a_poll_failure_is_raised_again_with_its_own_class_and_codes():
-    original = AquaJobNotFoundError("AQuA job 'j1' does not exist", status_code=404, error_code="90002", request_id="r1")
+    original = AquaJobNotFoundError(
+        "AQuA job 'j1' does not exist", status_code=404, error_code="90002", request_id="r1"
+    )
     payload = AquaJobEvent.poll_failed("j1", original).to_payload()
 
     error = AquaJobEvent.from_payload(payload).error_to_raise()
