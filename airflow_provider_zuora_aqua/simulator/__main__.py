@@ -10,7 +10,7 @@ from typing import Any
 
 from . import faults
 from .faults import parse_fault_spec
-from .server import AquaSimulator
+from .server import FILE_PURGE_SECONDS, IDEMPOTENCY_SECONDS, MAX_FILE_BYTES, AquaSimulator
 
 
 def _fault(spec: str) -> dict[str, Any]:
@@ -53,6 +53,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject faults; repeatable, and several SPECs may follow one --fault",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for rate-based faults (default 0)")
+    files = parser.add_argument_group("result files")
+    files.add_argument(
+        "--file-rows", type=int, default=None, help="records in every batch's file (default 1-1000, from the query)"
+    )
+    files.add_argument(
+        "--segment-rows",
+        type=int,
+        default=None,
+        help="split a stateful full load with more records into segments of at most N (default: never)",
+    )
+    files.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=MAX_FILE_BYTES,
+        help=f"larger files answer 403 max-object-size (default {MAX_FILE_BYTES}, 2047 MB)",
+    )
+    files.add_argument(
+        "--file-purge-seconds",
+        type=float,
+        default=FILE_PURGE_SECONDS,
+        help=f"files answer 404 this long after their batch completed (default {FILE_PURGE_SECONDS:g}, 72 h)",
+    )
+    files.add_argument(
+        "--file-transport-gzip",
+        action="store_true",
+        help="gzip downloads over 1000 bytes for clients sending Accept-Encoding: gzip (no Range then)",
+    )
+    parser.add_argument(
+        "--idempotency-seconds",
+        type=float,
+        default=IDEMPOTENCY_SECONDS,
+        help=f"how long a submit's Idempotency-Key answer is kept (default {IDEMPOTENCY_SECONDS:g}, 24 h)",
+    )
     return parser
 
 
@@ -72,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             concurrent_job_limit=args.concurrent_job_limit,
             queue_seconds=args.queue_seconds,
+            file_rows=args.file_rows,
+            segment_rows=args.segment_rows,
+            max_file_bytes=args.max_file_bytes,
+            file_purge_seconds=args.file_purge_seconds,
+            file_transport_gzip=args.file_transport_gzip,
+            idempotency_seconds=args.idempotency_seconds,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -6,7 +6,10 @@ No authentication, never faulted, never recorded:
 * ``DELETE /_simulator/requests``: clear the log.
 * ``POST /_simulator/faults``: ``{"route", "kind", "count", "rate", "retry_after", "delay"}``.
 * ``DELETE /_simulator/faults``: remove every fault.
+* ``GET /_simulator/jobs``: the JSON of every job, a list in submit order.
 * ``POST /_simulator/jobs/{id}/finish``: ``{"status", "message"}``, answers the job JSON.
+* ``POST /_simulator/files/purge``: ``{"job_id": ...}`` (optional; default every job): their
+  result files answer 404 from now on. Answers ``{"purged": <number of file ids>}``.
 * ``POST /_simulator/tokens/expire``: every token issued so far is refused from now on.
 * ``GET /_simulator/tokens``: ``{"tokens_issued": n}``.
 """
@@ -60,6 +63,17 @@ def handle(simulator: AquaSimulator, method: str, path: str, raw_body: bytes) ->
             return json_reply(200, {"expired": simulator.expire_tokens()})
         if endpoint == ("GET", "/_simulator/tokens"):
             return json_reply(200, {"tokens_issued": simulator.tokens_issued})
+        if endpoint == ("GET", "/_simulator/jobs"):
+            return json_reply(200, simulator.jobs())
+        if endpoint == ("POST", "/_simulator/files/purge"):
+            settings = _body(raw_body)
+            unknown = set(settings) - {"job_id"}
+            if unknown:
+                raise ValueError(f"unknown purge settings: {', '.join(sorted(unknown))}")
+            job_id = settings.get("job_id")
+            if job_id is not None and not isinstance(job_id, str):
+                raise ValueError("'job_id' must be a string")
+            return json_reply(200, {"purged": simulator.purge_files(job_id)})
         finish = _FINISH.fullmatch(path)
         if method == "POST" and finish:
             settings = _body(raw_body)

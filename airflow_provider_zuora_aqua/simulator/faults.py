@@ -1,20 +1,30 @@
-"""Injected faults, applied before authentication the way a gateway would.
+"""Injected faults: gateway errors, dropped or cut connections, slow or lost answers.
 
 A fault SPEC on the command line is ``ROUTE:KIND[:key=value]...``:
 
 * ``ROUTE``: ``token``, ``submit``, ``get_job``, ``delete_job``, ``stateful_last_job``,
   ``file``, ``unknown``, or ``*`` for every route.
 * ``KIND``: ``429`` (with ``Retry-After``), a 5xx status code such as ``500``, ``502`` or
-  ``503``, ``drop`` (read the request, then close the connection without answering), or
-  ``slow`` (wait ``delay`` seconds, then answer normally).
+  ``503``, ``403`` (permission denied; not the file size cap), ``404``, ``drop`` (read the
+  request, then close the connection without processing or answering it), ``slow`` (wait
+  ``delay`` seconds, then answer normally; on ``submit`` the wait comes after the job is
+  created and while its Idempotency-Key is still in flight, so a resend with that key gets
+  ``409``), ``drop_mid`` (process the request, send the status line, the headers with the
+  full Content-Length and about half the body, then close the connection), or
+  ``lost_answer`` (process the request fully, e.g. create the job and save its
+  Idempotency-Key answer, then close the connection without answering).
 * keys: ``count=N`` (only the first N matching requests), ``rate=P`` (each matching
   request with probability P, from the seeded generator), ``retry_after=S`` (the
   ``Retry-After`` value; 1 by default for 429, none otherwise), ``delay=S`` (for ``slow``;
   1 by default). With neither count nor rate, every matching request is hit; with both,
   each is hit with probability P until N have been hit.
 
+Status faults (429, 5xx, 403, 404) and ``drop`` hit before authentication, the way a
+gateway would; ``slow``, ``drop_mid`` and ``lost_answer`` let the request through.
+
 Examples: ``delete_job:429:count=2:retry_after=1``, ``get_job:503:rate=0.3``,
-``*:drop:count=1``, ``submit:slow:delay=2:count=1``.
+``*:drop:count=1``, ``submit:slow:delay=2:count=1``, ``file:drop_mid:count=1``,
+``submit:lost_answer:count=1``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,11 @@ ROUTES = ("token", "submit", "get_job", "delete_job", "stateful_last_job", "file
 ALL_ROUTES = "*"
 DROP = "drop"
 SLOW = "slow"
+DROP_MID = "drop_mid"
+LOST_ANSWER = "lost_answer"
+_NAMED_KINDS = (DROP, SLOW, DROP_MID, LOST_ANSWER)
+# Statuses a fault may answer with besides 5xx.
+_OTHER_STATUSES = ("403", "404", "429")
 DEFAULT_RETRY_AFTER = 1.0
 DEFAULT_DELAY = 1.0
 
@@ -45,7 +60,7 @@ class FaultRule:
 
     @property
     def status(self) -> int | None:
-        """The HTTP status the fault answers with, None for ``drop`` and ``slow``."""
+        """The HTTP status the fault answers with; None for the named kinds (``drop``, ``slow``...)."""
         return int(self.kind) if self.kind.isdigit() else None
 
 
@@ -62,8 +77,11 @@ def make_rule(
     if route != ALL_ROUTES and route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; expected one of {', '.join(ROUTES)} or '*'")
     kind = str(kind).lower()
-    if kind not in (DROP, SLOW) and not (kind == "429" or (kind.isdigit() and 500 <= int(kind) <= 599)):
-        raise ValueError(f"unknown fault kind {kind!r}; expected 429, a 5xx code, 'drop' or 'slow'")
+    if kind not in _NAMED_KINDS and not (kind in _OTHER_STATUSES or (kind.isdigit() and 500 <= int(kind) <= 599)):
+        raise ValueError(
+            f"unknown fault kind {kind!r}; expected 403, 404, 429, a 5xx code, "
+            "'drop', 'slow', 'drop_mid' or 'lost_answer'"
+        )
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"count must be a positive integer, not {count!r}")
     if rate is not None and not 0.0 <= rate <= 1.0:

@@ -1,4 +1,4 @@
-"""The HTTP side: read a request, apply faults, answer, record."""
+"""The HTTP side: read a request, apply faults, answer (result files streamed from disk), record."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import traceback
 import uuid
 import zlib
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -15,16 +16,20 @@ from urllib.parse import urlsplit
 from . import control, errors
 from .endpoints import Incoming
 from .errors import general_error
-from .faults import DROP, SLOW, FaultRule
+from .faults import DROP, DROP_MID, LOST_ANSWER, SLOW, FaultRule
 from .recording import RecordedRequest, public_headers
-from .replies import Reply, json_reply
+from .replies import GZIP_THRESHOLD, Reply, accepts_gzip, json_reply
 from .routing import CONTROL_PREFIX, UNKNOWN, RouteMatch, match_route
 
 if TYPE_CHECKING:
     from .server import AquaHTTPServer
 
-GZIP_THRESHOLD = 1000
 _WRITE_CHUNK = 64 * 1024
+_FAULT_MESSAGES = {
+    403: (errors.GENERAL_PERMISSION_DENIED, "You do not have permission to perform this operation."),
+    404: (errors.GENERAL_NOT_FOUND, "Simulated HTTP 404 fault."),
+    429: (errors.GENERAL_LIMIT_EXCEEDED, "Too many requests. Please retry later."),
+}
 
 
 class MalformedRequestError(ValueError):
@@ -84,16 +89,27 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             self._send(control.handle(simulator, self.command, url.path, raw))
             return
         fault = simulator.faults.pick(match.route)
-        if fault is not None and fault.kind == DROP:
+        kind = fault.kind if fault is not None else None
+        if kind == DROP:
             self._record(ticket, arrived, match, raw, None, fault)
             self.close_connection = True
             return
-        if fault is not None and fault.kind == SLOW:
-            time.sleep(fault.delay)
-        reply = _fault_reply(fault) if fault is not None and fault.status else self._answer(match, raw)
+        if fault is not None and fault.status:
+            reply = _fault_reply(fault)
+        elif kind == SLOW and match.route == "submit":
+            # The job is created first, then the answer waits (its Idempotency-Key in flight).
+            reply = self._answer(match, raw, hold=lambda: time.sleep(fault.delay))
+        else:
+            if kind == SLOW:
+                time.sleep(fault.delay)
+            reply = self._answer(match, raw)
+        if kind == LOST_ANSWER:
+            self._record(ticket, arrived, match, raw, None, fault)
+            self.close_connection = True
+            return
         # Logged before the answer goes out: a client holding its answer finds it in the log.
         self._record(ticket, arrived, match, raw, reply.status, fault)
-        self._send(reply)
+        self._send(reply, cut=kind == DROP_MID)
 
     def _record(
         self, ticket: int, arrived: float, match: RouteMatch, raw: bytes, status: int | None, fault: FaultRule | None
@@ -115,7 +131,7 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             ),
         )
 
-    def _answer(self, match: RouteMatch, raw: bytes) -> Reply:
+    def _answer(self, match: RouteMatch, raw: bytes, hold: Callable[[], None] | None = None) -> Reply:
         path = urlsplit(self.path).path
         if match.route == UNKNOWN:
             if match.allowed:
@@ -129,7 +145,9 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             return json_reply(400, general_error(errors.GENERAL_MALFORMED_REQUEST, str(exc)))
         request = Incoming(self.command, path, self.headers, body)
         try:
-            return self.server.simulator.api.handle(match, request)
+            if hold is None:
+                return self.server.simulator.api.handle(match, request)
+            return self.server.simulator.api.handle(match, request, hold)
         except Exception:  # a simulator bug: say so, but keep serving other clients
             traceback.print_exc()
             return json_reply(500, general_error(errors.GENERAL_INTERNAL_ERROR, "Simulator internal error."))
@@ -161,17 +179,32 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             parts.append(self.rfile.read(size))
             self.rfile.readline(1024)
 
-    def _send(self, reply: Reply) -> None:
+    def _send(self, reply: Reply, cut: bool = False) -> None:
+        """Send ``reply``; ``cut`` sends about half the body, then closes the connection."""
+        source = None
+        if reply.file is not None:
+            try:
+                source = open(reply.file.path, "rb")  # noqa: SIM115 - closed below, after streaming
+            except OSError:  # purged between the answer and now
+                reply = json_reply(404, general_error(errors.GENERAL_NOT_FOUND, "File not found."))
+        try:
+            self._send_open(reply, source, cut)
+        finally:
+            if source is not None:
+                source.close()
+
+    def _send_open(self, reply: Reply, source: Any, cut: bool) -> None:
         body = reply.body
         headers = dict(reply.headers)
         if reply.compressible:
             headers["Vary"] = "Accept-Encoding"
-            if len(body) > GZIP_THRESHOLD and _accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            if len(body) > GZIP_THRESHOLD and accepts_gzip(self.headers.get("Accept-Encoding", "")):
                 body = gzip.compress(body)
                 headers["Content-Encoding"] = "gzip"
+        length = reply.file.length if source is not None and reply.file is not None else len(body)
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("Zuora-Request-Id", str(uuid.uuid4()))
         track_id = self.headers.get("Zuora-Track-Id")
         if track_id:
@@ -181,16 +214,23 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        for start in range(0, len(body), _WRITE_CHUNK):
-            self.wfile.write(body[start : start + _WRITE_CHUNK])
+        # A cut answer keeps its full Content-Length: the client finds the body short.
+        count = length // 2 if cut else length
+        if cut:
+            self.close_connection = True
+        if source is not None and reply.file is not None:
+            if count:
+                # Straight from the page cache to the socket, in constant memory.
+                self.connection.sendfile(source, reply.file.offset, count)
+            return
+        for start in range(0, count, _WRITE_CHUNK):
+            self.wfile.write(body[start : min(start + _WRITE_CHUNK, count)])
 
 
 def _fault_reply(fault: FaultRule) -> Reply:
     status = fault.status or 500
-    if status == 429:
-        body = general_error(errors.GENERAL_LIMIT_EXCEEDED, "Too many requests. Please retry later.")
-    else:
-        body = general_error(errors.GENERAL_INTERNAL_ERROR, f"Simulated HTTP {status} fault.")
+    code, message = _FAULT_MESSAGES.get(status, (errors.GENERAL_INTERNAL_ERROR, f"Simulated HTTP {status} fault."))
+    body = general_error(code, message)
     if fault.retry_after is None:
         return json_reply(status, body)
     # Whole seconds as HTTP wants them; a fractional value (fast tests) is sent as is.
@@ -215,20 +255,3 @@ def _submitted_json(raw: bytes, content_encoding: str | None) -> Any:
         return json.loads(_decode(raw, content_encoding))
     except ValueError:
         return None
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for item in accept_encoding.split(","):
-        coding, _, params = item.partition(";")
-        if coding.strip().lower() != "gzip":
-            continue
-        quality = params.strip().lower()
-        return not (quality.startswith("q=") and _zero(quality[2:]))
-    return False
-
-
-def _zero(quality: str) -> bool:
-    try:
-        return float(quality) == 0.0
-    except ValueError:
-        return False

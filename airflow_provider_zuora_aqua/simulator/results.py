@@ -1,9 +1,17 @@
-"""Deterministic result files: the same query always yields the same rows.
+"""Deterministic result files: the same query always yields the same rows, written as a stream.
 
-A batch's file has ``recordCount`` data rows under one header line. Cell values are
-``<field>-<row:06d>`` (``Id-000001``); every tenth row leaves its last column null (when
-there are several), rendered as the job's ``nullReplacement`` or an empty cell, so the
-option has something to act on.
+A file has one header line, then data rows ``first_row`` to ``first_row + rows - 1``. Cell
+values are ``<field>-<row:06d>`` (``Id-000001``). Two kinds of rows give clients something to
+get right:
+
+* every seventh row holds :data:`QUOTED_VALUE` (a comma, double quotes and a newline, so RFC
+  4180 quoting) in its text column: the second column, or the only one. Counting lines is
+  therefore not counting records.
+* every tenth row leaves its last column null (when there are several), rendered as the job's
+  ``nullReplacement`` or an empty cell; where both fall on one cell, null wins.
+
+Rows are rendered from one ``str.format`` template per row kind and written in blocks, so a
+file of millions of rows is written at disk speed in constant memory.
 """
 
 from __future__ import annotations
@@ -14,24 +22,62 @@ import hashlib
 import io
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from .zoql import ParsedQuery
 
 MAX_RECORDS = 1000
+QUOTED_VALUE = 'a "quoted", multi-line\nvalue'
+_QUOTED_EVERY = 7
 _NULL_EVERY = 10
-# Fixed timestamps keep gzip and zip bytes identical from one download to the next.
+_PERIOD = _QUOTED_EVERY * _NULL_EVERY
+_ROW_PLACEHOLDER = "{0:06d}"
+_BLOCK_ROWS = 16_384
+# Fast compression: a simulator's file of a gigabyte should not take minutes to build.
+_GZIP_LEVEL = 1
+# Fixed timestamps keep gzip and zip bytes identical from one run to the next.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
+CSV_CONTENT_TYPE = "text/csv;charset=UTF-8"
+GZIP_CONTENT_TYPE = "application/x-gzip;charset=UTF-8"
+ZIP_CONTENT_TYPE = "application/zip;charset=UTF-8"
+
 
 @dataclass(frozen=True)
-class ResultFile:
-    """A downloadable file: its bytes, media type and suggested file name."""
+class FileContent:
+    """What a result file holds: the rows of one batch, or of one segment of it.
 
-    content: bytes
-    content_type: str
-    filename: str
+    ``part`` is the 1-based segment number (None for a whole batch's file).
+    """
+
+    batch_name: str
+    parsed: ParsedQuery
+    first_row: int
+    rows: int
+    file_format: str
+    use_query_labels: bool
+    null_replacement: str | None
+    part: int | None = None
+
+    @property
+    def base_name(self) -> str:
+        """The file name without extension: the batch name, made safe, plus the segment number."""
+        base = _UNSAFE_FILENAME.sub("_", self.batch_name) or "result"
+        return base if self.part is None else f"{base}_{self.part}"
+
+    @property
+    def filename(self) -> str:
+        """The file name the download suggests (``Content-Disposition``)."""
+        extension = {"gzip": ".csv.gz", "zip": ".zip"}.get(self.file_format, ".csv")
+        return f"{self.base_name}{extension}"
+
+    @property
+    def content_type(self) -> str:
+        """The media type Zuora sends for the job's format, always with a charset."""
+        return {"gzip": GZIP_CONTENT_TYPE, "zip": ZIP_CONTENT_TYPE}.get(self.file_format, CSV_CONTENT_TYPE)
 
 
 def record_count(query: str) -> int:
@@ -50,29 +96,65 @@ def header(parsed: ParsedQuery, use_query_labels: bool) -> list[str]:
     return [field if "." in field else f"{parsed.object_name}.{field}" for field in parsed.fields]
 
 
-def csv_bytes(parsed: ParsedQuery, rows: int, use_query_labels: bool, null_replacement: str | None) -> bytes:
-    """The CSV text of a batch with ``rows`` data rows."""
+def _csv_line(cells: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header(parsed, use_query_labels))
-    last = len(parsed.fields) - 1
-    null = null_replacement or ""
-    for row in range(1, rows + 1):
-        values = [f"{field}-{row:06d}" for field in parsed.fields]
-        if last > 0 and row % _NULL_EVERY == 0:
-            values[last] = null
-        writer.writerow(values)
-    return buffer.getvalue().encode("utf-8")
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue()
 
 
-def package(batch_name: str, data: bytes, file_format: str) -> ResultFile:
-    """Wrap CSV bytes in the job's format: ``csv``, ``gzip`` or ``zip``."""
-    base = _UNSAFE_FILENAME.sub("_", batch_name) or "result"
-    if file_format == "gzip":
-        return ResultFile(gzip.compress(data, mtime=0), "application/x-gzip", f"{base}.csv.gz")
-    if file_format == "zip":
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(zipfile.ZipInfo(f"{base}.csv", date_time=_ZIP_DATE), data, zipfile.ZIP_DEFLATED)
-        return ResultFile(buffer.getvalue(), "application/zip", f"{base}.zip")
-    return ResultFile(data, "text/csv; charset=utf-8", f"{base}.csv")
+def _row_templates(fields: tuple[str, ...], null_replacement: str | None) -> list[str]:
+    """One format template per ``row % 70``; ``template.format(row)`` is that row's CSV line."""
+    last = len(fields) - 1
+    text_column = 1 if last > 0 else 0
+    # Field names are identifiers (no braces); a null replacement is user text and may hold some.
+    null = (null_replacement or "").replace("{", "{{").replace("}", "}}")
+    templates = []
+    for phase in range(_PERIOD):
+        cells = [f"{field}-{_ROW_PLACEHOLDER}" for field in fields]
+        if phase % _QUOTED_EVERY == 0:
+            cells[text_column] = QUOTED_VALUE
+        if last > 0 and phase % _NULL_EVERY == 0:
+            cells[last] = null
+        templates.append(_csv_line(cells))
+    return templates
+
+
+def write_csv(out: BinaryIO, content: FileContent, after_block: Callable[[], None] | None = None) -> None:
+    """Write the CSV of ``content`` to ``out``, calling ``after_block`` after each block of rows."""
+    out.write(_csv_line(header(content.parsed, content.use_query_labels)).encode("utf-8"))
+    templates = _row_templates(content.parsed.fields, content.null_replacement)
+    end = content.first_row + content.rows
+    for start in range(content.first_row, end, _BLOCK_ROWS):
+        block = range(start, min(start + _BLOCK_ROWS, end))
+        out.write("".join([templates[row % _PERIOD].format(row) for row in block]).encode("utf-8"))
+        if after_block is not None:
+            after_block()
+
+
+def csv_size_bound(content: FileContent) -> int:
+    """An upper bound of the CSV's size in bytes, computed without writing it."""
+    last_row = content.first_row + content.rows - 1
+    templates = _row_templates(content.parsed.fields, content.null_replacement)
+    longest_row = max(len(template.format(max(last_row, 0)).encode("utf-8")) for template in templates)
+    header_line = _csv_line(header(content.parsed, content.use_query_labels)).encode("utf-8")
+    return len(header_line) + longest_row * content.rows
+
+
+def write_file(out: BinaryIO, content: FileContent, after_block: Callable[[], None] | None = None) -> None:
+    """Write the downloadable file in the job's format (``csv``, ``gzip`` or ``zip``) to ``out``.
+
+    ``out`` must be seekable for ``zip`` (its local header is completed after the data).
+    """
+    if content.file_format == "gzip":
+        # filename="" keeps the spool file's own name out of the gzip header.
+        with gzip.GzipFile(filename="", fileobj=out, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as packed:
+            write_csv(packed, content, after_block)  # type: ignore[arg-type]
+        return
+    if content.file_format == "zip":
+        member = zipfile.ZipInfo(f"{content.base_name}.csv", date_time=_ZIP_DATE)
+        member.compress_type = zipfile.ZIP_DEFLATED
+        zip64 = csv_size_bound(content) * 1.05 > zipfile.ZIP64_LIMIT
+        with zipfile.ZipFile(out, "w") as archive, archive.open(member, "w", force_zip64=zip64) as packed:
+            write_csv(packed, content, after_block)  # type: ignore[arg-type]
+        return
+    write_csv(out, content, after_block)

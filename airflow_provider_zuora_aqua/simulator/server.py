@@ -13,11 +13,17 @@ from typing import Any
 
 from .endpoints import AquaApi
 from .faults import FaultInjector, make_rule
+from .files import FileStore
 from .handler import AquaRequestHandler
+from .idempotency import IdempotencyStore
 from .recording import RecordedRequest, RequestLog
 from .state import AquaState
 
 _STOP_TIMEOUT = 5.0
+# Zuora's documented limits: files up to 2,047 MB, kept 3 days; idempotency keys kept 24 hours.
+MAX_FILE_BYTES = 2047 * 1024 * 1024
+FILE_PURGE_SECONDS = 72 * 3600.0
+IDEMPOTENCY_SECONDS = 24 * 3600.0
 # serve_forever only notices a shutdown request between polls: a short poll keeps stop()
 # fast (tests start and stop hundreds of simulators) at the cost of idle wake-ups.
 _POLL_INTERVAL = 0.01
@@ -84,8 +90,19 @@ class AquaSimulator:
     refuses submissions with error 90028 once that many stateless (or stateful) jobs
     are running.
 
-    ``state``, ``api``, ``faults`` and ``log`` are the parts the HTTP handler works with;
-    tests should prefer the methods below.
+    Result files (``GET /v1/files/{fileId}``) are deterministic CSV (with RFC 4180 quoted
+    multi-line cells), gzip or zip, written once to a temporary spool and streamed from it
+    with ``Range`` support; the spool is deleted on :meth:`stop`. ``file_rows`` (None: 1 to
+    1000 rows derived from the query) sets every batch's ``recordCount``. ``segment_rows``
+    (None: never) splits a stateful full load with more records into ``segments`` of at most
+    that many records. A file larger than ``max_file_bytes`` answers ``403`` with Zuora's
+    ``max-object-size`` body; one older than ``file_purge_seconds`` (from its batch's
+    completion) answers ``404``. ``file_transport_gzip`` gzips downloads over 1000 bytes for
+    clients sending ``Accept-Encoding: gzip`` (no ``Range`` then). A submit's
+    ``Idempotency-Key`` answer is kept ``idempotency_seconds``.
+
+    ``state``, ``api``, ``faults``, ``files`` and ``log`` are the parts the HTTP handler works
+    with; tests should prefer the methods below.
     """
 
     def __init__(
@@ -100,9 +117,20 @@ class AquaSimulator:
         seed: int | None = 0,
         concurrent_job_limit: int | None = None,
         queue_seconds: float | None = None,
+        file_rows: int | None = None,
+        segment_rows: int | None = None,
+        max_file_bytes: int = MAX_FILE_BYTES,
+        file_purge_seconds: float = FILE_PURGE_SECONDS,
+        file_transport_gzip: bool = False,
+        idempotency_seconds: float = IDEMPOTENCY_SECONDS,
     ) -> None:
         if job_seconds < 0 or token_seconds < 0 or (queue_seconds or 0) < 0:
             raise ValueError("job_seconds, token_seconds and queue_seconds must not be negative")
+        _check_count("file_rows", file_rows, minimum=0)
+        _check_count("segment_rows", segment_rows, minimum=1)
+        _check_count("max_file_bytes", max_file_bytes, minimum=0)
+        if file_purge_seconds < 0 or idempotency_seconds < 0:
+            raise ValueError("file_purge_seconds and idempotency_seconds must not be negative")
         self._address = (host, port)
         self.state = AquaState(
             client_id=client_id,
@@ -111,8 +139,14 @@ class AquaSimulator:
             token_seconds=token_seconds,
             queue_seconds=queue_seconds,
             concurrent_job_limit=concurrent_job_limit,
+            file_rows=file_rows,
+            segment_rows=segment_rows,
+            file_purge_seconds=file_purge_seconds,
         )
-        self.api = AquaApi(self.state, errors_as_200)
+        self.files = FileStore(max_file_bytes)
+        self.api = AquaApi(
+            self.state, errors_as_200, self.files, IdempotencyStore(idempotency_seconds), file_transport_gzip
+        )
         self.faults = FaultInjector(seed)
         self.log = RequestLog()
         self._server: AquaHTTPServer | None = None
@@ -133,7 +167,7 @@ class AquaSimulator:
         return self
 
     def stop(self) -> None:
-        """Stop serving, cut open connections and close the listening socket."""
+        """Stop serving, cut open connections, close the listening socket, delete spooled files."""
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
@@ -142,6 +176,7 @@ class AquaSimulator:
         server.server_close()
         thread.join(_STOP_TIMEOUT)
         self._thread = None
+        self.files.close()
 
     def __enter__(self) -> AquaSimulator:
         return self.start()
@@ -185,9 +220,10 @@ class AquaSimulator:
         retry_after: float | None = None,
         delay: float | None = None,
     ) -> None:
-        """Inject a fault on ``route`` (or ``"*"``): kind ``429``, a 5xx code, ``drop`` or ``slow``.
+        """Inject a fault on ``route`` (or ``"*"``).
 
-        See :mod:`airflow_provider_zuora_aqua.simulator.faults` for the semantics.
+        ``kind``: ``403``, ``404``, ``429``, a 5xx code, ``drop``, ``slow``, ``drop_mid`` or
+        ``lost_answer``. See :mod:`airflow_provider_zuora_aqua.simulator.faults` for the semantics.
         """
         self.faults.add(make_rule(route, kind, count=count, rate=rate, retry_after=retry_after, delay=delay))
 
@@ -198,6 +234,20 @@ class AquaSimulator:
     def job_ids(self) -> list[str]:
         """Ids of every job submitted so far, in submit order."""
         return self.state.job_ids()
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The JSON of every job submitted so far, as ``GET`` would answer it now, in submit order."""
+        return self.state.jobs()
+
+    def purge_files(self, job_id: str | None = None) -> int:
+        """Make the result files of one job (default: of every job so far) answer 404 from now on.
+
+        Deletes their spooled bytes too. Return how many file ids that was; KeyError if
+        ``job_id`` is unknown.
+        """
+        file_ids = self.state.purge_files(job_id)
+        self.files.discard(file_ids)
+        return len(file_ids)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         """The job JSON exactly as ``GET`` would answer it now; KeyError if unknown."""
@@ -224,3 +274,8 @@ class AquaSimulator:
     def tokens_issued(self) -> int:
         """How many tokens ``/oauth/token`` has issued."""
         return self.state.tokens_issued
+
+
+def _check_count(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{name} must be an integer of at least {minimum}, not {value!r}")

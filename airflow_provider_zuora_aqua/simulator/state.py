@@ -7,6 +7,9 @@ after another, so the executing window is split evenly between the batches: each
 ``pending``, then ``executing``, then ``completed`` (with its ``recordCount`` and
 ``fileId``) at its share's end; the last batch completes with the job. A cancel or a
 forced outcome freezes the job at that moment.
+
+A completed batch's file (or each of its ``segments``) is downloadable until
+``file_purge_seconds`` after the batch completed, or until the files are purged by hand.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class _Batch:
     spec: QuerySpec
     record_count: int
     full: bool | None
+    # File ids of the segments of a split stateful full load, in row order; empty if not split.
+    segment_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class _Job:
     job_seconds: float
     queue_seconds: float
     outcome: _Outcome | None = None
+    files_purged: bool = False
     # Monotonic instants derived from the above, set in __post_init__.
     executing_at: float = field(init=False)
     done_at: float = field(init=False)
@@ -98,6 +104,14 @@ class _Job:
             return self.outcome.batch_statuses[index]
         return self.natural_batch_status(index, now)
 
+    def batch_completed_at(self, index: int, now: float) -> float | None:
+        """The monotonic instant a batch completed, None if it has not (or never will)."""
+        if self.batch_status(index, now) != "completed":
+            return None
+        natural_end = self.batch_bounds(index)[1]
+        # Forced to completed early (finish_job): it completed then.
+        return natural_end if self.outcome is None else min(natural_end, self.outcome.at)
+
     def times(self, now: float) -> tuple[float | None, float | None]:
         """Monotonic start and end instants as the job JSON shows them (None: not yet)."""
         if self.outcome is None:
@@ -108,17 +122,6 @@ class _Job:
             return self.executing_at, at
         # Forced to completed before it started: it ran in no time at all.
         return (at if self.outcome.status == "completed" else None), at
-
-
-@dataclass(frozen=True)
-class FileSource:
-    """What a result download needs, copied out of the lock."""
-
-    spec: QuerySpec
-    record_count: int
-    file_format: str
-    use_query_labels: bool
-    null_replacement: str | None
 
 
 class AquaState:
@@ -133,6 +136,9 @@ class AquaState:
         token_seconds: float,
         queue_seconds: float | None = None,
         concurrent_job_limit: int | None = None,
+        file_rows: int | None = None,
+        segment_rows: int | None = None,
+        file_purge_seconds: float = float("inf"),
     ) -> None:
         self._client_id = client_id
         self._client_secret = client_secret
@@ -140,11 +146,15 @@ class AquaState:
         self._queue_seconds = min(_SUBMIT_PHASE_MAX, job_seconds / 10) if queue_seconds is None else queue_seconds
         self._token_seconds = token_seconds
         self._concurrent_job_limit = concurrent_job_limit
+        self._file_rows = file_rows
+        self._segment_rows = segment_rows
+        self._file_purge_seconds = file_purge_seconds
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}
         self._tokens_issued = 0
         self._jobs: dict[str, _Job] = {}
-        self._files: dict[str, tuple[_Job, int]] = {}
+        # File id -> (job, batch index, 1-based segment number or None for the batch's own file).
+        self._files: dict[str, tuple[_Job, int, int | None]] = {}
 
     # Tokens
 
@@ -202,27 +212,34 @@ class AquaState:
         with self._lock:
             self._check_concurrency(spec, now)
             first_load = spec.stateful and self._last_completed(spec.partner, spec.project, now) is None
-            batches = [
-                _Batch(
-                    batch_id=secrets.token_hex(16),
-                    file_id=secrets.token_hex(16),
-                    spec=query,
-                    record_count=results.record_count(query.query),
-                    # Stateful jobs export everything the first time, increments afterwards.
-                    full=first_load if spec.stateful else None,
-                )
-                for query in spec.queries
-            ]
+            # Stateful jobs export everything the first time, increments afterwards.
+            batches = [self._new_batch(query, first_load if spec.stateful else None) for query in spec.queries]
             job = _Job(secrets.token_hex(16), spec, batches, now, time.time(), self._job_seconds, self._queue_seconds)
             self._jobs[job.job_id] = job
             for index, batch in enumerate(batches):
-                self._files[batch.file_id] = (job, index)
+                self._files[batch.file_id] = (job, index, None)
+                for part, segment_id in enumerate(batch.segment_ids, start=1):
+                    self._files[segment_id] = (job, index, part)
             return _render(job, now, submitted=True)
+
+    def _new_batch(self, query: QuerySpec, full: bool | None) -> _Batch:
+        count = results.record_count(query.query) if self._file_rows is None else self._file_rows
+        segments: tuple[str, ...] = ()
+        # Zuora splits only a stateful full load, and only with segmentation enabled.
+        if full and self._segment_rows is not None and count > self._segment_rows:
+            segments = tuple(secrets.token_hex(16) for _ in range(-(-count // self._segment_rows)))
+        return _Batch(secrets.token_hex(16), secrets.token_hex(16), query, count, full, segments)
 
     def job_ids(self) -> list[str]:
         """Ids of every job, in submit order."""
         with self._lock:
             return list(self._jobs)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The JSON of every job as ``GET`` answers it now, in submit order."""
+        now = time.monotonic()
+        with self._lock:
+            return [_render(job, now) for job in self._jobs.values()]
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job JSON as ``GET`` answers it; KeyError if unknown."""
@@ -264,21 +281,41 @@ class AquaState:
                 raise KeyError((partner, project))
             return _render(job, now)
 
-    def file_source(self, file_id: str) -> FileSource:
-        """What is needed to build a completed batch's file; KeyError if there is none (yet)."""
+    def file_content(self, file_id: str) -> results.FileContent:
+        """What a file holds; KeyError if it is unknown, not completed (yet), or purged."""
         now = time.monotonic()
         with self._lock:
-            job, index = self._files[file_id]
-            if job.batch_status(index, now) != "completed":
+            job, index, part = self._files[file_id]
+            completed_at = job.batch_completed_at(index, now)
+            if completed_at is None or job.files_purged or now - completed_at >= self._file_purge_seconds:
                 raise KeyError(file_id)
             batch = job.batches[index]
-            return FileSource(
-                spec=batch.spec,
-                record_count=batch.record_count,
+            first_row, rows = 1, batch.record_count
+            if part is not None:
+                size = self._segment_rows or batch.record_count
+                first_row = 1 + (part - 1) * size
+                rows = min(size, batch.record_count - first_row + 1)
+            return results.FileContent(
+                batch_name=batch.spec.name,
+                parsed=batch.spec.parsed,
+                first_row=first_row,
+                rows=rows,
                 file_format=job.spec.format,
                 use_query_labels=job.spec.use_query_labels,
                 null_replacement=job.spec.null_replacement,
+                part=part,
             )
+
+    def purge_files(self, job_id: str | None = None) -> list[str]:
+        """Make the files of one job (or of every job so far) unavailable; return their ids.
+
+        KeyError if ``job_id`` is unknown.
+        """
+        with self._lock:
+            purged = set(self._jobs) if job_id is None else {self._jobs[job_id].job_id}
+            for purged_id in purged:
+                self._jobs[purged_id].files_purged = True
+            return [file_id for file_id, (job, _, _) in self._files.items() if job.job_id in purged]
 
     def _check_concurrency(self, spec: JobSpec, now: float) -> None:
         # Zuora counts stateful and stateless jobs against separate limits.
@@ -321,7 +358,10 @@ def _render_batch(job: _Job, index: int, now: float, submitted: bool) -> dict[st
     if not submitted:
         body["message"] = job.outcome.message if job.outcome else ""
     if status == "completed":
-        body["fileId"] = batch.file_id
+        if batch.segment_ids:
+            body["segments"] = list(batch.segment_ids)
+        else:
+            body["fileId"] = batch.file_id
     if batch.spec.api_version is not None:
         body["apiVersion"] = batch.spec.api_version
     if batch.full is not None:
@@ -358,6 +398,8 @@ def _render(job: _Job, now: float, submitted: bool = False) -> dict[str, Any]:
     if spec.stateful:
         body["partner"] = spec.partner
         body["project"] = spec.project
+        if any(batch.segment_ids for batch in job.batches):
+            body["segmented"] = True
     if spec.incremental_time is not None:
         body["incrementalTime"] = spec.incremental_time
     if spec.offset is not None:

@@ -22,6 +22,11 @@ def token_form(**overrides: str) -> dict[str, str]:
     return {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "grant_type": "client_credentials", **overrides}
 
 
+def stateful_body(*queries: str, **fields: Any) -> dict[str, Any]:
+    """A stateful (version 1.1) submit body for partner ``acme``, project ``p1``."""
+    return job_body(*queries, **{"version": "1.1", "partner": "acme", "project": "p1", **fields})
+
+
 def job_body(*queries: str, **fields: Any) -> dict[str, Any]:
     """A stateless submit body; each query gets a name from its position."""
     return {
@@ -65,8 +70,8 @@ class Client:
     def delete_job(self, job_id: str) -> requests.Response:
         return self.request("DELETE", f"/v1/batch-query/jobs/{job_id}")
 
-    def file(self, file_id: str) -> requests.Response:
-        return self.request("GET", f"/v1/files/{file_id}")
+    def file(self, file_id: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", f"/v1/files/{file_id}", **kwargs)
 
     def wait_for(self, job_id: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

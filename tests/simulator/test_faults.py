@@ -107,7 +107,7 @@ def test_earlier_rules_win(sim: AquaSimulator, client: Client) -> None:
     ("route", "kind", "settings"),
     [
         ("nowhere", "429", {}),
-        ("get_job", "404", {}),
+        ("get_job", "418", {}),
         ("get_job", "teapot", {}),
         ("get_job", "429", {"count": 0}),
         ("get_job", "429", {"rate": 1.5}),
