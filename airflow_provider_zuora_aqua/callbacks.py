@@ -1,25 +1,27 @@
 """
-Failure callback that cancels the AQuA job of a task whose process died.
+Failure callback that cancels the AQuA jobs of task processes that died.
 
 ``on_kill`` runs only when Airflow stops a task process with SIGTERM. After a SIGKILL, an OOM
 kill, a lost worker or a zombie task nothing runs in the task process, and the AQuA job would
 keep running on Zuora's side. Airflow then runs failure callbacks elsewhere: a DAG-level
-``on_failure_callback`` (in a child of the DAG processor, seconds after the task failed) and,
-when the whole worker died, the task's own ``on_failure_callback``. This callback reads the job
-id the failed try pushed to XCom (key ``aqua_job_id``) and cancels the job if it still runs.
+``on_failure_callback`` (in a child of the DAG processor, seconds after the run failed) and,
+when the whole worker died, the task's own ``on_failure_callback``.
 
-Use it per task or in ``default_args`` (``AquaSubmitJobOperator`` installs it by default), and
-at DAG level to cover a SIGKILL of the task process alone::
+* As a task's callback (``AquaSubmitJobOperator`` installs it by default), it cancels the job
+  that task instance recorded in XCom (key ``aqua_job_id``), if it still runs.
+* At DAG level, ``DAG(..., on_failure_callback=cancel_aqua_job_on_failure)``, it cancels every
+  AQuA job that any task of the failed run recorded and that still runs: a DAG-level callback
+  is called once for the run, even when several AQuA tasks died.
 
-    DAG(..., on_failure_callback=cancel_aqua_job_on_failure)
-
-It is idempotent (Airflow was seen to run a callback twice for one failure) and never raises.
-It is deliberately not an ``on_retry_callback``: the next try re-attaches to a running job.
+It is idempotent (Airflow was seen to run a callback twice for one failure), bounded in time
+(``CALLBACK_CANCEL_SECONDS`` in all) and never raises. It is deliberately not an
+``on_retry_callback``: the next try re-attaches to a running job.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -30,7 +32,7 @@ from airflow_provider_zuora_aqua.utils.task_try import task_track_id
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: Callbacks run under the DAG processor's timeout: keep the cancel well inside it.
+#: Callbacks run under the DAG processor's timeout: all cancels of one call end within this.
 CALLBACK_CANCEL_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
@@ -38,32 +40,79 @@ log = logging.getLogger(__name__)
 __all__ = ["AQUA_CONN_ID_XCOM_KEY", "AQUA_JOB_ID_XCOM_KEY", "cancel_aqua_job_on_failure"]
 
 
-def cancel_aqua_job_on_failure(context: Context) -> None:
-    """Cancel the AQuA job recorded by the failed task instance in ``context``, if it still runs."""
-    ti = context.get("ti")
-    if ti is None:
+def cancel_aqua_job_on_failure(context: Context | None) -> None:
+    """Cancel the AQuA jobs recorded by the failed task instance (task level) or run (DAG level) that still run."""
+    if not context or context.get("ti") is None:
         log.warning("No task instance in the callback context: no AQuA job to cancel")
         return
+    ti = context["ti"]
+    deadline = time.monotonic() + CALLBACK_CANCEL_SECONDS
     try:
-        job_id = _recorded(ti, AQUA_JOB_ID_XCOM_KEY)
-        if not job_id:
-            log.info("Task %s recorded no AQuA job id: nothing to cancel", ti.task_id)
-            return
-        conn_id = _recorded(ti, AQUA_CONN_ID_XCOM_KEY) or getattr(
-            context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name
-        )
+        jobs = _recorded_jobs(context)
+    except ImportError:
+        # ``airflow dags test`` runs DAG callbacks without a task supervisor, and XCom is read through it.
+        log.warning("AQuA failure callback: XCom cannot be read in this process, so no AQuA job is cancelled here")
+        return
+    except Exception as exc:
+        log.error("AQuA failure callback could not read the recorded AQuA job ids: %s", exc)
+        return
+    if not jobs:
+        log.info("Task %s recorded no AQuA job id: nothing to cancel", ti.task_id)
+        return
+    track_id = task_track_id(ti)
+    for job_id, conn_id in jobs:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log.warning("AQuA failure callback ran out of time before AQuA job %s", job_id)
+            continue
+        _cancel_if_running(job_id, conn_id, track_id, remaining)
+
+
+def _cancel_if_running(job_id: str, conn_id: str, track_id: str, max_seconds: float) -> None:
+    """Read first (after an ordinary failure the task has already ended its job), then cancel; never raise."""
+    try:
+        deadline = time.monotonic() + max_seconds
         hook = ZuoraAquaHook(zuora_conn_id=conn_id)
-        track_id = task_track_id(ti)
-        # Read first: after an ordinary failure the task has already ended its job.
-        job = hook.get_job(job_id, track_id=track_id)
+        job = hook.get_job(job_id, track_id=track_id, max_seconds=max_seconds)
         if not AquaJobStatus.is_terminal(job.get("status")):
-            job = hook.cancel_job_if_running(job_id, track_id=track_id, max_seconds=CALLBACK_CANCEL_SECONDS)
-        log.info("Failure callback of task %s: AQuA job %s is %s", ti.task_id, job_id, job.get("status"))
-    except Exception:
-        log.exception("Failure callback of task %s could not cancel its AQuA job", ti.task_id)
+            job = hook.cancel_job_if_running(
+                job_id, track_id=track_id, max_seconds=max(0.1, deadline - time.monotonic())
+            )
+        log.info("AQuA failure callback: job %s is %s", job_id, job.get("status"))
+    except Exception as exc:
+        log.error("AQuA failure callback could not cancel AQuA job %s: %s", job_id, exc)
 
 
-def _recorded(ti: Any, key: str) -> str | None:
+def _recorded_jobs(context: Context) -> list[tuple[str, str]]:
+    """
+    ``(job id, connection id)`` pairs to look at: the failed task instance's own job, or, for a
+    DAG-level callback (its context has a ``reason``), the jobs of every task of the run.
+    """
+    ti = context["ti"]
+    default_conn = getattr(context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name)
+    if "reason" not in context or context.get("dag") is None:
+        job_id = _pull_one(ti, AQUA_JOB_ID_XCOM_KEY)
+        return [(job_id, _pull_one(ti, AQUA_CONN_ID_XCOM_KEY) or default_conn)] if job_id else []
+    dag = context["dag"]
+    jobs: list[tuple[str, str]] = []
+    for task_id in dag.task_ids:
+        task = dag.task_dict.get(task_id)
+        if not hasattr(task, "zuora_conn_id"):
+            continue
+        # One list per task, over all its map indexes, in the same order for both keys.
+        job_ids = ti.xcom_pull(task_ids=[task_id], key=AQUA_JOB_ID_XCOM_KEY) or []
+        conn_ids = ti.xcom_pull(task_ids=[task_id], key=AQUA_CONN_ID_XCOM_KEY) or []
+        if len(conn_ids) != len(job_ids):
+            conn_ids = [None] * len(job_ids)
+        jobs += [
+            (job_id, conn_id if isinstance(conn_id, str) else task.zuora_conn_id)
+            for job_id, conn_id in zip(job_ids, conn_ids)
+            if isinstance(job_id, str) and job_id
+        ]
+    return list(dict.fromkeys(jobs))
+
+
+def _pull_one(ti: Any, key: str) -> str | None:
     map_index = getattr(ti, "map_index", -1)
     kwargs: dict[str, Any] = {"task_ids": ti.task_id, "key": key}
     if map_index is not None and map_index >= 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_zuora_aqua.utils.compat import AirflowException
 
 
 class AquaError(AirflowException):
@@ -81,6 +81,14 @@ class AquaJobNotFoundError(AquaApiError):
     """No AQuA job has the given id."""
 
 
+class AquaSubmitInProgressError(AquaApiError):
+    """Zuora answered ``409``: a submit with the same ``Idempotency-Key`` is still in progress."""
+
+
+class AquaIdempotencyKeyReusedError(AquaApiError):
+    """Zuora answered ``422``: the submit's ``Idempotency-Key`` was used before with a different body."""
+
+
 class AquaJobError(AquaError):
     """An error about one job; carries the job JSON as Zuora last returned it."""
 
@@ -99,3 +107,19 @@ class AquaJobFailedError(AquaJobError):
 
 class AquaJobTimeoutError(AquaJobError):
     """The job did not finish within the operator's timeout; it was cancelled."""
+
+
+class AquaIntegrityError(AquaError):
+    """A downloaded result file failed verification (record count, format); nothing was published."""
+
+
+class AquaFileNotFoundError(AquaApiError):
+    """Zuora answered ``404`` for a result file: purged (files are kept 72 hours) or never existed."""
+
+
+class AquaFileTooLargeError(AquaApiError):
+    """Zuora refused a result file over its 2,047 MB cap (``403`` with ``max-object-size``)."""
+
+
+class AquaFileAccessDeniedError(AquaApiError):
+    """Zuora answered ``403`` for a result file: the user lacks the permission to export data."""

@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import time
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import requests
 import tenacity
 import urllib3.exceptions
-from airflow.sdk import BaseHook
 
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
+    AquaIdempotencyKeyReusedError,
     AquaJobAlreadyFinishedError,
     AquaRateLimitError,
     AquaServerError,
+    AquaSubmitInProgressError,
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.utils.aio import AsyncTTLCache, shared_client_session
-from airflow_provider_zuora_aqua.utils.compat import amask_secret, mask_secret
+from airflow_provider_zuora_aqua.utils.compat import BaseHook, amask_secret, mask_secret
 from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
+from airflow_provider_zuora_aqua.utils.destinations import StagedFile, resolve_destination
+from airflow_provider_zuora_aqua.utils.file_download import (
+    CHUNK_BYTES,
+    FILES_PATH,
+    MAX_ERROR_BODY,
+    FileReceiver,
+    download_headers,
+    file_error,
+    validate_file_id,
+)
 
 # The job rules live in utils.jobs; imported here too because they were public here first.
 from airflow_provider_zuora_aqua.utils.jobs import (
@@ -37,19 +50,27 @@ from airflow_provider_zuora_aqua.utils.jobs import (
     poll_delays,
 )
 from airflow_provider_zuora_aqua.utils.protocol import (
+    IDEMPOTENCY_KEY_HEADER,
+    REQUEST_ID_HEADER,
     HttpAnswer,
     build_headers,
     parse_answer,
+    validate_idempotency_key,
     validate_job_id,
     validate_track_id,
 )
 from airflow_provider_zuora_aqua.utils.retry import retry_policy
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
 TOKEN_PATH = "/oauth/token"
 JOBS_PATH = "/v1/batch-query/jobs"
 SUBMIT_PATH = "/v1/batch-query/"
 _CONNECT_TIMEOUT = 10.0
+#: Seconds a connection test may wait for Zuora (the UI's Test action should answer fast).
+_TEST_CONNECTION_TIMEOUT = 10.0
 _DEFAULT_TOKEN_LIFETIME = 3599.0
 _TOKEN_HEADERS = {"Accept": "application/json"}
 #: Connection settings looked up by triggers, per connection id.
@@ -124,14 +145,18 @@ class ZuoraAquaHook(BaseHook):
         """Return the shared OAuth token of this connection, fetching one when needed."""
         return tenacity.Retrying(**retry_policy(self.settings))(self._cached_token)
 
-    def get_job(self, job_id: str, *, track_id: str | None = None) -> dict[str, Any]:
+    def get_job(
+        self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None
+    ) -> dict[str, Any]:
         """
         Return the job JSON (``GET /v1/batch-query/jobs/{jobid}``).
 
+        :param max_seconds: bound on the whole call, retries included.
         :raises AquaJobNotFoundError: no job has this id.
         """
         job_id = validate_job_id(job_id)
-        return self._request("GET", f"{JOBS_PATH}/{job_id}", job_id=job_id, track_id=track_id)
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        return self._request("GET", f"{JOBS_PATH}/{job_id}", job_id=job_id, track_id=track_id, deadline=deadline)
 
     def cancel_job(
         self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None
@@ -197,15 +222,41 @@ class ZuoraAquaHook(BaseHook):
             self.log.info("%s", exc)
             return exc.job
 
-    def submit_job(self, body: dict[str, Any], *, track_id: str | None = None) -> dict[str, Any]:
+    def submit_job(
+        self, body: dict[str, Any], *, track_id: str | None = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """
         Submit a job (``POST /v1/batch-query/``) and return the job JSON with its ``id``.
 
-        A submit is not idempotent: it is sent again only when the request cannot have reached
-        Zuora (no connection made, ``429``, ``503``). After a read timeout or a dropped
-        connection the job may exist, so the :class:`AquaTransportError` is raised instead.
+        With an ``idempotency_key`` (sent as ``Idempotency-Key``, at most 255 characters) the
+        submit is idempotent for 24 hours: Zuora answers a resend with the job the first request
+        created. So a lost answer (read timeout, dropped connection, ``5xx``) is sent again within
+        the retry policy, and a ``409`` (the first request with the key is still in progress) is
+        waited out. ``422`` (the key was used with another body) raises
+        :class:`AquaIdempotencyKeyReusedError`.
+
+        Without a key a submit is not idempotent: it is sent again only when the request cannot
+        have reached Zuora (no connection made, ``429``, ``503``). After a read timeout or a
+        dropped connection the job may exist, so the :class:`AquaTransportError` is raised.
         """
-        return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False)
+        if idempotency_key is None:
+            return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False)
+        headers = {IDEMPOTENCY_KEY_HEADER: validate_idempotency_key(idempotency_key)}
+        try:
+            return self._request(
+                "POST", SUBMIT_PATH, json=body, track_id=track_id, extra_headers=headers, keyed_submit=True
+            )
+        except AquaApiError as exc:
+            if exc.status_code != 422:
+                raise
+            raise AquaIdempotencyKeyReusedError(
+                f"Zuora refused the submit: its Idempotency-Key {idempotency_key!r} was already used with a "
+                f"different request body ({exc.message}). Zuora keeps a key for 24 hours; send this body "
+                "with a new key",
+                status_code=exc.status_code,
+                error_code=exc.error_code,
+                request_id=exc.request_id,
+            ) from None
 
     async def aget_job(self, job_id: str, *, track_id: str | None = None) -> dict[str, Any]:
         """
@@ -308,9 +359,18 @@ class ZuoraAquaHook(BaseHook):
             ) from None
 
     def test_connection(self) -> tuple[bool, str]:
-        """Fetch a token, for the Test button of the connections UI."""
+        """
+        Fetch a new token, for the Test action of the connections UI and ``airflow connections test``.
+
+        One attempt with a short timeout and no retries, so an unreachable host fails within
+        seconds; the shared token cache is bypassed so that the test really reaches Zuora.
+        """
         try:
-            self.get_access_token()
+            probe = self.with_new_session()
+            probe.__dict__["settings"] = dataclasses.replace(
+                self.settings, max_retries=0, timeout=min(self.settings.timeout, _TEST_CONNECTION_TIMEOUT)
+            )
+            probe._fetch_token(deadline=None)
         except Exception as exc:
             return False, str(exc)
         return True, f"Connected to {self.settings.base_url}: Zuora issued an OAuth token."
@@ -325,8 +385,15 @@ class ZuoraAquaHook(BaseHook):
         track_id: str | None = None,
         idempotent: bool = True,
         deadline: float | None = None,
+        extra_headers: dict[str, str] | None = None,
+        keyed_submit: bool = False,
     ) -> dict[str, Any]:
-        """Send one AQuA call with token, headers, retries and error mapping."""
+        """
+        Send one AQuA call with token, headers, retries and error mapping.
+
+        :param keyed_submit: a submit with an ``Idempotency-Key``: a ``409`` means its first
+            request is still in progress, so it is waited out and sent again.
+        """
         track_id = validate_track_id(track_id)
         max_seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
 
@@ -334,28 +401,47 @@ class ZuoraAquaHook(BaseHook):
 
         def attempt() -> dict[str, Any]:
             self.last_attempts += 1
-            answer = self._send_authenticated(method, path, json=json, track_id=track_id, deadline=deadline)
+            answer = self._send_authenticated(
+                method, path, json=json, track_id=track_id, deadline=deadline, extra_headers=extra_headers
+            )
             self.last_request_id = answer.request_id
-            return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
+            try:
+                return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
+            except AquaApiError as exc:
+                if not (keyed_submit and exc.status_code == 409):
+                    raise
+                raise AquaSubmitInProgressError(
+                    f"Zuora is still processing an earlier submit with the same Idempotency-Key ({exc.message})",
+                    status_code=exc.status_code,
+                    error_code=exc.error_code,
+                    request_id=exc.request_id,
+                ) from None
 
         return tenacity.Retrying(**retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds))(attempt)
 
     def _send_authenticated(
-        self, method: str, path: str, *, json: dict[str, Any] | None, track_id: str | None, deadline: float | None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None,
+        track_id: str | None,
+        deadline: float | None,
+        extra_headers: dict[str, str] | None = None,
     ) -> HttpAnswer:
         """Send with the shared token; on a 401, replace the token once and send once more."""
+
+        def send(token: str) -> HttpAnswer:
+            headers = {**build_headers(self.settings, token, track_id), **(extra_headers or {})}
+            return self._send(method, path, headers=headers, json=json, deadline=deadline)
+
         token = self._cached_token(deadline)
-        answer = self._send(
-            method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline
-        )
+        answer = send(token)
         if answer.status != 401:
             return answer
         self.log.info("Zuora answered 401 to %s %s: fetching a new OAuth token and retrying once", method, path)
         TOKEN_CACHE.invalidate(self.settings.token_cache_key, token)
-        token = self._cached_token(deadline)
-        return self._send(
-            method, path, headers=build_headers(self.settings, token, track_id), json=json, deadline=deadline
-        )
+        return send(self._cached_token(deadline))
 
     def _cached_token(self, deadline: float | None = None) -> str:
         return TOKEN_CACHE.get(self.settings.token_cache_key, lambda: self._fetch_token(deadline))
@@ -421,6 +507,112 @@ class ZuoraAquaHook(BaseHook):
                 request_sent=_request_may_have_arrived(exc),
             ) from None
         return HttpAnswer(response.status_code, response.headers, response.content)
+
+    # Result files
+
+    def download_file(
+        self,
+        file_id: str,
+        destination: str | os.PathLike[str] | ObjectStoragePath,
+        *,
+        track_id: str | None = None,
+        expected_records: int | None = None,
+    ) -> dict[str, Any]:
+        """
+        Stream a result file (``GET /v1/files/{fileId}``) to ``destination``, verified, in constant memory.
+
+        The file appears under its final name only complete and verified: locally through a
+        temporary name in the same folder, in object storage by an upload from a local spool
+        file, which is always removed. A connection dropped mid-file is retried within the retry
+        policy, resuming with ``Range`` when the server answers ``206``.
+
+        :param destination: a local file path, a URI (``file:///...``, ``s3://bucket/key``) or an
+            ``airflow.sdk.ObjectStoragePath`` (its connection, if any, is used).
+        :param expected_records: the batch's ``recordCount``; another count raises
+            :class:`AquaIntegrityError` and nothing is published.
+        :return: ``file_id``, ``uri``, ``format``, ``bytes``, ``records`` (CSV data records) and
+            ``sha256`` (hex digest of the stored bytes).
+        :raises AquaFileNotFoundError: purged (after 72 hours) or unknown file.
+        :raises AquaFileTooLargeError: the file is over Zuora's 2,047 MB cap.
+        :raises AquaFileAccessDeniedError: the user may not export data.
+        """
+        file_id = validate_file_id(file_id)
+        with StagedFile(resolve_destination(destination)) as staged:
+            result = self.fetch_file(file_id, staged, track_id=track_id, expected_records=expected_records)
+            staged.publish()
+        return result
+
+    def fetch_file(
+        self,
+        file_id: str,
+        staged: StagedFile,
+        *,
+        track_id: str | None = None,
+        expected_records: int | None = None,
+        file_format: str | None = None,
+    ) -> dict[str, Any]:
+        """
+        :meth:`download_file` into a :class:`StagedFile` without publishing it, for callers that
+        publish several files together (a batch's segments).
+
+        :param file_format: the job's format (``csv``, ``gzip``, ``zip``): other bytes are refused.
+        """
+        file_id = validate_file_id(file_id)
+        track_id = validate_track_id(track_id)
+        receiver = FileReceiver(file_id, staged, file_format)
+        tenacity.Retrying(**retry_policy(self.settings))(self._receive_file, receiver, track_id)
+        self.log.info("Downloaded AQuA result file %s: %d bytes", file_id, receiver.received)
+        return receiver.finish(expected_records)
+
+    def _receive_file(self, receiver: FileReceiver, track_id: str | None) -> None:
+        """One attempt: the whole file, or the rest of it after a dropped connection."""
+        path, offset = f"{FILES_PATH}/{receiver.file_id}", receiver.resume_offset
+        response = self._open_file(path, track_id, offset)
+        with response:
+            self.last_request_id = response.headers.get(REQUEST_ID_HEADER)
+            media_type = response.headers.get("Content-Type", "").lower()
+            if response.status_code not in (200, 206, 416) or media_type.startswith("application/json"):
+                body = response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
+                raise file_error(HttpAnswer(response.status_code, response.headers, body), receiver.file_id)
+            receiver.begin(response.status_code, response.headers, offset)
+            try:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    receiver.write(chunk)
+            except requests.RequestException as exc:
+                raise AquaTransportError(
+                    f"GET {path} broke off after {receiver.received} bytes: {_describe_transport_error(exc)}",
+                    request_sent=True,
+                ) from None
+            receiver.end()
+
+    def _open_file(self, path: str, track_id: str | None, offset: int) -> requests.Response:
+        """Open the answer stream, with the shared token; on a 401, replace the token once."""
+
+        def send(token: str) -> requests.Response:
+            headers = download_headers(build_headers(self.settings, token, track_id), offset)
+            timeout = self.settings.timeout  # per read: a stalled stream fails, a long one does not
+            try:
+                return self._session.get(
+                    f"{self.settings.base_url}{path}",
+                    headers=headers,
+                    stream=True,
+                    timeout=(min(_CONNECT_TIMEOUT, timeout), timeout),
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                raise AquaTransportError(
+                    f"GET {path} to {self.settings.base_url} failed: {_describe_transport_error(exc)}",
+                    request_sent=_request_may_have_arrived(exc),
+                ) from None
+
+        token = self._cached_token()
+        response = send(token)
+        if response.status_code != 401:
+            return response
+        response.close()
+        self.log.info("Zuora answered 401 to GET %s: fetching a new OAuth token and retrying once", path)
+        TOKEN_CACHE.invalidate(self.settings.token_cache_key, token)
+        return send(self._cached_token())
 
 
 def _request_may_have_arrived(exc: requests.RequestException) -> bool:

@@ -9,26 +9,32 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.exceptions import (
     AquaError,
+    AquaIdempotencyKeyReusedError,
     AquaJobAlreadyFinishedError,
     AquaJobNotFoundError,
     AquaJobTimeoutError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
-from airflow_provider_zuora_aqua.utils.compat import conf
+from airflow_provider_zuora_aqua.utils.compat import BaseOperator, conf
 from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
+from airflow_provider_zuora_aqua.utils.job_record import JobRecord
 from airflow_provider_zuora_aqua.utils.job_request import build_job_request
-from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, JobWatch, check_job_succeeded, job_failure_reason
+from airflow_provider_zuora_aqua.utils.jobs import (
+    AquaJobStatus,
+    JobWatch,
+    batches_of,
+    check_job_succeeded,
+    job_failure_reason,
+)
 from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY
-from airflow_provider_zuora_aqua.utils.task_try import task_track_id
+from airflow_provider_zuora_aqua.utils.task_try import task_idempotency_key, task_track_id
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import Context, ObjectStoragePath
 
 #: Total time ``on_kill`` may spend cancelling: Airflow sends SIGKILL a few seconds after SIGTERM.
 ON_KILL_CANCEL_SECONDS = 3.0
@@ -104,14 +110,21 @@ class AquaSubmitJobOperator(BaseOperator):
       :func:`~airflow_provider_zuora_aqua.callbacks.cancel_aqua_job_on_failure`, installed by
       default next to any ``on_failure_callback`` you set, cancels the job.
 
-    A retry re-attaches (Airflow 3.3+): when the previous try's job still runs, the task waits
-    for it instead of submitting a duplicate; when it completed, the task returns it without
-    submitting again (a stateful job moves its watermark once); when it failed or was
-    cancelled, a new job is submitted.
+    Exactly one job per try: every submit carries an ``Idempotency-Key`` derived from the task
+    try (:func:`~airflow_provider_zuora_aqua.utils.task_try.task_idempotency_key`), so a submit
+    whose answer was lost is sent again and Zuora answers with the job it already created.
 
-    A submit whose request may have reached Zuora but got no answer (read timeout, dropped
-    connection) is not sent again: a job may exist whose id is unknown, and AQuA has no way to
-    list jobs. The task fails saying so; Airflow's own ``retries`` then decide.
+    A retry re-attaches (Airflow 3.3+, ``durable=True``): when the previous try's job still
+    runs, the task waits for it instead of submitting a duplicate; when it completed, the task
+    returns it (or downloads its files) without submitting again (a stateful job moves its
+    watermark once); when it failed or was cancelled, a new job is submitted. A previous try
+    that died after sending its submit but before recording the job id left its key in the
+    task state store: the retry sends that submit again, and Zuora names the job.
+
+    With a ``destination``, the files of the completed job are downloaded there, verified, with
+    a ``_manifest.json``, and the task returns the manifest instead of the job JSON. The job id
+    stays recorded until the download succeeded: a retry after a failed download downloads
+    again and never submits again.
 
     :param queries: A mapping of query name to ZOQL, or a list of AQuA query dicts (``name``,
         ``query``, ``type``, ``apiVersion``, ``deleted``, ...). 1 to 50 queries. (templated)
@@ -135,6 +148,13 @@ class AquaSubmitJobOperator(BaseOperator):
     :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``. (templated)
     :param track_id: ``Zuora-Track-Id`` of every call; by default derived from the task try.
         (templated)
+    :param destination: A folder (local path, ``file://`` or object storage URI such as
+        ``s3://bucket/prefix``, or an ``ObjectStoragePath``) to download the result files into.
+        None (the default) returns the job JSON without downloading. (templated)
+    :param destination_conn_id: The connection of the object storage ``destination``. (templated)
+    :param durable: Re-attach a retry to the previous try's job through the task state store
+        (Airflow 3.3+), as BigQuery's and Databricks' operators do. False: every try submits a
+        fresh job.
     :param deferrable: Wait in the triggerer (:class:`AquaJobTrigger`) instead of a worker slot.
         Default: ``[operators] default_deferrable``. Stopping the deferred task (marked failed
         or success, cleared) cancels the job on Airflow 3.3+, and ``timeout`` cancels it too.
@@ -148,6 +168,8 @@ class AquaSubmitJobOperator(BaseOperator):
         "job_options",
         "zuora_conn_id",
         "track_id",
+        "destination",
+        "destination_conn_id",
     )
     template_fields_renderers = {"queries": "json", "job_options": "json"}
     ui_color = "#00b3a4"
@@ -171,6 +193,9 @@ class AquaSubmitJobOperator(BaseOperator):
         cancel_on_task_failure: bool = True,
         zuora_conn_id: str = ZuoraAquaHook.default_conn_name,
         track_id: str | None = None,
+        destination: str | ObjectStoragePath | None = None,
+        destination_conn_id: str | None = None,
+        durable: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -194,11 +219,16 @@ class AquaSubmitJobOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.zuora_conn_id = zuora_conn_id
         self.track_id = track_id
+        self.destination = destination
+        self.destination_conn_id = destination_conn_id
+        self.durable = durable
         self.deferrable = deferrable
         if cancel_on_task_failure:
             self.on_failure_callback = _add_callback(self.on_failure_callback, cancel_aqua_job_on_failure)
         self.job_id: str | None = None
         self._job_finished = False
+        #: True while the files of a completed job are being downloaded: its id stays recorded.
+        self._delivering = False
         self._resolved_track_id: str | None = None
         self._stopped = threading.Event()
 
@@ -219,18 +249,24 @@ class AquaSubmitJobOperator(BaseOperator):
             job_options=self.job_options,
         )
         self._resolved_track_id = self.track_id or task_track_id(context["ti"])
-        state_store = context.get("task_state_store")
+        record = self._job_record(context)
 
-        job = self._previous_try_job(state_store)
+        job = self._previous_try_job(record)
         if job is None:
-            job = self.hook.submit_job(body, track_id=self._resolved_track_id)
-            self.log.info("Submitted AQuA job %s (Zuora-Request-Id %s)", job["id"], self.hook.last_request_id)
+            key = task_idempotency_key(context["ti"])
+            record.submitting(key, body)
+            job = self.hook.submit_job(body, track_id=self._resolved_track_id, idempotency_key=key)
+            self.log.info(
+                "Submitted AQuA job %s (Idempotency-Key %s, Zuora-Request-Id %s)",
+                job["id"],
+                key,
+                self.hook.last_request_id,
+            )
         self.job_id = job["id"]
         context["ti"].xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=self.job_id)
         # The failure callback may run where templates are not rendered: give it the real conn id.
         context["ti"].xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=self.zuora_conn_id)
-        if state_store is not None:
-            state_store.set(AQUA_JOB_ID_XCOM_KEY, self.job_id)
+        record.submitted(self.job_id)
         if self._stopped.is_set():
             # SIGTERM came while the submit was in flight, when on_kill had no job id to cancel.
             self._cancel("the task was killed while submitting it")
@@ -252,7 +288,7 @@ class AquaSubmitJobOperator(BaseOperator):
                 method_name="execute_complete",
             )
 
-        with self._forget_job_once_finished(state_store):
+        with self._forget_job_once_finished(record):
             try:
                 job = self._wait(self.job_id)
             except BaseException as exc:
@@ -261,21 +297,21 @@ class AquaSubmitJobOperator(BaseOperator):
                 if not self._job_finished:
                     self._cancel(f"waiting stopped ({type(exc).__name__})")
                 raise
-        return self._result(job, self.hook.last_request_id)
+            return self._result(job, self.hook.last_request_id, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: the job's result, a clear failure, or cancel on timeout."""
         checked = AquaJobEvent.from_payload(event)
         self.job_id = checked.job_id
         self._resolved_track_id = self.track_id or task_track_id(context["ti"])
-        with self._forget_job_once_finished(context.get("task_state_store")):
+        with self._forget_job_once_finished(self._job_record(context)):
             if checked.status == TIMEOUT:
                 raise self._cancel_after_timeout(checked.job or {"id": checked.job_id}, checked.request_id)
             if checked.status == POLL_FAILED:
                 self._cancel("its status could not be read")
                 raise checked.error_to_raise()
             self._job_finished = True
-            return self._result(checked.job or {"id": checked.job_id}, checked.request_id)
+            return self._result(checked.job or {"id": checked.job_id}, checked.request_id, context)
 
     def on_kill(self) -> None:
         """
@@ -308,9 +344,12 @@ class AquaSubmitJobOperator(BaseOperator):
         except Exception as exc:
             self.log.error("on_kill: could not cancel AQuA job %s: %s", self.job_id, exc)
 
-    def _previous_try_job(self, state_store: Any) -> dict[str, Any] | None:
+    def _job_record(self, context: Context) -> JobRecord:
+        return JobRecord(context.get("task_state_store") if self.durable else None)
+
+    def _previous_try_job(self, record: JobRecord) -> dict[str, Any] | None:
         """The job of an earlier try to re-attach to, or None to submit a new one."""
-        previous_id = state_store.get(AQUA_JOB_ID_XCOM_KEY) if state_store is not None else None
+        previous_id = record.job_id or self._resend_previous_submit(record)
         if not previous_id:
             return None
         try:
@@ -325,10 +364,31 @@ class AquaSubmitJobOperator(BaseOperator):
             )
             return job
         if job_failure_reason(job) is None:
-            self.log.info("AQuA job %s of an earlier try completed: returning it without submitting again", previous_id)
+            self.log.info("AQuA job %s of an earlier try completed: using it without submitting again", previous_id)
             return job
         self.log.info("AQuA job %s of an earlier try ended %s: submitting a new job", previous_id, status)
         return None
+
+    def _resend_previous_submit(self, record: JobRecord) -> str | None:
+        """
+        An earlier try sent (or was about to send) a submit, then died before recording the job
+        id: send that submit again, with its key and body, and Zuora names the job it created.
+        A key Zuora no longer knows (24 hours) creates the job now; a refused one gives None.
+        """
+        key = record.submit_key
+        if key is None:
+            return None
+        body = record.submit_body
+        if body is None:
+            return None
+        try:
+            job = self.hook.submit_job(body, track_id=self._resolved_track_id, idempotency_key=key)
+        except AquaIdempotencyKeyReusedError as exc:
+            self.log.warning("The submit of an earlier try cannot be sent again (%s): submitting a new job", exc)
+            return None
+        self.log.info("The submit of an earlier try (Idempotency-Key %s) names AQuA job %s", key, job["id"])
+        record.submitted(job["id"])
+        return job["id"]
 
     def _wait(self, job_id: str) -> dict[str, Any]:
         """Poll with backoff until the job finishes; on ``timeout`` cancel it and fail."""
@@ -374,18 +434,44 @@ class AquaSubmitJobOperator(BaseOperator):
         )
 
     @contextmanager
-    def _forget_job_once_finished(self, state_store: Any) -> Iterator[None]:
-        """Drop the job id from the state store once its end is handled: a later clear submits anew."""
+    def _forget_job_once_finished(self, record: JobRecord) -> Iterator[None]:
+        """
+        Forget the recorded job once its end is handled, so that a later clear submits anew;
+        a completed job whose files could not be delivered stays recorded for the retry.
+        """
         try:
             yield
         finally:
-            if state_store is not None and self._job_finished:
-                state_store.delete(AQUA_JOB_ID_XCOM_KEY)
+            if self._job_finished and not self._delivering:
+                record.forget()
 
-    def _result(self, job: dict[str, Any], request_id: str | None) -> dict[str, Any]:
+    def _result(self, job: dict[str, Any], request_id: str | None, context: Context) -> dict[str, Any]:
+        """The job JSON of a job that succeeded, or the manifest of its files with a ``destination``."""
         check_job_succeeded(job, request_id)
-        self.log.info("AQuA job %s completed", job.get("id"))
-        return job
+        for batch in batches_of(job):
+            self.log.info(
+                "AQuA job %s batch %r completed: %s records, file %s",
+                job.get("id"),
+                batch.get("name"),
+                batch.get("recordCount"),
+                batch.get("fileId") or batch.get("segments"),
+            )
+        if self.destination is None:
+            return job
+        # Imported here: DAG files that never download do not pay for it at parse time.
+        from airflow_provider_zuora_aqua.utils.result_files import download_job_results
+
+        self._delivering = True
+        manifest = download_job_results(
+            self.hook,
+            job,
+            self.destination,
+            destination_conn_id=self.destination_conn_id,
+            track_id=self._resolved_track_id,
+        )
+        self._delivering = False
+        self.manifest = manifest
+        return manifest
 
     def _cancel(
         self, reason: str, *, hook: ZuoraAquaHook | None = None, max_seconds: float | None = None

@@ -129,6 +129,14 @@ class JobWatch:
         return delay if self._deadline is None else max(0.0, min(delay, self._deadline - self._clock()))
 
 
+def batches_of(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's batches; a ``batches`` that is not a list of objects (a hostile answer) counts as none."""
+    batches = job.get("batches")
+    if not isinstance(batches, list):
+        return []
+    return [batch for batch in batches if isinstance(batch, dict)]
+
+
 def job_failure_reason(job: dict[str, Any]) -> str | None:
     """
     Say why a finished job is not a success, with the messages of its failed batches.
@@ -137,7 +145,7 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
     """
     failed = [
         batch
-        for batch in job.get("batches") or []
+        for batch in batches_of(job)
         if AquaJobStatus.normalize(batch.get("status")) in _BATCH_FAILURE_STATUSES
     ]
     status = job.get("status")

@@ -12,3 +12,5 @@ AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"
 AQUA_CONN_ID_XCOM_KEY = "aqua_conn_id"
 #: Task state store key of the ``Idempotency-Key`` of a try's submit, recorded before it is sent.
 AQUA_SUBMIT_KEY_STATE_KEY = "aqua_submit_key"
+#: Task state store key of the body of that submit, so that a retry can send it again unchanged.
+AQUA_SUBMIT_BODY_STATE_KEY = "aqua_submit_body"

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 REQUEST_ID_HEADER = "Zuora-Request-Id"
 TRACK_ID_HEADER = "Zuora-Track-Id"
 TRACK_ID_MAX_LENGTH = 64
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 _TRACK_ID_FORBIDDEN = frozenset(":;\"'")
 #: AQuA error codes meaning "no such job/batch" (90001 Invalid Batch Id, 90002 Invalid Job Id).
 JOB_NOT_FOUND_CODES = frozenset({"90001", "90002"})
@@ -58,6 +60,14 @@ class HttpAnswer:
 
 def validate_job_id(job_id: object) -> str:
     """Refuse anything but a plain id, so that a job id can never change the request path."""
+    if job_id is None or (isinstance(job_id, str) and job_id.strip() in ("", "None")):
+        # What ``{{ ti.xcom_pull(...) }}`` renders to when the upstream task pushed nothing.
+        raise AquaConfigurationError(
+            f"job_id is {job_id!r}: no AQuA job id reached this task. When job_id is templated from "
+            "XCom (e.g. \"{{ ti.xcom_pull(task_ids='export', key='aqua_job_id') }}\"), the upstream XCom "
+            "is missing: make this task run after the task that submits the job (export >> this task) "
+            "and check the task_ids and key."
+        )
     if isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) and ".." not in job_id:
         return job_id
     raise AquaConfigurationError(
@@ -88,14 +98,35 @@ def validate_track_id(track_id: object) -> str | None:
     return track_id
 
 
+def validate_idempotency_key(key: object) -> str:
+    """An ``Idempotency-Key``: 1 to 255 printable US-ASCII characters, no surrounding spaces."""
+    if isinstance(key, str) and 0 < len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH and key == key.strip():
+        if all(32 <= ord(char) <= 126 for char in key):
+            return key
+    raise AquaConfigurationError(
+        f"idempotency_key {key!r} is not a valid Idempotency-Key: use 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} "
+        "printable US-ASCII characters without leading or trailing spaces."
+    )
+
+
 def make_track_id(*parts: object) -> str:
     """Build a valid Track-Id from arbitrary parts; long values keep a digest to stay unique."""
+    return _bounded_header_value(parts, TRACK_ID_MAX_LENGTH)
+
+
+def make_idempotency_key(*parts: object) -> str:
+    """Build a valid ``Idempotency-Key`` (at most 255 characters) from arbitrary parts, like a Track-Id."""
+    return _bounded_header_value(parts, IDEMPOTENCY_KEY_MAX_LENGTH)
+
+
+def _bounded_header_value(parts: tuple[object, ...], max_length: int) -> str:
+    """Join ``parts`` with dots; odd characters become ``-``; over ``max_length``, a cut plus ``~`` and a digest."""
     raw = ".".join(str(part) for part in parts)
     cleaned = "".join("-" if not 32 < ord(char) <= 126 or char in _TRACK_ID_FORBIDDEN else char for char in raw)
-    if len(cleaned) <= TRACK_ID_MAX_LENGTH:
+    if len(cleaned) <= max_length:
         return cleaned
     digest = hashlib.sha256(raw.encode()).hexdigest()[:12]
-    return f"{cleaned[: TRACK_ID_MAX_LENGTH - len(digest) - 1]}~{digest}"
+    return f"{cleaned[: max_length - len(digest) - 1]}~{digest}"
 
 
 def build_headers(settings: AquaConnectionSettings, token: str, track_id: str | None) -> dict[str, str]:

@@ -28,49 +28,9 @@ from airflow_provider_zuora_aqua.exceptions import (
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaCancelJobOperator, AquaSubmitJobOperator
 from tests.conftest import CONN_ID, connection_json
+from tests.fakes import QUERIES, FakeStateStore, FakeTaskInstance, context, submit
 
 SEED_SAMPLE = json.loads((Path(__file__).parent.parent / "data" / "delete_batch_query_job_sample.json").read_text())
-QUERIES = {"accounts": "select Id, Name from Account"}
-
-
-class FakeTaskInstance(SimpleNamespace):
-    """What the operators read from ``context["ti"]``, with an XCom store."""
-
-    def __init__(self, task_id: str = "cancel", try_number: int = 1) -> None:
-        super().__init__(
-            dag_id="dag",
-            task_id=task_id,
-            run_id="manual__2026-11-25T10:00:00+00:00",
-            try_number=try_number,
-            map_index=-1,
-            xcom={},
-        )
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.xcom[key] = value
-
-    def xcom_pull(self, task_ids: str, key: str, **_: object) -> object:
-        return self.xcom.get(key)
-
-
-class FakeStateStore(dict):
-    def set(self, key: str, value: object) -> None:
-        self[key] = value
-
-    def delete(self, key: str) -> None:
-        self.pop(key, None)
-
-
-def context(ti: FakeTaskInstance | None = None, **extra: object) -> dict:
-    return {"ti": ti or FakeTaskInstance(), **extra}
-
-
-def submit(hook: ZuoraAquaHook) -> str:
-    return hook.submit_job(
-        {"format": "csv", "version": "1.0", "queries": [{"name": "a", "query": "select Id from Account"}]}
-    )["id"]
-
-
 class TestCancelOperator:
     def test_cancels_a_running_job_and_returns_its_json(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaJobFailedError, AquaJobTimeoutError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -17,7 +17,7 @@ from airflow_provider_zuora_aqua.sensors.aqua import AquaJobSensor
 from airflow_provider_zuora_aqua.triggers import aqua as triggers
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from tests.conftest import CLIENT_SECRET, CONN_ID
-from tests.integration.test_operators import QUERIES, FakeStateStore, FakeTaskInstance, context, submit
+from tests.fakes import QUERIES, FakeStateStore, FakeTaskInstance, context, submit
 
 RUNNING = ("submitted", "executing")
 
