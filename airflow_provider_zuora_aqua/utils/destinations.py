@@ -1,0 +1,213 @@
+"""Where result files go, and how they get there without ever showing a partial file.
+
+A destination is a local path (``str`` or ``pathlib.Path``), a ``file://`` URI, any other URI
+that Airflow's object storage knows (``s3://bucket/key``, ``gs://...``; the scheme needs its
+provider, e.g. ``apache-airflow-providers-amazon[s3fs]`` for ``s3://``), or an
+``airflow.sdk.ObjectStoragePath``. ``conn_id`` names the Airflow connection of an object store.
+
+A :class:`StagedFile` is written first and becomes the destination only on
+:meth:`StagedFile.publish`:
+
+* local: a hidden temporary name in the destination's own folder, flushed and fsynced, then
+  renamed over the final name with ``os.replace`` (atomic on one filesystem);
+* object storage: a local spool file, uploaded once complete and verified; the spool file is
+  always removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+LOCAL_SCHEMES = frozenset({"file", "local"})
+#: Object stores whose OpenLineage namespace is ``scheme://bucket`` and name the key.
+_BUCKET_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "wasbs", "oss"})
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_UPLOAD_CHUNK = 8 * 1024 * 1024
+_TEMP_PREFIX_CHARS = 100
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A resolved file or folder: on local disk (``local``) or in object storage (``remote``)."""
+
+    local: Path | None = None
+    remote: ObjectStoragePath | None = None
+
+    @property
+    def uri(self) -> str:
+        """``file:///...`` for local paths, the store's URI (``s3://bucket/key``) otherwise."""
+        if self.local is not None:
+            return self.local.as_uri()
+        return str(self.remote)
+
+    @property
+    def name(self) -> str:
+        return self.local.name if self.local is not None else self.remote.name  # type: ignore[union-attr]
+
+    def child(self, name: str) -> Destination:
+        """The destination of ``name`` inside this folder (``name`` must be a plain file name)."""
+        if self.local is not None:
+            return Destination(local=self.local / name)
+        return Destination(remote=self.remote / name)  # type: ignore[operator]
+
+    def lineage_name(self) -> tuple[str, str]:
+        """OpenLineage's ``(namespace, name)`` of this destination: see :func:`lineage_dataset_name`."""
+        return lineage_dataset_name(self.uri)
+
+
+def lineage_dataset_name(uri: str) -> tuple[str, str]:
+    """
+    OpenLineage's ``(namespace, name)`` of a file URI: ``file`` and the path for local files,
+    ``s3://bucket`` and the key (and likewise for other bucket stores), else ``scheme://host``
+    and the path.
+    """
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    if scheme in LOCAL_SCHEMES or not scheme:
+        return "file", unquote(parts.path)
+    if scheme in _BUCKET_SCHEMES:
+        return f"{scheme}://{parts.netloc}", parts.path.lstrip("/")
+    return f"{scheme}://{parts.netloc}", parts.path or "/"
+
+
+def resolve_destination(destination: object, conn_id: str | None = None) -> Destination:
+    """
+    Turn what the user gave into a :class:`Destination`; refuse anything else before any download.
+
+    :param destination: a local path, a URI string or an ``ObjectStoragePath``.
+    :param conn_id: the Airflow connection of an object store; ignored for local paths.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    if isinstance(destination, ObjectStoragePath):
+        if (destination.protocol or "file") in LOCAL_SCHEMES:
+            return Destination(local=_local_path(destination.path))
+        if conn_id and destination.conn_id and conn_id != destination.conn_id:
+            raise AquaConfigurationError(
+                f"destination {str(destination)!r} has connection {destination.conn_id!r} but destination_conn_id "
+                f"is {conn_id!r}: set only one of them"
+            )
+        if conn_id and not destination.conn_id:
+            destination = ObjectStoragePath(str(destination), conn_id=conn_id)
+        return Destination(remote=destination)
+    if isinstance(destination, os.PathLike):
+        return Destination(local=_local_path(os.fspath(destination)))
+    if not isinstance(destination, str) or not destination.strip() or destination.strip() == "None":
+        raise AquaConfigurationError(
+            f"destination {destination!r} is not a destination: pass a local folder or file path, a file:// URI, "
+            "an object storage URI such as s3://bucket/prefix/, or an airflow.sdk.ObjectStoragePath"
+        )
+    destination = destination.strip()
+    if not _URI.match(destination):
+        return Destination(local=_local_path(destination))
+    parts = urlsplit(destination)
+    if parts.scheme.lower() in LOCAL_SCHEMES:
+        if parts.netloc not in ("", "localhost"):
+            raise AquaConfigurationError(
+                f"destination {destination!r} names host {parts.netloc!r}: a file:// URI must be local "
+                "(file:///absolute/path)"
+            )
+        return Destination(local=_local_path(unquote(parts.path)))
+    try:
+        return Destination(remote=ObjectStoragePath(destination, conn_id=conn_id))
+    except (ValueError, TypeError) as exc:
+        raise AquaConfigurationError(f"destination {destination!r} is not a usable object storage URI: {exc}") from None
+
+
+def _local_path(path: str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(path)))
+
+
+class StagedFile:
+    """
+    A file being written that becomes its destination only on :meth:`publish`.
+
+    Use it as a context manager: leaving the block without publishing (an error, a failed
+    check) removes everything written, and the destination is untouched.
+    """
+
+    def __init__(self, target: Destination) -> None:
+        self.target = target
+        if target.local is not None:
+            folder = target.local.parent
+            folder.mkdir(parents=True, exist_ok=True)
+            # Same folder as the final name, so that the rename is atomic; hidden; mode from the umask.
+            path = folder / f".{target.local.name[:_TEMP_PREFIX_CHARS]}.{secrets.token_hex(6)}.part"
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        else:
+            descriptor, name = tempfile.mkstemp(prefix="aqua-spool-", suffix=".part")
+            path = Path(name)
+        #: The local spool file; read it back with :meth:`reopen` (zip needs seeking).
+        self.path = path
+        self.file: BinaryIO = os.fdopen(descriptor, "w+b")
+        self.published = False
+
+    def restart(self) -> None:
+        """Throw away what was written: the next bytes start the file again."""
+        self.file.seek(0)
+        self.file.truncate()
+
+    def publish(self) -> None:
+        """Make the complete, verified spool the destination."""
+        self.file.flush()
+        size = self.file.tell()
+        if self.target.local is not None:
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.path, self.target.local)
+            _fsync_folder(self.target.local.parent)
+        else:
+            self.file.close()
+            self._upload(size)
+        self.published = True
+
+    def discard(self) -> None:
+        """Remove the spool file (a published local spool is already gone)."""
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self) -> StagedFile:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.discard()
+
+    def _upload(self, size: int) -> None:
+        remote: Any = self.target.remote
+        with open(self.path, "rb") as source, remote.open("wb") as sink:
+            shutil.copyfileobj(source, sink, _UPLOAD_CHUNK)
+        stored = remote.fs.size(remote.path)
+        if stored != size:
+            raise AquaIntegrityError(f"the upload to {remote} stored {stored} bytes instead of {size}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (a crash could otherwise forget it)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:  # not every platform opens folders
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,218 @@
+"""The rules of one result-file download, apart from the HTTP client that the hook owns.
+
+What a file answer means (``200``, a resumed ``206``, or an error that says what to do), and
+what happens to the bytes: they go to a :class:`~.destinations.StagedFile` while their SHA-256
+and CSV records are computed, and they are checked before anything is published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaConfigurationError,
+    AquaError,
+    AquaFileAccessDeniedError,
+    AquaFileNotFoundError,
+    AquaFileTooLargeError,
+    AquaIntegrityError,
+    AquaTransportError,
+)
+from airflow_provider_zuora_aqua.utils.csv_records import (
+    FORMATS,
+    ZIP,
+    MalformedResultError,
+    RecordCounter,
+    count_zip_records,
+    record_counter,
+    sniff_format,
+)
+from airflow_provider_zuora_aqua.utils.destinations import StagedFile
+from airflow_provider_zuora_aqua.utils.protocol import HttpAnswer, parse_answer, validate_job_id
+
+FILES_PATH = "/v1/files"
+#: Bytes read from the network at a time: large reads keep Python's per-chunk cost negligible.
+CHUNK_BYTES = 1024 * 1024
+#: At most this much of an error answer is read.
+MAX_ERROR_BODY = 64 * 1024
+_MAX_OBJECT_SIZE = "max-object-size"
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(?P<start>\d+)-(?P<end>\d+)/(?P<size>\d+|\*)\s*", re.IGNORECASE)
+_SNIFF_BYTES = 4
+
+
+def validate_file_id(file_id: object) -> str:
+    """Refuse anything but a plain file id, so that it can never change the request path."""
+    try:
+        return validate_job_id(file_id)
+    except AquaConfigurationError:
+        raise AquaConfigurationError(
+            f"file_id {file_id!r} is not a valid AQuA file id: pass the plain fileId (or segment id) of a "
+            "completed batch (letters, digits, '-', '_' and '.'), without spaces, slashes, '..', '?', '#' or '%'."
+        ) from None
+
+
+def download_headers(headers: dict[str, str], offset: int) -> dict[str, str]:
+    """
+    The headers of a file request: any media type, and from ``offset`` on a ``Range``.
+
+    A resumed request asks for the identity encoding: a byte range of a gzip transport
+    encoding would not continue the bytes already decoded.
+    """
+    headers = {**headers, "Accept": "*/*"}
+    if offset:
+        headers.update({"Range": f"bytes={offset}-", "Accept-Encoding": "identity"})
+    return headers
+
+
+def file_error(answer: HttpAnswer, file_id: str) -> AquaError:
+    """The error to raise for an answer that does not carry the file; its message names the file id."""
+    kwargs: dict[str, Any] = {"status_code": answer.status, "request_id": answer.request_id}
+    if answer.status == 404:
+        return AquaFileNotFoundError(
+            f"AQuA result file {file_id} does not exist: Zuora purges result files 72 hours after the job, "
+            "or the id never existed. Run the export again to get a new file.",
+            **kwargs,
+        )
+    if answer.status == 403:
+        if _MAX_OBJECT_SIZE in answer.body.decode("utf-8", "replace").lower():
+            return AquaFileTooLargeError(
+                f"AQuA result file {file_id} is over Zuora's 2,047 MB download cap (403 max-object-size). "
+                "Split the query into smaller ones, e.g. by UpdatedDate windows, and export again.",
+                **kwargs,
+            )
+        return AquaFileAccessDeniedError(
+            f"Zuora refused AQuA result file {file_id} (403): the user of this connection lacks the permission "
+            "to export data. Ask a Zuora administrator for the data export permission.",
+            **kwargs,
+        )
+    try:
+        parse_answer(answer, what=f"GET {FILES_PATH}/{file_id}", required_key="fileId")
+    except AquaError as exc:
+        return exc
+    return AquaIntegrityError(f"Zuora answered GET {FILES_PATH}/{file_id} with JSON instead of the file", **kwargs)
+
+
+class FileReceiver:
+    """
+    Receive one file into a staged file: write, hash and count each chunk as it arrives.
+
+    :param file_format: the format the job says (``csv``, ``gzip``, ``zip``); None takes the
+        format the bytes show.
+    """
+
+    def __init__(self, file_id: str, staged: StagedFile, file_format: str | None = None) -> None:
+        if file_format is not None and file_format not in FORMATS:
+            raise AquaConfigurationError(f"file format {file_format!r} is unknown; use one of {', '.join(FORMATS)}")
+        self.file_id = file_id
+        self.staged = staged
+        self._expected_format = file_format
+        #: Whether a later attempt may ask for the rest with ``Range``.
+        self.resumable = True
+        self._expected_size: int | None = None
+        self.restart()
+
+    @property
+    def resume_offset(self) -> int:
+        """Where the next request starts: the bytes already held, or 0 when resuming is not possible."""
+        return self.received if self.resumable else 0
+
+    def begin(self, status: int, headers: Mapping[str, str], offset: int) -> None:
+        """
+        Take the framing of an answer to a request from ``offset``: a ``200`` starts the file
+        again; a ``206`` must continue exactly at ``offset``, unencoded, or the next attempt
+        starts from zero (as after a ``416``).
+        """
+        self._expected_size = None
+        if status == 200:
+            if self.received:
+                self.restart()
+            return
+        found = _CONTENT_RANGE.fullmatch(headers.get("Content-Range", "")) if status == 206 else None
+        encoding = headers.get("Content-Encoding", "").strip().lower()
+        if (
+            found is None
+            or int(found.group("start")) != offset
+            or offset != self.received
+            or encoding not in ("", "identity")
+        ):
+            self.resumable = False
+            raise AquaTransportError(
+                f"GET {FILES_PATH}/{self.file_id}: HTTP {status} (Content-Range {headers.get('Content-Range')!r}) "
+                f"does not continue the file at byte {offset}; downloading it again from the start",
+                request_sent=True,
+            )
+        if found.group("size") != "*":
+            self._expected_size = int(found.group("size"))
+
+    def end(self) -> None:
+        """The body ended: a resumed answer must have brought the file to its full size."""
+        if self._expected_size is not None and self.received != self._expected_size:
+            raise AquaTransportError(
+                f"GET {FILES_PATH}/{self.file_id} ended at byte {self.received} of {self._expected_size}",
+                request_sent=True,
+            )
+
+    def restart(self) -> None:
+        """Forget every byte received: the next answer starts the file again."""
+        self.staged.restart()
+        self.received = 0
+        self._digest = hashlib.sha256()
+        self._head = b""
+        self._format: str | None = None
+        self._counter: RecordCounter | None = None
+
+    def write(self, chunk: bytes) -> None:
+        """Store, hash and count the next bytes of the file."""
+        self.staged.file.write(chunk)
+        self._digest.update(chunk)
+        self.received += len(chunk)
+        if self._format is not None:
+            if self._counter is not None:
+                self._counter.feed(chunk)
+            return
+        self._head += chunk
+        if len(self._head) >= _SNIFF_BYTES:
+            self._start_counting()
+
+    def finish(self, expected_records: int | None = None) -> dict[str, Any]:
+        """Verify the complete file; return its facts. Raise :class:`AquaIntegrityError` on any doubt."""
+        if self._format is None:
+            self._start_counting()
+        self.staged.file.flush()
+        try:
+            if self._counter is not None:
+                records = self._counter.finish()
+            else:
+                records = count_zip_records(self.staged.path)
+        except MalformedResultError as exc:
+            raise self._integrity_error(f"is not a valid {self._format} file: {exc}") from None
+        if expected_records is not None and records != expected_records:
+            raise self._integrity_error(f"holds {records} records, but Zuora reported {expected_records}")
+        return {
+            "file_id": self.file_id,
+            "uri": self.staged.target.uri,
+            "format": self._format,
+            "bytes": self.received,
+            "records": records,
+            "sha256": self._digest.hexdigest(),
+        }
+
+    def _start_counting(self) -> None:
+        shown = sniff_format(self._head)
+        if self._expected_format is not None and shown != self._expected_format:
+            raise self._integrity_error(
+                f"should be {self._expected_format} (the job's format) but its bytes are {shown}"
+            )
+        self._format = shown
+        self._counter = None if shown == ZIP else record_counter(shown)
+        if self._counter is not None:
+            self._counter.feed(self._head)
+        self._head = b""
+
+    def _integrity_error(self, problem: str) -> AquaIntegrityError:
+        return AquaIntegrityError(
+            f"AQuA result file {self.file_id} {problem}; nothing was published to {self.staged.target.uri}"
+        )

@@ -1,0 +1,176 @@
+"""Download every result file of a job into one folder, verified, with a manifest written last.
+
+File names come from batch (query) names, made safe:
+
+1. Every run of characters other than ``A-Z a-z 0-9 . _ -`` becomes ``_``; leading and
+   trailing ``.``, ``_`` and ``-`` are dropped, and the name is cut to 100 characters. So
+   ``../../x`` becomes ``x`` and ``/etc/passwd`` becomes ``etc_passwd``: no name can leave
+   the folder or hide in it. A name left empty becomes ``batch<N>`` (N counts batches from 1).
+2. Two batches never share a name: the second ``accounts`` becomes ``accounts-2``, then
+   ``accounts-3``, comparing names case-insensitively (for case-insensitive filesystems).
+3. The extension comes from the job's format: ``.csv``, ``.csv.gz`` (gzip) or ``.zip``.
+4. A batch split into segments gets one file per segment, ``.partN`` before the extension,
+   N from 1 in Zuora's order: ``accounts.part1.csv.gz``, ``accounts.part2.csv.gz``.
+
+The folder gets ``_manifest.json`` last, once every file is in place: its presence means the
+export is complete. The same manifest is returned::
+
+    {"job_id": ..., "destination": <folder URI>,
+     "files": [{"batch", "file_id", "uri", "format", "bytes", "records", "sha256"}, ...]}
+
+(segment entries also carry ``segment``: N). Each batch's records are checked against its
+``recordCount`` (for segments, their sum) before any of its files is published.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_zuora_aqua.exceptions import AquaError, AquaIntegrityError
+from airflow_provider_zuora_aqua.utils.csv_records import FORMATS
+from airflow_provider_zuora_aqua.utils.destinations import Destination, StagedFile, resolve_destination
+from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus
+
+if TYPE_CHECKING:
+    from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+
+MANIFEST_NAME = "_manifest.json"
+EXTENSIONS = {"csv": ".csv", "gzip": ".csv.gz", "zip": ".zip"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_EDGE = "._-"
+_MAX_NAME = 100
+
+
+def safe_file_stem(batch_name: object, index: int) -> str:
+    """A batch name reduced to a plain, visible file name stem (rule 1 of the module docs)."""
+    stem = _UNSAFE.sub("_", str(batch_name or "")).strip(_EDGE)[:_MAX_NAME].rstrip(_EDGE)
+    return stem or f"batch{index}"
+
+
+def job_file_format(job: dict[str, Any]) -> str:
+    """The job's result format, lowercase; refuse a format no file name can be given for."""
+    file_format = str(job.get("format") or "").strip().lower()
+    if file_format not in FORMATS:
+        raise AquaError(
+            f"AQuA job {job.get('id')} has result format {job.get('format')!r}; the download knows {', '.join(FORMATS)}"
+        )
+    return file_format
+
+
+def plan_files(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """
+    The files of the job's completed batches: ``batch``, ``file_id``, ``name`` (and ``segment``),
+    grouped per batch with the batch's ``recordCount`` as ``expected``.
+    """
+    extension = EXTENSIONS[job_file_format(job)]
+    taken: set[str] = set()
+    plan = []
+    for index, batch in enumerate(job.get("batches") or [], start=1):
+        if AquaJobStatus.normalize(batch.get("status")) != AquaJobStatus.COMPLETED:
+            continue
+        stem = _unique(safe_file_stem(batch.get("name"), index), taken)
+        segments = batch.get("segments")
+        if segments:
+            files = [
+                {"file_id": file_id, "name": f"{stem}.part{number}{extension}", "segment": number}
+                for number, file_id in enumerate(segments, start=1)
+            ]
+        elif batch.get("fileId"):
+            files = [{"file_id": batch["fileId"], "name": f"{stem}{extension}"}]
+        else:
+            raise AquaError(
+                f"AQuA job {job.get('id')}: completed batch {batch.get('name')!r} has no fileId or segments"
+            )
+        plan.append({"batch": batch.get("name"), "expected": _record_count(job, batch), "files": files})
+    return plan
+
+
+def download_job_results(
+    hook: ZuoraAquaHook,
+    job: dict[str, Any],
+    destination: object,
+    *,
+    destination_conn_id: str | None = None,
+    track_id: str | None = None,
+) -> dict[str, Any]:
+    """
+    Download every file of every completed batch of ``job`` into the folder ``destination``.
+
+    Each batch's files are staged, checked against its ``recordCount``, then published
+    together; ``_manifest.json`` is written last. A failed check raises
+    :class:`AquaIntegrityError` and publishes nothing of that batch, nor the manifest.
+
+    :param destination: a local folder, a ``file://`` or object storage URI (``s3://bucket/prefix/``)
+        or an ``airflow.sdk.ObjectStoragePath``.
+    :param destination_conn_id: the Airflow connection of the object store.
+    :return: the manifest (see the module docs).
+    """
+    folder = resolve_destination(destination, destination_conn_id)
+    file_format = job_file_format(job)
+    plan = plan_files(job)
+    files: list[dict[str, Any]] = []
+    for batch in plan:
+        files.extend(_download_batch(hook, folder, batch, file_format, track_id))
+    manifest = {"job_id": job.get("id"), "destination": folder.uri, "files": files}
+    with StagedFile(folder.child(MANIFEST_NAME)) as staged:
+        staged.file.write(json.dumps(manifest, indent=2).encode("utf-8"))
+        staged.publish()
+    hook.log.info("AQuA job %s: %d files written to %s", job.get("id"), len(files), folder.uri)
+    return manifest
+
+
+def _download_batch(
+    hook: ZuoraAquaHook, folder: Destination, batch: dict[str, Any], file_format: str, track_id: str | None
+) -> list[dict[str, Any]]:
+    single = len(batch["files"]) == 1 and "segment" not in batch["files"][0]
+    entries = []
+    with ExitStack() as stack:
+        staged_files = []
+        for planned in batch["files"]:
+            staged = stack.enter_context(StagedFile(folder.child(planned["name"])))
+            result = hook.fetch_file(
+                planned["file_id"],
+                staged,
+                track_id=track_id,
+                expected_records=batch["expected"] if single else None,
+                file_format=file_format,
+            )
+            entry = {"batch": batch["batch"], **result}
+            if "segment" in planned:
+                entry["segment"] = planned["segment"]
+            entries.append(entry)
+            staged_files.append(staged)
+        records = sum(entry["records"] for entry in entries)
+        if not single and batch["expected"] is not None and records != batch["expected"]:
+            raise AquaIntegrityError(
+                f"AQuA batch {batch['batch']!r}: its {len(entries)} segments ("
+                f"{', '.join(entry['file_id'] for entry in entries)}) hold {records} records, but Zuora reported "
+                f"{batch['expected']}; none of them was published"
+            )
+        for staged in staged_files:
+            staged.publish()
+    return entries
+
+
+def _record_count(job: dict[str, Any], batch: dict[str, Any]) -> int | None:
+    count = batch.get("recordCount")
+    if count is None:
+        return None
+    try:
+        return int(count)
+    except (TypeError, ValueError):
+        raise AquaError(
+            f"AQuA job {job.get('id')}: batch {batch.get('name')!r} has recordCount {count!r}, not a number"
+        ) from None
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    candidate, number = stem, 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"{stem}-{number}"
+    taken.add(candidate.lower())
+    return candidate
