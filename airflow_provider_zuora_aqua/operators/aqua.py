@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.exceptions import (
+    AquaConfigurationError,
     AquaError,
     AquaIdempotencyKeyReusedError,
     AquaJobAlreadyFinishedError,
+    AquaJobError,
+    AquaJobFailedError,
     AquaJobNotFoundError,
     AquaJobTimeoutError,
 )
@@ -31,6 +35,8 @@ from airflow_provider_zuora_aqua.utils.jobs import (
     job_failure_reason,
 )
 from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY
+from airflow_provider_zuora_aqua.utils.lineage import export_lineage, job_queries, outlet_extra, record_outlet_extras
+from airflow_provider_zuora_aqua.utils.result_files import download_job_results
 from airflow_provider_zuora_aqua.utils.task_try import task_idempotency_key, task_track_id
 
 if TYPE_CHECKING:
@@ -498,3 +504,90 @@ def _add_callback(existing: Any, callback: Any) -> list[Any]:
     if callback not in callbacks:
         callbacks.append(callback)
     return callbacks
+
+
+class AquaDownloadResultsOperator(BaseOperator):
+    """
+    Download every result file of a completed AQuA job into a folder, verified, with a manifest.
+
+    Each completed batch's file (or each of its ``segments``) is streamed to ``destination``
+    in constant memory, its CSV records are checked against the batch's ``recordCount``
+    (segments: their sum), and only then does it appear under its final name. Names come from
+    the batch names, made safe (see :mod:`airflow_provider_zuora_aqua.utils.result_files`):
+    ``accounts.csv``, ``accounts.csv.gz``, ``accounts.zip``, ``accounts.part1.csv.gz``.
+    ``_manifest.json`` is written into the folder last and also returned (XCom
+    ``return_value``)::
+
+        {"job_id": ..., "destination": ...,
+         "files": [{"batch", "file_id", "uri", "format", "bytes", "records", "sha256"}, ...]}
+
+    When the task declares ``outlets``, each outlet's asset event carries the extra
+    ``{"aqua_job_id", "files": [uris], "records": total}``. OpenLineage (with
+    ``apache-airflow-providers-openlineage``) gets the Zuora objects read and the files written.
+
+    :param job_id: The id of a completed AQuA job, usually pulled from the XCom of the task that
+        submitted it (key ``aqua_job_id``). (templated)
+    :param destination: The folder: a local path, a ``file://`` URI, an object storage URI such
+        as ``s3://bucket/prefix/`` (needs its provider, e.g. ``apache-airflow-providers-amazon[s3fs]``),
+        or an ``airflow.sdk.ObjectStoragePath``. (templated)
+    :param destination_conn_id: The Airflow connection of the object store (e.g. of type
+        ``aws``). (templated)
+    :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``. (templated)
+    :param track_id: ``Zuora-Track-Id`` of every call; by default derived from the task try.
+        (templated)
+    """
+
+    template_fields: Sequence[str] = ("job_id", "destination", "destination_conn_id", "zuora_conn_id", "track_id")
+    ui_color = "#00b3a4"
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        destination: str | os.PathLike[str] | ObjectStoragePath,
+        destination_conn_id: str | None = None,
+        zuora_conn_id: str = ZuoraAquaHook.default_conn_name,
+        track_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.destination = destination
+        self.destination_conn_id = destination_conn_id
+        self.zuora_conn_id = zuora_conn_id
+        self.track_id = track_id
+        self._job: dict[str, Any] = {}
+        self._manifest: dict[str, Any] = {}
+
+    @cached_property
+    def hook(self) -> ZuoraAquaHook:
+        return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        if self.job_id is None or str(self.job_id).strip() in ("", "None"):
+            raise AquaConfigurationError(
+                f"job_id rendered to {self.job_id!r}: the upstream XCom is missing. Check that the task_ids and "
+                "key in xcom_pull name the submit task and 'aqua_job_id', and that the submit task ran first."
+            )
+        track_id = self.track_id or task_track_id(context["ti"])
+        job = self.hook.get_job(str(self.job_id).strip(), track_id=track_id)
+        status = job.get("status")
+        if AquaJobStatus.normalize(status) != AquaJobStatus.COMPLETED:
+            if AquaJobStatus.is_terminal(status):
+                reason = job_failure_reason(job) or f"AQuA job {job.get('id')} ended {status!r}"
+                raise AquaJobFailedError(f"{reason}: it has no results to download", job=job)
+            raise AquaJobError(
+                f"AQuA job {job.get('id')} is {status!r}, not 'completed': its results are not ready. "
+                "Wait for the job first (AquaSubmitJobOperator waits by default, or use AquaJobSensor).",
+                job=job,
+            )
+        manifest = download_job_results(
+            self.hook, job, self.destination, destination_conn_id=self.destination_conn_id, track_id=track_id
+        )
+        self._job, self._manifest = job, manifest
+        record_outlet_extras(context, self.outlets, outlet_extra(job.get("id"), manifest["files"]))
+        return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs: the Zuora objects the job's queries read; outputs: the files written."""
+        return export_lineage(self.hook.settings.base_url, job_queries(self._job), self._manifest.get("files", []))
