@@ -29,6 +29,7 @@ def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_f
     home = migrated_home.copy_to(
         Path(tmp_path_factory.mktemp("stack")),
         AIRFLOW_CONN_ZUORA_AQUA_DEFAULT=connection_json(stack_simulator.base_url, max_retries=2),
+        AIRFLOW_CONN_ZUORA_AQUA_PATIENT=connection_json(stack_simulator.base_url, max_retries=6, retry_backoff=1),
     )
     with AirflowStack(home, triggerer=True) as running:
         for dag_id in (
@@ -38,6 +39,8 @@ def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_f
             "aqua_e2e_deferred",
             "aqua_e2e_deferred_timeout",
             "aqua_e2e_sensor",
+            "aqua_e2e_exactly_once",
+            "aqua_e2e_two_tasks",
         ):
             running.wait_for_dag(dag_id)
         yield running
@@ -178,3 +181,49 @@ def test_sensor_in_deferrable_and_poke_modes(stack: AirflowStack, sim: AquaSimul
         )
         assert status == 200 and xcom["value"]["id"] == job_id, xcom
     assert sim.requests_for("delete_job") == []  # a sensor never cancels
+
+
+def test_a_task_killed_while_its_submit_is_in_flight_leaves_exactly_one_job(stack: AirflowStack, sim: AquaSimulator):
+    """The retry sends the killed try's submit again with its Idempotency-Key and re-attaches."""
+    before = set(sim.job_ids())
+    sim.add_fault("submit", "slow", delay=8, count=1)  # the job exists, its answer is 8 s away
+    stack.trigger("aqua_e2e_exactly_once", "exactly-once")
+    created = wait_for(lambda: set(sim.job_ids()) - before, timeout=120, what="the first try's job")
+    ti = stack.wait_for_task_state("aqua_e2e_exactly_once", "exactly-once", "export", {"running"})
+
+    os.kill(ti["pid"], signal.SIGKILL)
+
+    wait_for(
+        lambda: any(r.headers.get("Zuora-Track-Id", "").endswith(".2") for r in sim.requests_for("get_job")),
+        timeout=120,
+        what="the second try polling a job",
+    )
+    (job_id,) = created
+    assert polled_job_ids(sim, run_id="exactly-once") == [job_id]
+    sim.finish_job(job_id, "completed")
+    ti = stack.wait_for_task_state("aqua_e2e_exactly_once", "exactly-once", "export", {"success", "failed"})
+
+    assert ti["state"] == "success" and ti["try_number"] == 2
+    assert set(sim.job_ids()) - before == {job_id}
+    keys = {r.headers.get("Idempotency-Key") for r in sim.requests_for("submit")}
+    assert len(keys) == 1 and keys != {None}  # both tries sent the first try's key
+    assert sim.requests_for("delete_job") == []
+
+
+def test_the_dag_level_callback_cancels_the_jobs_of_every_killed_aqua_task(stack: AirflowStack, sim: AquaSimulator):
+    stack.trigger("aqua_e2e_two_tasks", "two-tasks")
+    wait_for_polled_job(sim, index=1, run_id="two-tasks")
+    job_ids = polled_job_ids(sim, run_id="two-tasks")
+    pids = [
+        stack.wait_for_task_state("aqua_e2e_two_tasks", "two-tasks", task_id, {"running"})["pid"]
+        for task_id in ("first", "second")
+    ]
+
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+    # No task-level callback runs after a SIGKILL of the task process alone: the one DAG-level
+    # callback of the failed run cancels both jobs.
+    for job_id in job_ids:
+        wait_for_delete(sim, job_id, timeout=120)
+        assert sim.get_job(job_id)["status"] == "cancelled"

@@ -65,3 +65,31 @@ with DAG(dag_id="aqua_e2e_sensor", start_date=START, schedule=None, catchup=Fals
         AquaJobSensor(task_id="wait_deferred", job_id=job_id, deferrable=True, poke_interval=1),
         AquaJobSensor(task_id="wait_poke", job_id=job_id, poke_interval=1),
     ]
+
+# Exactly one job per try: a patient connection (retry_backoff 1 s) waits out Zuora's 409
+# while the killed try's submit is still in flight.
+with DAG(
+    dag_id="aqua_e2e_exactly_once",
+    start_date=START,
+    schedule=None,
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
+):
+    AquaSubmitJobOperator(
+        task_id="export",
+        job_name="e2e-exactly-once",
+        queries=QUERIES,
+        poll_interval=1,
+        zuora_conn_id="zuora_aqua_patient",
+    )
+
+# Two AQuA tasks of one run; the DAG-level callback cancels the jobs of both.
+with DAG(
+    dag_id="aqua_e2e_two_tasks",
+    start_date=START,
+    schedule=None,
+    catchup=False,
+    on_failure_callback=cancel_aqua_job_on_failure,
+):
+    for name in ("first", "second"):
+        AquaSubmitJobOperator(task_id=name, job_name=f"e2e-two-{name}", queries=QUERIES, poll_interval=1)
