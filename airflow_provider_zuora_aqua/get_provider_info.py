@@ -43,7 +43,9 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Zuora AQuA",
                 "connection-type": "zuora_aqua",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "extra"],
+                    # Port stays visible: on Airflow <= 3.3.2 the UI's Test action refuses any
+                    # connection stored without a port (apache/airflow#73298).
+                    "hidden-fields": ["schema", "extra"],
                     "relabeling": {
                         "host": "REST base URL",
                         "login": "Client ID",
@@ -51,6 +53,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "placeholders": {
                         "host": "https://rest.test.zuora.com (leave empty to use Environment)",
+                        "port": "443 (optional; lets the Test action work on Airflow <= 3.3.2)",
                         "login": "OAuth client id",
                         "password": "OAuth client secret",
                     },
@@ -75,7 +78,15 @@ def _conn_fields() -> dict[str, Any]:
         "environment": {
             "label": "Environment",
             "description": "Used when REST base URL is empty: the Zuora environment to call.",
-            "schema": {"type": ["string", "null"], "enum": [None, *ENVIRONMENTS]},
+            # No null in the enum: the UI would list it as the literal option "null". Empty is
+            # the unset value already (the select is clearable).
+            "schema": {
+                "type": ["string", "null"],
+                "enum": list(ENVIRONMENTS),
+                "values_display": {
+                    name: f"{name} ({url.removeprefix('https://')})" for name, url in ENVIRONMENTS.items()
+                },
+            },
         },
         "entity_ids": text("Entity ID", "Sent as Zuora-Entity-Ids (multi-entity tenants only)."),
         "org_ids": text("Org IDs", "Comma-separated, sent as Zuora-Org-Ids (multi-org tenants only)."),
