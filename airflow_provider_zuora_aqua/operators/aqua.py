@@ -235,8 +235,14 @@ class AquaSubmitJobOperator(BaseOperator):
         self._job_finished = False
         #: True while the files of a completed job are being downloaded: its id stays recorded.
         self._delivering = False
+        #: The completed job and the files written, for lineage.
+        self._delivered: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])
         self._resolved_track_id: str | None = None
-        self._stopped = threading.Event()
+
+    @cached_property
+    def _stopped(self) -> threading.Event:
+        """Set by ``on_kill``; made on first use, as Airflow 3.0 deep-copies operators and a lock cannot be."""
+        return threading.Event()
 
     @cached_property
     def hook(self) -> ZuoraAquaHook:
@@ -463,10 +469,8 @@ class AquaSubmitJobOperator(BaseOperator):
                 batch.get("fileId") or batch.get("segments"),
             )
         if self.destination is None:
+            self._delivered = (job, [])
             return job
-        # Imported here: DAG files that never download do not pay for it at parse time.
-        from airflow_provider_zuora_aqua.utils.result_files import download_job_results
-
         self._delivering = True
         manifest = download_job_results(
             self.hook,
@@ -476,8 +480,14 @@ class AquaSubmitJobOperator(BaseOperator):
             track_id=self._resolved_track_id,
         )
         self._delivering = False
-        self.manifest = manifest
+        self._delivered = (job, manifest["files"])
+        record_outlet_extras(context, self.outlets, outlet_extra(job.get("id"), manifest["files"]))
         return manifest
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs: the Zuora objects the job's queries read; outputs: the files written, if any."""
+        job, files = self._delivered
+        return export_lineage(self.hook.settings.base_url, job_queries(job), files)
 
     def _cancel(
         self, reason: str, *, hook: ZuoraAquaHook | None = None, max_seconds: float | None = None

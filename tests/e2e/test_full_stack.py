@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -25,9 +26,17 @@ def stack_simulator() -> Iterator[AquaSimulator]:
 
 
 @pytest.fixture(scope="module")
-def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_factory) -> Iterator[AirflowStack]:
+def downloads(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    migrated_home: AirflowHome, stack_simulator: AquaSimulator, downloads: Path, tmp_path_factory
+) -> Iterator[AirflowStack]:
     home = migrated_home.copy_to(
         Path(tmp_path_factory.mktemp("stack")),
+        AQUA_E2E_DOWNLOADS=str(downloads),
         AIRFLOW_CONN_ZUORA_AQUA_DEFAULT=connection_json(stack_simulator.base_url, max_retries=2),
         AIRFLOW_CONN_ZUORA_AQUA_PATIENT=connection_json(stack_simulator.base_url, max_retries=6, retry_backoff=1),
     )
@@ -41,6 +50,7 @@ def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_f
             "aqua_e2e_sensor",
             "aqua_e2e_exactly_once",
             "aqua_e2e_two_tasks",
+            "aqua_e2e_download",
         ):
             running.wait_for_dag(dag_id)
         yield running
@@ -227,3 +237,29 @@ def test_the_dag_level_callback_cancels_the_jobs_of_every_killed_aqua_task(stack
     for job_id in job_ids:
         wait_for_delete(sim, job_id, timeout=120)
         assert sim.get_job(job_id)["status"] == "cancelled"
+
+
+def test_submit_downloads_the_files_and_a_retry_after_a_failed_download_never_submits_again(
+    stack: AirflowStack, sim: AquaSimulator, downloads: Path
+):
+    before = set(sim.job_ids())
+    sim.add_fault("file", 403, count=1)  # the first try's download is refused
+    stack.trigger("aqua_e2e_download", "download")
+    job_id = wait_for_polled_job(sim, run_id="download")
+    sim.finish_job(job_id, "completed")
+
+    ti = stack.wait_for_task_state("aqua_e2e_download", "download", "export", {"success", "failed"})
+
+    assert ti["state"] == "success" and ti["try_number"] == 2
+    assert set(sim.job_ids()) - before == {job_id}
+    status, xcom = stack.api(
+        "GET", "/dags/aqua_e2e_download/dagRuns/download/taskInstances/export/xcomEntries/return_value"
+    )
+    assert status == 200, xcom
+    manifest = xcom["value"] if isinstance(xcom["value"], dict) else json.loads(xcom["value"])
+    folder = downloads / "download"
+    assert manifest["job_id"] == job_id
+    assert json.loads((folder / "_manifest.json").read_text()) == manifest
+    (entry,) = manifest["files"]
+    assert (folder / "accounts.csv").stat().st_size == entry["bytes"]
+    assert entry["records"] == sim.get_job(job_id)["batches"][0]["recordCount"]

@@ -141,3 +141,39 @@ def _body_of_export() -> dict:
         date_time_utc=None,
         job_options=None,
     )
+
+
+class TestSubmitWithDestination:
+    """Issue 8: with a destination the task returns the manifest; the job id stays until the files landed."""
+
+    @pytest.fixture
+    def quick(self, monkeypatch):
+        with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=0.5) as sim:
+            monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
+            yield sim
+
+    def test_returns_the_manifest_of_the_verified_files(self, quick, tmp_path):
+        operator = AquaSubmitJobOperator(
+            task_id="export", queries=QUERIES, poll_interval=0.2, destination=str(tmp_path)
+        )
+
+        manifest = operator.execute(context(FakeTaskInstance("export"), task_state_store=FakeStateStore()))
+
+        (entry,) = manifest["files"]
+        assert manifest["job_id"] == quick.job_ids()[0]
+        assert (tmp_path / "_manifest.json").is_file() and (tmp_path / "accounts.csv").is_file()
+        assert entry["records"] == quick.get_job(manifest["job_id"])["batches"][0]["recordCount"]
+
+    def test_a_retry_after_a_failed_download_downloads_again_and_never_submits_again(self, quick, tmp_path):
+        store = FakeStateStore()
+        quick.add_fault("file", 403, count=1)
+        first = AquaSubmitJobOperator(task_id="export", queries=QUERIES, poll_interval=0.2, destination=str(tmp_path))
+        with pytest.raises(Exception, match="permission"):
+            first.execute(context(FakeTaskInstance("export", try_number=1), task_state_store=store))
+        assert store[AQUA_JOB_ID_XCOM_KEY] == quick.job_ids()[0]  # kept for the retry
+
+        second = AquaSubmitJobOperator(task_id="export", queries=QUERIES, poll_interval=0.2, destination=str(tmp_path))
+        manifest = second.execute(context(FakeTaskInstance("export", try_number=2), task_state_store=store))
+
+        assert len(quick.requests_for("submit")) == 1 and manifest["job_id"] == quick.job_ids()[0]
+        assert store == {}  # delivered: forgotten

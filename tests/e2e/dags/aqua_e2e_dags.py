@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
@@ -93,3 +94,19 @@ with DAG(
 ):
     for name in ("first", "second"):
         AquaSubmitJobOperator(task_id=name, job_name=f"e2e-two-{name}", queries=QUERIES, poll_interval=1)
+
+# Results: download into a folder per run; a retry after a failed download downloads again.
+with DAG(
+    dag_id="aqua_e2e_download",
+    start_date=START,
+    schedule=None,
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
+):
+    AquaSubmitJobOperator(
+        task_id="export",
+        job_name="e2e-download",
+        queries=QUERIES,
+        poll_interval=1,
+        destination=os.environ.get("AQUA_E2E_DOWNLOADS", "/tmp/aqua-e2e-downloads") + "/{{ run_id }}",
+    )
