@@ -53,7 +53,9 @@ class Destination:
         """``file:///...`` for local paths, the store's URI (``s3://bucket/key``) otherwise."""
         if self.local is not None:
             return self.local.as_uri()
-        return str(self.remote)
+        # Airflow writes the connection id into the authority (s3://conn@bucket/key): not part of the URI.
+        parts = urlsplit(str(self.remote))
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_zuora_aqua.exceptions import (
+    AquaApiError,
     AquaConfigurationError,
     AquaError,
     AquaFileAccessDeniedError,
@@ -88,11 +89,12 @@ def file_error(answer: HttpAnswer, file_id: str) -> AquaError:
             "to export data. Ask a Zuora administrator for the data export permission.",
             **kwargs,
         )
+    # Zuora's own error shapes (also inside a 200), retryable or not by the provider's rules.
     try:
-        parse_answer(answer, what=f"GET {FILES_PATH}/{file_id}", required_key="fileId")
+        parse_answer(answer, what=f"GET {FILES_PATH}/{file_id}", required_key="file")
     except AquaError as exc:
         return exc
-    return AquaIntegrityError(f"Zuora answered GET {FILES_PATH}/{file_id} with JSON instead of the file", **kwargs)
+    return AquaApiError(f"Zuora answered GET {FILES_PATH}/{file_id} with JSON instead of the file", **kwargs)
 
 
 class FileReceiver:

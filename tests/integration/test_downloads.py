@@ -1,0 +1,484 @@
+"""Result downloads against the AQuA simulator over HTTP: formats, segments, faults, destinations."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaConfigurationError,
+    AquaFileAccessDeniedError,
+    AquaFileNotFoundError,
+    AquaFileTooLargeError,
+    AquaIntegrityError,
+)
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.simulator import AquaSimulator
+from airflow_provider_zuora_aqua.utils.destinations import StagedFile, resolve_destination
+from airflow_provider_zuora_aqua.utils.result_files import MANIFEST_NAME, download_job_results
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
+
+ACCOUNTS = {"name": "accounts", "query": "select Id, Name, Notes from Account"}
+MIB = 1024 * 1024
+
+SimFactory = Callable[..., AquaSimulator]
+
+
+@pytest.fixture
+def make_sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimFactory]:
+    """Start a simulator with the given options and point the default connection at it."""
+    started: list[AquaSimulator] = []
+
+    def make(**options: Any) -> AquaSimulator:
+        sim = AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=0, **options).start()
+        started.append(sim)
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+def completed_job(hook: ZuoraAquaHook, file_format: str = "csv", queries: list | None = None, **fields: Any) -> dict:
+    body = {"format": file_format, "version": "1.0", "queries": queries or [ACCOUNTS], **fields}
+    job_id = hook.submit_job(body)["id"]
+    deadline = time.monotonic() + 10
+    while (job := hook.get_job(job_id))["status"] != "completed":
+        assert time.monotonic() < deadline, f"job never completed: {job}"
+        time.sleep(0.05)
+    return job
+
+
+def raw_file(sim: AquaSimulator, hook: ZuoraAquaHook, file_id: str) -> bytes:
+    """The stored bytes as a plain client gets them (no transport encoding asked)."""
+    response = requests.get(
+        f"{sim.base_url}/v1/files/{file_id}",
+        headers={"Authorization": f"Bearer {hook.get_access_token()}", "Accept-Encoding": "identity"},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    return response.content
+
+
+def csv_records(data: bytes, file_format: str) -> int:
+    """Records as Python's csv module reads them, header excluded."""
+    if file_format == "gzip":
+        data = gzip.decompress(data)
+    elif file_format == "zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            [member] = archive.namelist()
+            data = archive.read(member)
+    return len([row for row in csv.reader(io.StringIO(data.decode(), newline="")) if row]) - 1
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
+
+
+class TestDownloadFile:
+    @pytest.mark.parametrize("file_format", ["csv", "gzip", "zip"])
+    def test_formats_are_stored_as_served_and_counted_as_csv_records(self, make_sim, tmp_path, file_format):
+        sim = make_sim(file_rows=700)
+        hook = ZuoraAquaHook()
+        batch = completed_job(hook, file_format)["batches"][0]
+
+        result = hook.download_file(batch["fileId"], tmp_path / "out", expected_records=batch["recordCount"])
+
+        served = raw_file(sim, hook, batch["fileId"])
+        stored = (tmp_path / "out").read_bytes()
+        assert stored == served
+        assert result == {
+            "file_id": batch["fileId"],
+            "uri": (tmp_path / "out").as_uri(),
+            "format": file_format,
+            "bytes": len(served),
+            "records": 700,
+            "sha256": hashlib.sha256(served).hexdigest(),
+        }
+        # The simulator's cells hold quoted newlines: more lines than records.
+        assert csv_records(stored, file_format) == 700
+        assert listing(tmp_path) == ["out"]
+
+    def test_transport_gzip_is_decoded_not_stored(self, make_sim, tmp_path):
+        sim = make_sim(file_rows=2000, file_transport_gzip=True)
+        hook = ZuoraAquaHook()
+        batch = completed_job(hook, "csv")["batches"][0]
+
+        result = hook.download_file(batch["fileId"], str(tmp_path / "accounts.csv"))
+
+        [request] = sim.requests_for("file")
+        assert "gzip" in request.headers["Accept-Encoding"]
+        served = raw_file(sim, hook, batch["fileId"])
+        assert (tmp_path / "accounts.csv").read_bytes() == served
+        assert served.startswith(b"Id,Name,Notes\n")
+        assert result["sha256"] == hashlib.sha256(served).hexdigest()
+        assert result["records"] == 2000
+
+    def test_transport_gzip_is_really_sent(self, make_sim):
+        """The check above means something: the simulator does gzip the answer for this client."""
+        sim = make_sim(file_rows=2000, file_transport_gzip=True)
+        hook = ZuoraAquaHook()
+        file_id = completed_job(hook, "csv")["batches"][0]["fileId"]
+        response = requests.get(
+            f"{sim.base_url}/v1/files/{file_id}",
+            headers={"Authorization": f"Bearer {hook.get_access_token()}", "Accept-Encoding": "gzip"},
+            stream=True,
+            timeout=30,
+        )
+        with response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert response.raw.read(2, decode_content=False) == b"\x1f\x8b"
+
+    @pytest.mark.parametrize("transport_gzip", [False, True], ids=["identity", "transport-gzip"])
+    def test_dropped_mid_file_resumes_with_range_and_matches_a_clean_download(self, make_sim, tmp_path, transport_gzip):
+        # About 3 MiB: more than one read, so half the file is held when the connection drops.
+        sim = make_sim(file_rows=90_000, file_transport_gzip=transport_gzip)
+        hook = ZuoraAquaHook()
+        batch = completed_job(hook, "csv")["batches"][0]
+        clean = hook.download_file(batch["fileId"], tmp_path / "clean.csv")
+        assert clean["bytes"] > 2 * MIB
+        sim.clear_requests()
+        sim.add_fault("file", "drop_mid", count=1)
+
+        result = hook.download_file(batch["fileId"], tmp_path / "dropped.csv", expected_records=batch["recordCount"])
+
+        assert result["sha256"] == clean["sha256"]
+        assert (tmp_path / "dropped.csv").read_bytes() == (tmp_path / "clean.csv").read_bytes()
+        first, second = sim.requests_for("file")
+        assert (first.fault, "Range" in first.headers) == ("drop_mid", False)
+        assert second.status == 206
+        assert second.headers["Range"].startswith("bytes=") and second.headers["Range"] != "bytes=0-"
+        # A range of a transport-encoded answer would not continue the decoded bytes.
+        assert second.headers["Accept-Encoding"] == "identity"
+        assert listing(tmp_path) == ["clean.csv", "dropped.csv"]
+
+    def test_dropped_before_a_full_read_restarts_from_zero(self, make_sim, tmp_path):
+        sim = make_sim(file_rows=500)
+        hook = ZuoraAquaHook()
+        batch = completed_job(hook, "gzip")["batches"][0]
+        sim.add_fault("file", "drop_mid", count=2)
+
+        result = hook.download_file(batch["fileId"], tmp_path / "a.csv.gz", expected_records=batch["recordCount"])
+
+        assert [("Range" in request.headers, request.fault) for request in sim.requests_for("file")] == [
+            (False, "drop_mid"),
+            (False, "drop_mid"),
+            (False, None),
+        ]
+        assert result["sha256"] == hashlib.sha256(raw_file(sim, hook, batch["fileId"])).hexdigest()
+
+    def test_record_count_mismatch_publishes_nothing(self, make_sim, tmp_path):
+        make_sim(file_rows=300)
+        hook = ZuoraAquaHook()
+        batch = completed_job(hook, "csv")["batches"][0]
+
+        with pytest.raises(AquaIntegrityError) as raised:
+            hook.download_file(batch["fileId"], tmp_path / "accounts.csv", expected_records=301)
+
+        assert batch["fileId"] in str(raised.value)
+        assert "holds 300 records, but Zuora reported 301" in str(raised.value)
+        assert listing(tmp_path) == []  # neither the final file nor a temporary one
+
+    def test_size_cap_403_says_split_the_query(self, make_sim, tmp_path):
+        sim = make_sim(file_rows=5000, max_file_bytes=10_000)
+        hook = ZuoraAquaHook()
+        file_id = completed_job(hook, "csv")["batches"][0]["fileId"]
+
+        with pytest.raises(AquaFileTooLargeError) as raised:
+            hook.download_file(file_id, tmp_path / "big.csv")
+
+        message = str(raised.value)
+        assert file_id in message and "2,047 MB" in message and "UpdatedDate" in message
+        assert raised.value.status_code == 403
+        assert len(sim.requests_for("file")) == 1  # final: not retried
+        assert listing(tmp_path) == []
+
+    def test_permission_403_says_the_user_may_not_export(self, make_sim, tmp_path):
+        sim = make_sim(file_rows=10)
+        hook = ZuoraAquaHook()
+        file_id = completed_job(hook, "csv")["batches"][0]["fileId"]
+        sim.add_fault("file", 403)
+
+        with pytest.raises(AquaFileAccessDeniedError) as raised:
+            hook.download_file(file_id, tmp_path / "a.csv")
+
+        assert file_id in str(raised.value) and "permission to export data" in str(raised.value)
+        assert not isinstance(raised.value, AquaFileTooLargeError)
+        assert listing(tmp_path) == []
+
+    def test_purged_file_404_says_run_the_export_again(self, make_sim, tmp_path):
+        sim = make_sim(file_rows=10)
+        hook = ZuoraAquaHook()
+        job = completed_job(hook, "csv")
+        file_id = job["batches"][0]["fileId"]
+        sim.purge_files(job["id"])
+
+        with pytest.raises(AquaFileNotFoundError) as raised:
+            hook.download_file(file_id, tmp_path / "a.csv")
+
+        message = str(raised.value)
+        assert file_id in message and "72 hours" in message and "again" in message
+        assert raised.value.status_code == 404
+
+    def test_file_older_than_the_purge_time_is_404(self, make_sim, tmp_path):
+        make_sim(file_rows=10, file_purge_seconds=0.2)
+        hook = ZuoraAquaHook()
+        file_id = completed_job(hook, "csv")["batches"][0]["fileId"]
+        time.sleep(0.3)
+        with pytest.raises(AquaFileNotFoundError, match=file_id):
+            hook.download_file(file_id, tmp_path / "a.csv")
+
+    def test_expired_token_is_replaced_once(self, make_sim, tmp_path):
+        sim = make_sim(file_rows=10)
+        hook = ZuoraAquaHook()
+        batch = completed_job(hook, "csv")["batches"][0]
+        sim.expire_tokens()
+
+        assert hook.download_file(batch["fileId"], tmp_path / "a.csv")["records"] == 10
+        assert [request.status for request in sim.requests_for("file")] == [401, 200]
+        assert sim.tokens_issued == 2
+
+    @pytest.mark.parametrize("file_id", ["../../etc/passwd", "a/b", "x?y=1", "", None, "%2e%2e"])
+    def test_file_id_is_checked_before_any_request(self, make_sim, tmp_path, file_id):
+        sim = make_sim()
+        with pytest.raises(AquaConfigurationError, match="not a valid AQuA file id"):
+            ZuoraAquaHook().download_file(file_id, tmp_path / "a.csv")
+        assert sim.requests == []
+
+
+class TestDownloadJobResults:
+    def test_segments_are_parts_and_add_up_to_the_record_count(self, make_sim, tmp_path):
+        make_sim(file_rows=1200, segment_rows=500)
+        hook = ZuoraAquaHook()
+        job = completed_job(hook, "gzip", version="1.1", partner="p", project="q")
+        [batch] = job["batches"]
+        assert len(batch["segments"]) == 3
+
+        manifest = download_job_results(hook, job, tmp_path)
+
+        names = ["accounts.part1.csv.gz", "accounts.part2.csv.gz", "accounts.part3.csv.gz"]
+        assert listing(tmp_path) == [MANIFEST_NAME, *names]
+        assert [(entry["file_id"], entry["segment"], entry["records"]) for entry in manifest["files"]] == [
+            (batch["segments"][0], 1, 500),
+            (batch["segments"][1], 2, 500),
+            (batch["segments"][2], 3, 200),
+        ]
+        for entry, name in zip(manifest["files"], names):
+            data = (tmp_path / name).read_bytes()
+            assert entry["uri"] == (tmp_path / name).as_uri()
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+            assert csv_records(data, "gzip") == entry["records"]  # each segment has its own header
+        assert json.loads((tmp_path / MANIFEST_NAME).read_text()) == manifest
+
+    def test_manifest_lists_every_batch_with_the_documented_keys(self, make_sim, tmp_path):
+        make_sim(file_rows=40)
+        hook = ZuoraAquaHook()
+        queries = [ACCOUNTS, {"name": "invoices", "query": "select Id, Amount from Invoice"}]
+        job = completed_job(hook, "zip", queries)
+
+        manifest = download_job_results(hook, job, str(tmp_path / "new" / "folder"))
+
+        folder = tmp_path / "new" / "folder"
+        assert manifest["job_id"] == job["id"]
+        assert manifest["destination"] == folder.as_uri()
+        assert [file["batch"] for file in manifest["files"]] == ["accounts", "invoices"]
+        assert set(manifest["files"][0]) == {"batch", "file_id", "uri", "format", "bytes", "records", "sha256"}
+        assert {file["format"] for file in manifest["files"]} == {"zip"}
+        assert listing(folder) == [MANIFEST_NAME, "accounts.zip", "invoices.zip"]
+
+    def test_batch_names_cannot_leave_the_folder_or_collide(self, make_sim, tmp_path):
+        make_sim(file_rows=5)
+        hook = ZuoraAquaHook()
+        names = ["../../x", "/etc/x", "..", "X", "a/../../b", ".hidden", "accounts"]
+        queries = [
+            {"name": name, "query": f"select Id from Account where Name = 'q{i}'"} for i, name in enumerate(names)
+        ]
+        job = completed_job(hook, "csv", queries)
+        folder = tmp_path / "inner" / "out"
+        before = sorted(str(path) for path in tmp_path.rglob("*"))
+
+        manifest = download_job_results(hook, job, folder)
+
+        expected = ["x.csv", "etc_x.csv", "batch3.csv", "X-2.csv", "a_.._.._b.csv", "hidden.csv", "accounts.csv"]
+        assert [Path(file["uri"]).name for file in manifest["files"]] == expected
+        assert listing(folder) == sorted([MANIFEST_NAME, *expected])
+        created = sorted(set(str(path) for path in tmp_path.rglob("*")) - set(before))
+        assert all(path.startswith(str(folder)) or str(folder).startswith(path) for path in created)
+
+    def test_mismatch_publishes_nothing_of_that_batch_and_no_manifest(self, make_sim, tmp_path):
+        make_sim(file_rows=30)
+        hook = ZuoraAquaHook()
+        queries = [ACCOUNTS, {"name": "invoices", "query": "select Id from Invoice"}]
+        job = completed_job(hook, "csv", queries)
+        job["batches"][1]["recordCount"] += 1
+
+        with pytest.raises(AquaIntegrityError, match=job["batches"][1]["fileId"]):
+            download_job_results(hook, job, tmp_path)
+
+        assert listing(tmp_path) == ["accounts.csv"]  # the verified batch only: no temp file, no manifest
+
+    def test_segment_sum_mismatch_publishes_none_of_the_segments(self, make_sim, tmp_path):
+        make_sim(file_rows=120, segment_rows=50)
+        hook = ZuoraAquaHook()
+        job = completed_job(hook, "csv", version="1.1", partner="p", project="q")
+        job["batches"][0]["recordCount"] = 119
+
+        with pytest.raises(AquaIntegrityError, match="3 segments .* hold 120 records, but Zuora reported 119"):
+            download_job_results(hook, job, tmp_path)
+
+        assert listing(tmp_path) == []
+
+    def test_file_uri_destination(self, make_sim, tmp_path):
+        make_sim(file_rows=12)
+        hook = ZuoraAquaHook()
+        job = completed_job(hook, "csv")
+
+        manifest = download_job_results(hook, job, (tmp_path / "by uri").as_uri())
+
+        assert manifest["destination"] == (tmp_path / "by uri").as_uri()
+        assert listing(tmp_path / "by uri") == [MANIFEST_NAME, "accounts.csv"]
+        assert manifest["files"][0]["records"] == 12
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3-compatible server, as a separate process on loopback; yields its endpoint URL."""
+    port = _free_port()
+    moto_server = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen(
+        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(endpoint, timeout=1)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh bucket, and the Airflow connection ``aws_moto`` (type aws) pointing at the server."""
+    import boto3
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_MOTO",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    name = f"exports-{time.monotonic_ns()}"
+    client.create_bucket(Bucket=name)
+    client.bucket_name = name
+    return client
+
+
+def spool_files() -> list[str]:
+    return sorted(name for name in os.listdir(tempfile.gettempdir()) if name.startswith("aqua-spool-"))
+
+
+class TestObjectStorage:
+    def test_s3_destination_with_a_connection(self, make_sim, s3_bucket):
+        make_sim(file_rows=250)
+        hook = ZuoraAquaHook()
+        queries = [ACCOUNTS, {"name": "invoices", "query": "select Id from Invoice"}]
+        job = completed_job(hook, "gzip", queries)
+        spools_before = spool_files()
+
+        manifest = download_job_results(
+            hook, job, f"s3://{s3_bucket.bucket_name}/zuora/run-1/", destination_conn_id="aws_moto"
+        )
+
+        bucket = s3_bucket.bucket_name
+        keys = sorted(item["Key"] for item in s3_bucket.list_objects_v2(Bucket=bucket)["Contents"])
+        assert keys == ["zuora/run-1/_manifest.json", "zuora/run-1/accounts.csv.gz", "zuora/run-1/invoices.csv.gz"]
+        for entry in manifest["files"]:
+            key = entry["uri"].removeprefix(f"s3://{bucket}/")
+            data = s3_bucket.get_object(Bucket=bucket, Key=key)["Body"].read()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            assert csv_records(data, "gzip") == entry["records"] == 250
+        stored_manifest = s3_bucket.get_object(Bucket=bucket, Key="zuora/run-1/_manifest.json")["Body"].read()
+        assert json.loads(stored_manifest) == manifest
+        assert manifest["destination"] == f"s3://{bucket}/zuora/run-1"
+        assert spool_files() == spools_before
+
+    def test_s3_mismatch_uploads_nothing_and_leaves_no_spool(self, make_sim, s3_bucket):
+        make_sim(file_rows=20)
+        hook = ZuoraAquaHook()
+        job = completed_job(hook, "csv")
+        job["batches"][0]["recordCount"] = 21
+        spools_before = spool_files()
+
+        with pytest.raises(AquaIntegrityError):
+            download_job_results(hook, job, f"s3://aws_moto@{s3_bucket.bucket_name}/out/")
+
+        assert s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name).get("KeyCount") == 0
+        assert spool_files() == spools_before
+
+    def test_hook_download_file_to_an_object_storage_path(self, make_sim, s3_bucket):
+        from airflow.sdk import ObjectStoragePath
+
+        make_sim(file_rows=15)
+        hook = ZuoraAquaHook()
+        batch = completed_job(hook, "zip")["batches"][0]
+        target = ObjectStoragePath(f"s3://{s3_bucket.bucket_name}/one/accounts.zip", conn_id="aws_moto")
+
+        result = hook.download_file(batch["fileId"], target, expected_records=15)
+
+        data = s3_bucket.get_object(Bucket=s3_bucket.bucket_name, Key="one/accounts.zip")["Body"].read()
+        assert result["uri"] == f"s3://{s3_bucket.bucket_name}/one/accounts.zip"
+        assert result["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_staged_local_file_is_hidden_in_the_same_folder_until_published(tmp_path):
+    with StagedFile(resolve_destination(tmp_path / "a.csv")) as staged:
+        staged.file.write(b"Id\n1\n")
+        assert staged.path.parent == tmp_path and staged.path.name.startswith(".a.csv.")
+        assert listing(tmp_path) == [staged.path.name]
+        staged.publish()
+    assert listing(tmp_path) == ["a.csv"]
+    assert (tmp_path / "a.csv").read_bytes() == b"Id\n1\n"
