@@ -16,6 +16,7 @@ from .errors import AquaError, general_error
 from .files import FileStore, FileStoreClosedError, FileTooLargeError
 from .idempotency import IdempotencyStore
 from .replies import GZIP_THRESHOLD, FileBody, Reply, accepts_gzip, json_reply
+from .results import FileContent
 from .routing import RouteMatch
 from .state import AquaState
 from .submit import parse_submit
@@ -162,12 +163,15 @@ class AquaApi:
         except KeyError:
             return json_reply(404, general_error(errors.GENERAL_NOT_FOUND, f"File {file_id} not found."))
         try:
-            stored = self._files.stored(file_id, content)
+            return self._file_reply(file_id, content, request)
         except FileTooLargeError as exc:
             body = f"<security:max-object-size>{exc.cap_megabytes}MB</security:max-object-size>"
             return Reply(403, body.encode("utf-8"), _XML_CONTENT_TYPE)
         except FileStoreClosedError:
             return json_reply(503, general_error(errors.GENERAL_INTERNAL_ERROR, "The simulator is stopping."))
+
+    def _file_reply(self, file_id: str, content: FileContent, request: Incoming) -> Reply:
+        stored = self._files.stored(file_id, content)
         headers = {"Content-Disposition": f'attachment; filename="{content.filename}"'}
         if self._file_transport_gzip:
             headers["Vary"] = "Accept-Encoding"

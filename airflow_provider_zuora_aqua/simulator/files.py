@@ -77,11 +77,12 @@ class FileStore:
 
     def stored(self, file_id: str, content: FileContent) -> SpooledFile:
         """The file as stored (in the job's format); built on first use."""
-        return self._get(file_id, lambda path: self._build(path, content))
+        return self._get(file_id, lambda path: self._build(path, content), self._max_file_bytes)
 
     def transport_gzip(self, file_id: str, stored: SpooledFile) -> SpooledFile:
         """The stored bytes gzipped for ``Content-Encoding: gzip``; built on first use."""
-        return self._get(f"{file_id}.gz", lambda path: _gzip_copy(stored.path, path))
+        # The cap is on the file as stored; its transport encoding is not held to it.
+        return self._get(f"{file_id}.gz", lambda path: _gzip_copy(stored.path, path), None)
 
     def discard(self, file_ids: Iterable[str]) -> None:
         """Delete the spooled bytes of purged files (a download already under way keeps its copy)."""
@@ -102,28 +103,26 @@ class FileStore:
         if cleanup is not None:
             cleanup()
 
-    def _get(self, key: str, build: Callable[[str], None]) -> SpooledFile:
+    def _get(self, key: str, build: Callable[[str], None], cap: int | None) -> SpooledFile:
         with self._lock:
-            self._check_open()
-            if key in self._too_large:
-                raise FileTooLargeError(self._max_file_bytes)
-            if key in self._spooled:
-                return self._spooled[key]
+            ready = self._ready(key)
+            if ready is not None:
+                return ready
             building = self._building.setdefault(key, threading.Lock())
             directory = self._spool_directory()
         # One builder per file; concurrent first downloads of the same file wait for it.
         with building:
             with self._lock:
-                self._check_open()
-                if key in self._spooled:
-                    return self._spooled[key]
+                ready = self._ready(key)
+                if ready is not None:
+                    return ready
             path = os.path.join(directory, key)
             partial = f"{path}.partial"
             try:
                 build(partial)
                 size = os.path.getsize(partial)
-                if size > self._max_file_bytes:
-                    raise FileTooLargeError(self._max_file_bytes)
+                if cap is not None and size > cap:
+                    raise FileTooLargeError(cap)
                 os.replace(partial, path)
             except FileTooLargeError:
                 with self._lock:
@@ -142,6 +141,13 @@ class FileStore:
                 self._spooled[key] = spooled
                 self._building.pop(key, None)
             return spooled
+
+    def _ready(self, key: str) -> SpooledFile | None:
+        # With the lock held: the spooled file, None if it must be built, or why it never will be.
+        self._check_open()
+        if key in self._too_large:
+            raise FileTooLargeError(self._max_file_bytes)
+        return self._spooled.get(key)
 
     def _build(self, path: str, content: FileContent) -> None:
         with open(path, "wb", buffering=_WRITE_BUFFER) as out:

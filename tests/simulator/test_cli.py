@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from .helpers import CLIENT_ID, CLIENT_SECRET, TIMEOUT, token_form
+from .helpers import CLIENT_ID, CLIENT_SECRET, TIMEOUT, job_body, stateful_body, token_form
 
 MODULE = [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator"]
 CREDENTIALS = ["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
@@ -74,7 +74,21 @@ def test_prints_base_url_first_and_stops_on_signal(serve: Serve, signum: signal.
 def test_help_documents_the_fault_grammar() -> None:
     result = subprocess.run([*MODULE, "--help"], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0
-    for text in ("--job-seconds", "--errors-as-200", "ROUTE:KIND", "retry_after", "submit:slow:delay=2:count=1"):
+    for text in (
+        "--job-seconds",
+        "--errors-as-200",
+        "ROUTE:KIND",
+        "retry_after",
+        "submit:slow:delay=2:count=1",
+        "drop_mid",
+        "lost_answer",
+        "--file-rows",
+        "--segment-rows",
+        "--max-file-bytes",
+        "--file-purge-seconds",
+        "--file-transport-gzip",
+        "--idempotency-seconds",
+    ):
         assert text in result.stdout
 
 
@@ -84,3 +98,41 @@ def test_bad_fault_spec_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "418" in result.stderr and result.stdout == ""
+
+
+def test_file_and_idempotency_options(serve: Serve) -> None:
+    _, base_url = serve(
+        *("--job-seconds", "0", "--file-rows", "250", "--segment-rows", "100", "--max-file-bytes", "5000"),
+        *("--file-purge-seconds", "3600", "--file-transport-gzip", "--idempotency-seconds", "60"),
+    )
+    session = requests.Session()
+    token = session.post(f"{base_url}/oauth/token", data=token_form(), timeout=TIMEOUT).json()["access_token"]
+    session.headers["Authorization"] = f"Bearer {token}"
+
+    def submit(body: dict, key: str) -> dict:
+        headers = {"Idempotency-Key": key}
+        return session.post(f"{base_url}/v1/batch-query/", json=body, headers=headers, timeout=TIMEOUT).json()
+
+    stateful = submit(stateful_body(), "k1")
+    assert submit(stateful_body(), "k1")["id"] == stateful["id"]  # --idempotency-seconds: replayed
+    jobs = requests.get(f"{base_url}/_simulator/jobs", timeout=TIMEOUT).json()
+    [batch] = jobs[0]["batches"]
+    assert [job["id"] for job in jobs] == [stateful["id"]]
+    assert batch["recordCount"] == 250 and len(batch["segments"]) == 3  # --file-rows, --segment-rows
+    segment = session.get(f"{base_url}/v1/files/{batch['segments'][0]}", timeout=TIMEOUT)
+    assert segment.status_code == 200 and segment.headers["Content-Encoding"] == "gzip"  # --file-transport-gzip
+    [whole] = session.get(f"{base_url}/v1/batch-query/jobs/{submit(job_body(), 'k2')['id']}", timeout=TIMEOUT).json()[
+        "batches"
+    ]
+    too_large = session.get(f"{base_url}/v1/files/{whole['fileId']}", timeout=TIMEOUT)
+    assert too_large.status_code == 403 and "<security:max-object-size>1MB" in too_large.text  # --max-file-bytes
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--segment-rows", "0"], ["--file-rows", "-1"], ["--max-file-bytes", "-5"], ["--idempotency-seconds", "-1"]],
+)
+def test_bad_file_options_are_usage_errors(option: list[str]) -> None:
+    result = subprocess.run([*MODULE, *CREDENTIALS, *option], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert option[0].lstrip("-").replace("-", "_") in result.stderr and result.stdout == ""

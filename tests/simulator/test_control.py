@@ -55,6 +55,34 @@ def test_tokens_over_http(sim: AquaSimulator, client: Client) -> None:
     assert client.get_job("0" * 32).status_code == 401
 
 
+def test_jobs_listing(make_sim: SimFactory) -> None:
+    sim = make_sim(job_seconds=30)
+    client = Client(sim.base_url)
+    assert control(sim, "GET", "jobs").json() == [] == sim.jobs()
+    first = client.submit_job()["id"]
+    second = client.submit_job()["id"]
+    sim.finish_job(second, "completed")
+    listing = control(sim, "GET", "jobs").json()
+    assert [job["id"] for job in listing] == [first, second] == sim.job_ids()
+    assert listing == sim.jobs()
+    assert listing[1] == client.get_job(second).json() and listing[1]["status"] == "completed"
+
+
+def test_files_purge_over_http(make_sim: SimFactory) -> None:
+    sim = make_sim(job_seconds=0)
+    client = Client(sim.base_url)
+    jobs = [client.wait_for(client.submit_job()["id"], "completed") for _ in range(2)]
+    file_ids = [job["batches"][0]["fileId"] for job in jobs]
+    purged = control(sim, "POST", "files/purge", json={"job_id": jobs[0]["id"]})
+    assert purged.json() == {"purged": 1}
+    assert [client.file(file_id).status_code for file_id in file_ids] == [404, 200]
+    assert control(sim, "POST", "files/purge").json() == {"purged": 2}
+    assert client.file(file_ids[1]).status_code == 404
+    assert control(sim, "POST", "files/purge", json={"job_id": "0" * 32}).status_code == 404
+    for bad in ({"job_id": 5}, {"job": "x"}):
+        assert control(sim, "POST", "files/purge", json=bad).status_code == 400
+
+
 def test_unknown_control_endpoint(sim: AquaSimulator) -> None:
     assert control(sim, "GET", "nothing").status_code == 404
     assert control(sim, "PUT", "requests").status_code == 404

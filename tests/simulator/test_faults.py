@@ -1,8 +1,11 @@
-"""Injected faults: 429, 5xx, drop, slow; by count, rate or always; and their spec grammar."""
+"""Injected faults: 403, 404, 429, 5xx, drop, slow, drop_mid, lost_answer; by count, rate or always; specs."""
 
 from __future__ import annotations
 
+import http.client
+import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -139,3 +142,97 @@ def test_fault_spec_grammar(spec: str, expected: dict) -> None:
 def test_bad_fault_specs(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_fault_spec(spec)
+
+
+def completed_file(sim: AquaSimulator, client: Client) -> str:
+    job_id = client.submit_job()["id"]
+    sim.finish_job(job_id, "completed")
+    return sim.get_job(job_id)["batches"][0]["fileId"]
+
+
+def test_drop_mid_sends_half_the_body_then_closes(make_sim: SimFactory) -> None:
+    sim = make_sim(file_rows=200)
+    client = Client(sim.base_url)
+    file_id = completed_file(sim, client)
+    whole = client.file(file_id).content
+    sim.add_fault("file", "drop_mid", count=1)
+    url = urlsplit(sim.base_url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=TIMEOUT)
+    connection.request("GET", f"/v1/files/{file_id}", headers={"Authorization": f"Bearer {client.token}"})
+    response = connection.getresponse()
+    assert response.status == 200
+    assert int(response.headers["Content-Length"]) == len(whole)  # the full length is announced
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    assert cut.value.partial == whole[: len(whole) // 2]
+    connection.close()
+    # requests sees a broken download, the next one is whole again.
+    sim.add_fault("file", "drop_mid", count=1)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        client.file(file_id)
+    assert client.file(file_id).content == whole
+    assert [(r.status, r.fault) for r in sim.requests_for("file")] == [
+        (200, None), (200, "drop_mid"), (200, "drop_mid"), (200, None),
+    ]  # fmt: skip
+
+
+def test_drop_mid_on_a_json_answer(sim: AquaSimulator, client: Client) -> None:
+    sim.add_fault("get_job", "drop_mid", count=1)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        client.get_job(UNKNOWN_JOB)
+    assert client.get_job(UNKNOWN_JOB).status_code == 404
+
+
+def test_lost_answer_processes_the_request_but_never_answers(make_sim: SimFactory) -> None:
+    sim = make_sim(job_seconds=30)
+    client = Client(sim.base_url)
+    sim.add_fault("submit", "lost_answer", count=1)
+    with pytest.raises(requests.ConnectionError):
+        client.submit()
+    [job_id] = sim.job_ids()  # created all the same
+    assert sim.get_job(job_id)["status"] in ("submitted", "executing")
+    sim.add_fault("delete_job", "lost_answer", count=1)
+    with pytest.raises(requests.ConnectionError):
+        client.delete_job(job_id)
+    assert sim.get_job(job_id)["status"] == "cancelled"  # the cancel happened, its answer was lost
+    assert [(r.route, r.status, r.fault) for r in sim.requests[1:]] == [
+        ("submit", None, "lost_answer"),
+        ("delete_job", None, "lost_answer"),
+    ]
+
+
+@pytest.mark.parametrize(("status", "code"), [(403, 50000010), (404, 50000040)])
+def test_403_and_404_faults(sim: AquaSimulator, client: Client, status: int, code: int) -> None:
+    file_id = completed_file(sim, client)
+    sim.add_fault("file", status, count=1)
+    faulted = client.file(file_id)
+    assert faulted.status_code == status
+    assert faulted.json()["reasons"][0]["code"] == code
+    assert "max-object-size" not in faulted.text  # a permission problem, not the size cap
+    assert client.file(file_id).status_code == 200
+
+
+def test_slow_submit_creates_the_job_before_the_answer(sim: AquaSimulator, client: Client) -> None:
+    sim.add_fault("submit", "slow", delay=0.5, count=1)
+    answers: list[requests.Response] = []
+    sender = threading.Thread(target=lambda: answers.append(client.submit()))
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not sim.job_ids():
+        assert time.monotonic() < deadline, "the job was not created before the answer"
+        time.sleep(0.01)
+    sender.join(TIMEOUT)
+    assert answers[0].json()["id"] == sim.job_ids()[0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("file:drop_mid:count=1", {"route": "file", "kind": "drop_mid", "count": 1}),
+        ("submit:lost_answer", {"route": "submit", "kind": "lost_answer"}),
+        ("file:403:rate=0.5", {"route": "file", "kind": "403", "rate": 0.5}),
+        ("get_job:404", {"route": "get_job", "kind": "404"}),
+    ],
+)
+def test_new_fault_kinds_in_specs(spec: str, expected: dict) -> None:
+    assert parse_fault_spec(spec) == expected

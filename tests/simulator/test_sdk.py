@@ -241,3 +241,46 @@ def test_sdk_deleted_record_model_is_accepted(make_sim: SimFactory) -> None:
         created = zuora_sdk.AggregateQueriesApi(api_client).create_batch_query(request)
         assert created.partner == "acme" and created.batches[0].full is True
         assert created.batches[0].deleted.column == "IsDeleted"
+
+
+def sdk_client(sim: AquaSimulator) -> zuora_sdk.ApiClient:
+    api_client = zuora_sdk.ApiClient(zuora_sdk.Configuration(host=sim.base_url))
+    token = zuora_sdk.OAuthApi(api_client).create_token(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, grant_type="client_credentials"
+    )
+    api_client.set_default_header("Authorization", f"Bearer {token.access_token}")
+    return api_client
+
+
+def test_segmented_job_validates_and_the_sdk_downloads_every_segment(make_sim: SimFactory) -> None:
+    sim = make_sim(job_seconds=0, file_rows=300, segment_rows=120, file_transport_gzip=True)
+    client = Client(sim.base_url)
+    job_json = client.wait_for(client.submit_job(stateful_body())["id"], "completed")
+    job = validate(GetBatchQueryJobResponse, job_json)
+    assert extras(job) <= JOB_EXTRAS | {"segmented"}
+    for batch in job.batches:
+        assert batch.file_id is None and len(batch.segments) == 3 and batch.record_count == 300
+    batch = job.batches[0]
+    assert all(client.file(segment).headers["Content-Encoding"] == "gzip" for segment in batch.segments)
+    sim.clear_requests()
+    with sdk_client(sim) as api_client:
+        files = zuora_sdk.FilesApi(api_client)
+        records = []
+        for segment_id in batch.segments:
+            # The SDK asks for transport gzip and hands back the decoded bytes.
+            content = files.get_files(segment_id, accept_encoding="gzip")
+            rows = list(csv.reader(io.StringIO(bytes(content).decode(), newline="")))
+            assert rows[0] == ["Account.Id", "Account.Name", "Account.Id"]
+            records.extend(rows[1:])
+    assert len(records) == batch.record_count
+    assert records[6][1] == 'a "quoted", multi-line\nvalue'
+    assert [r.headers.get("Accept-Encoding") for r in sim.requests_for("file")] == ["gzip"] * 3
+
+
+def test_sdk_sees_403_max_object_size(make_sim: SimFactory) -> None:
+    sim = make_sim(job_seconds=0, file_rows=100, max_file_bytes=100)
+    client = Client(sim.base_url)
+    file_id = client.wait_for(client.submit_job()["id"], "completed")["batches"][0]["fileId"]
+    with sdk_client(sim) as api_client, pytest.raises(zuora_sdk.ApiException) as refused:
+        zuora_sdk.FilesApi(api_client).get_files(file_id)
+    assert refused.value.status == 403 and "max-object-size" in refused.value.body
