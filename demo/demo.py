@@ -6,9 +6,12 @@ The README demo: real Airflow runs of the example DAGs against the local AQuA si
 2. ``example_zuora_aqua_export``: the task waits for its export; the demo kills the task
    process (SIGTERM, what Airflow sends when a task is marked failed or times out) and the
    job goes ``executing`` → ``cancelled`` instead of running on as an orphan.
+3. ``example_zuora_aqua_results``: two exports run to completion and their files land in a
+   local folder, verified, with a ``_manifest.json``; the demo lists the files and prints a
+   manifest.
 
-Job statuses are printed as the simulator sees them change. Exit status 0 only when both jobs
-ended ``cancelled``.
+Job statuses are printed as the simulator sees them change. Exit status 0 only when the first
+two jobs ended ``cancelled`` and the third DAG wrote its files and manifests.
 """
 
 from __future__ import annotations
@@ -59,6 +62,28 @@ def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
+def run_results_dag(home: AirflowHome, folder: Path) -> bool:
+    """Step 3: run the results DAG against a simulator whose jobs complete, then show what landed."""
+    step("airflow dags test example_zuora_aqua_results  (exports land in a folder, verified, with a manifest)")
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=4, queue_seconds=0.05) as sim:
+        connection = {"conn_type": "zuora_aqua", "host": sim.base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
+        env = {"AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": json.dumps(connection), "ZUORA_EXPORT_FOLDER": str(folder)}
+        process = home.spawn("dags", "test", "example_zuora_aqua_results", log_name="results-dag.out", env=env)
+        try:
+            process.wait(300)
+        finally:
+            stop_process_group(process)
+    dag_ok = process.returncode == 0 and "state=success" in home.read_log("results-dag.out")
+    print(f"    DAG run {'succeeded' if dag_ok else 'FAILED'}; files under {folder}:", flush=True)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        print(f"      {path.relative_to(folder)}  ({path.stat().st_size:,} bytes)")
+    manifests = sorted(folder.rglob("_manifest.json"))
+    if manifests:
+        print(f"    {manifests[0].relative_to(folder)}:")
+        print("      " + manifests[0].read_text().replace("\n", "\n      "))
+    return dag_ok and len(manifests) == 2
+
+
 def main() -> int:
     with (
         tempfile.TemporaryDirectory(prefix="aqua-demo-") as tmp,
@@ -106,8 +131,10 @@ def main() -> int:
             stop_process_group(process)
         watcher.stop()
 
+        results_ok = run_results_dag(home, Path(tmp) / "exports")
+
         step("Summary")
-        ok = cancel_dag_ok
+        ok = cancel_dag_ok and results_ok
         for job_id, statuses in watcher.history.items():
             went = " → ".join(statuses)
             print(f"    job {job_id}: {went}")
