@@ -10,7 +10,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from . import control, errors
@@ -184,7 +184,7 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
         source = None
         if reply.file is not None:
             try:
-                source = open(reply.file.path, "rb")  # noqa: SIM115 - closed below, after streaming
+                source = open(reply.file.path, "rb")  # closed below, after streaming
             except OSError:  # purged between the answer and now
                 reply = json_reply(404, general_error(errors.GENERAL_NOT_FOUND, "File not found."))
         try:
@@ -193,7 +193,7 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             if source is not None:
                 source.close()
 
-    def _send_open(self, reply: Reply, source: Any, cut: bool) -> None:
+    def _send_open(self, reply: Reply, source: BinaryIO | None, cut: bool) -> None:
         body = reply.body
         headers = dict(reply.headers)
         if reply.compressible:

@@ -16,9 +16,10 @@ class RecordedRequest:
     """One request as the simulator saw it.
 
     ``route`` is one of ``token``, ``submit``, ``get_job``, ``delete_job``,
-    ``stateful_last_job``, ``file``, ``unknown``. ``status`` is None when the connection
-    was dropped; ``fault`` is the injected fault kind, if any; ``json`` is the decoded body
-    of a submit request (None otherwise; the token form body is never stored).
+    ``stateful_last_job``, ``file``, ``unknown``. ``status`` is None when no answer
+    was sent (faults ``drop`` and ``lost_answer``); ``fault`` is the injected fault kind, if
+    any; ``json`` is the decoded body of a submit request (None otherwise; the token form body
+    is never stored).
     """
 
     time: float

@@ -217,9 +217,11 @@ class AquaState:
             job = _Job(secrets.token_hex(16), spec, batches, now, time.time(), self._job_seconds, self._queue_seconds)
             self._jobs[job.job_id] = job
             for index, batch in enumerate(batches):
-                self._files[batch.file_id] = (job, index, None)
+                # A split batch is downloadable only as its segments.
                 for part, segment_id in enumerate(batch.segment_ids, start=1):
                     self._files[segment_id] = (job, index, part)
+                if not batch.segment_ids:
+                    self._files[batch.file_id] = (job, index, None)
             return _render(job, now, submitted=True)
 
     def _new_batch(self, query: QuerySpec, full: bool | None) -> _Batch:

@@ -239,7 +239,8 @@ def test_purge_files_by_job_and_all(make_sim: SimFactory) -> None:
 
 
 def test_segments_of_a_stateful_full_load(make_sim: SimFactory) -> None:
-    client = Client(make_sim(job_seconds=0, file_rows=25, segment_rows=10).base_url)
+    sim = make_sim(job_seconds=0, file_rows=25, segment_rows=10)
+    client = Client(sim.base_url)
     job = completed_job(client, stateful_body(ACCOUNT_QUERY, format="gzip"))
     [batch] = job["batches"]
     assert job["segmented"] is True and batch["full"] is True
@@ -259,6 +260,8 @@ def test_segments_of_a_stateful_full_load(make_sim: SimFactory) -> None:
     incremental = completed_job(client, stateful_body(ACCOUNT_QUERY))
     assert incremental["batches"][0]["full"] is False and "fileId" in incremental["batches"][0]
     assert "segments" not in incremental["batches"][0] and "segmented" not in incremental
+    assert sim.purge_files(job["id"]) == 3  # a split batch's files are its segments
+    assert client.file(batch["segments"][0]).status_code == 404
 
 
 @pytest.mark.parametrize(
