@@ -35,6 +35,9 @@ def test_sigterm_to_the_task_process_cancels_its_job(airflow_home, e2e_simulator
         stop_process_group(process)
     log = airflow_home.read_log("dags-test.out")
     assert f"Cancelled AQuA job {job_id} because the task was killed" in log
+    # The DAG-level callback cannot read XCom under `airflow dags test`: one clear line, no traceback.
+    assert "XCom cannot be read in this process" in log
+    assert "SUPERVISOR_COMMS" not in log
     assert_no_secret(airflow_home.all_logs(), e2e_simulator)
 
 
