@@ -177,3 +177,17 @@ class TestSubmitWithDestination:
 
         assert len(quick.requests_for("submit")) == 1 and manifest["job_id"] == quick.job_ids()[0]
         assert store == {}  # delivered: forgotten
+
+
+def test_the_completion_log_names_each_batch_with_its_records_and_file(monkeypatch, capsys):
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=0.5) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
+        queries = {"accounts": "select Id from Account", "invoices": "select Id from Invoice"}
+        job = AquaSubmitJobOperator(task_id="export", queries=queries, poll_interval=0.2).execute(
+            context(FakeTaskInstance("export"))
+        )
+
+    logged = capsys.readouterr().out  # Airflow's task logger writes to stdout here
+    for batch in job["batches"]:
+        line = f"batch {batch['name']!r} completed: {batch['recordCount']} records, file {batch['fileId']}"
+        assert line in logged
