@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 CONN_TYPE = "zuora_aqua"
+_HOST_FIELD = "REST base URL (host)"
+#: ``https:evil.com``: a scheme without ``//`` (but not ``localhost:8080``, a host and a port).
+_SCHEME_WITHOUT_SLASHES = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:(?![0-9]+(/|$))")
+#: A host (name, IPv4, or IPv6 in brackets) and an optional port, nothing else: every URL parser reads it alike.
+_NETLOC = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?")
+#: A URL path of RFC 3986 characters (no spaces, backslashes or control characters).
+_PATH = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
 
 
 @dataclass(frozen=True)
@@ -70,43 +78,90 @@ class AquaConnectionSettings:
         )
 
 
-def resolve_base_url(conn_id: str, host: str | None, port: int | None, environment: str | None) -> str:
-    """Return the REST base URL from the ``host`` field, or from the ``environment`` extra."""
+def resolve_base_url(conn_id: str, host: str | None, port: object, environment: str | None) -> str:
+    """
+    Return the REST base URL from the ``host`` field (and ``port``), or from the ``environment`` extra.
+
+    The port is checked on its own before it joins the URL, and every host rule runs on the
+    final URL, so that no field can change the host the client secret is sent to.
+    """
     host = (host or "").strip()
     if not host:
         if not environment:
             raise _field_error(
                 conn_id,
-                "REST base URL (host)",
+                _HOST_FIELD,
                 "set it (for example https://rest.test.zuora.com) or set the extra 'environment' "
                 f"to one of: {', '.join(ENVIRONMENTS)}",
             )
         return _environment_url(conn_id, environment)
 
+    port_number = _port(conn_id, port)
+    if "://" not in host and _SCHEME_WITHOUT_SLASHES.match(host):
+        raise _field_error(conn_id, _HOST_FIELD, f"{host!r} is not a valid URL; write it as https://<host>[:<port>]")
     url = host if "://" in host else f"https://{host}"
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("https", "http") or not parts.hostname:
-        raise _field_error(conn_id, "REST base URL (host)", f"{host!r} is not a URL; use https://<host>")
-    if parts.username or parts.password or parts.query or parts.fragment:
+    if port_number is not None:
+        scheme, host_text, url_port, path = _split(conn_id, url)
+        if url_port is None:  # a port written in the host URL wins, as before
+            url = f"{scheme}://{host_text}:{port_number}{path}"
+    return _checked_url(conn_id, url)
+
+
+def _port(conn_id: str, port: object) -> int | None:
+    """The ``port`` field as a number 1..65535, or None when empty."""
+    if port is None or port == "":
+        return None
+    if isinstance(port, int) and not isinstance(port, bool):
+        number = port
+    elif isinstance(port, str) and re.fullmatch(r"[0-9]{1,5}", port):
+        number = int(port)
+    else:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise _field_error(
+            conn_id, "port", f"{port!r} is not a port number; use a whole number from 1 to 65535, or leave it empty"
+        )
+    return number
+
+
+def _split(conn_id: str, url: str) -> tuple[str, str, int | None, str]:
+    """Scheme, host as written (IPv6 in brackets), port and path of ``url``; our error for anything odd."""
+    invalid = f"{url!r} is not a valid URL; use https://<host>[:<port>]"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise _field_error(conn_id, _HOST_FIELD, invalid) from None
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
         raise _field_error(
             conn_id,
-            "REST base URL (host)",
+            _HOST_FIELD,
             "remove credentials, query and fragment from it; put the client id and secret in "
             "the Client ID and Client Secret fields",
         )
-    if scheme == "http" and not is_loopback(parts.hostname):
+    netloc = _NETLOC.fullmatch(parts.netloc)
+    if netloc is None or not _PATH.fullmatch(parts.path):
+        raise _field_error(conn_id, _HOST_FIELD, invalid)
+    port = netloc["port"]
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise _field_error(conn_id, _HOST_FIELD, f"{url!r} has port {port}; use a port from 1 to 65535")
+    return parts.scheme.lower(), netloc["host"], None if port is None else int(port), parts.path
+
+
+def _checked_url(conn_id: str, url: str) -> str:
+    """Apply the host rules to the final URL and return it normalized."""
+    scheme, host_text, port, path = _split(conn_id, url)
+    if scheme not in ("https", "http"):
+        raise _field_error(conn_id, _HOST_FIELD, f"{url!r} is not an http(s) URL; use https://<host>")
+    hostname = host_text.strip("[]")
+    if scheme == "http" and not is_loopback(hostname):
         raise _field_error(
             conn_id,
-            "REST base URL (host)",
-            f"plain http:// is refused for {parts.hostname!r} because the client secret and token "
+            _HOST_FIELD,
+            f"plain http:// is refused for {hostname!r} because the client secret and token "
             "would cross the network unencrypted; use https:// (http is allowed only for "
             "loopback hosts such as the local simulator)",
         )
-    netloc = parts.netloc
-    if port and parts.port is None:
-        netloc = f"{netloc}:{port}"
-    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+    return f"{scheme}://{host_text}{'' if port is None else f':{port}'}{path.rstrip('/')}"
 
 
 def is_loopback(hostname: str) -> bool:

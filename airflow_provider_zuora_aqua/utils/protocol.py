@@ -88,12 +88,15 @@ def validate_track_id(track_id: object) -> str | None:
         problems.append(f"it has {len(track_id)} characters (at most {TRACK_ID_MAX_LENGTH})")
     if any(not 32 <= ord(char) <= 126 for char in track_id):
         problems.append("it has non-printable or non-US-ASCII characters")
+    if track_id != track_id.strip():
+        # HTTP clients refuse a header value with surrounding whitespace only once the call is sent.
+        problems.append("it starts or ends with whitespace")
     if _TRACK_ID_FORBIDDEN.intersection(track_id):
         problems.append("it contains one of : ; \" '")
     if problems:
         raise AquaConfigurationError(
             f"track_id {track_id!r} is not a valid Zuora-Track-Id: {'; '.join(problems)}. "
-            "Use at most 64 printable US-ASCII characters without : ; \" '."
+            "Use at most 64 printable US-ASCII characters without : ; \" ', and no leading or trailing space."
         )
     return track_id
 
