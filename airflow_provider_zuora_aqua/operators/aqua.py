@@ -225,6 +225,11 @@ class AquaSubmitJobOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.zuora_conn_id = zuora_conn_id
         self.track_id = track_id
+        if destination is not None and not wait_for_completion:
+            raise AquaConfigurationError(
+                "destination needs wait_for_completion=True: the files exist only once the job completed "
+                "(or download them later with AquaDownloadResultsOperator)"
+            )
         self.destination = destination
         self.destination_conn_id = destination_conn_id
         self.durable = durable

@@ -191,3 +191,8 @@ def test_the_completion_log_names_each_batch_with_its_records_and_file(monkeypat
     for batch in job["batches"]:
         line = f"batch {batch['name']!r} completed: {batch['recordCount']} records, file {batch['fileId']}"
         assert line in logged
+
+
+def test_a_destination_without_waiting_is_refused_when_the_dag_is_built():
+    with pytest.raises(ValueError, match="destination needs wait_for_completion=True"):
+        export(destination="/tmp/never")
