@@ -14,7 +14,7 @@ from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from airflow_provider_zuora_aqua.utils.compat import conf
 from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, check_job_succeeded
+from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, check_job_succeeded, validate_interval
 from airflow_provider_zuora_aqua.utils.task_try import task_track_id
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class AquaJobSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        validate_interval("poke_interval", self.poke_interval)
         self.job_id = job_id
         self.zuora_conn_id = zuora_conn_id
         self.track_id = track_id

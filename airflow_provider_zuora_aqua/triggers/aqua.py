@@ -14,7 +14,7 @@ from airflow_provider_zuora_aqua.exceptions import AquaError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.utils.aio import shared_client_session
 from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.utils.jobs import FIRST_POLL_SECONDS, JobWatch
+from airflow_provider_zuora_aqua.utils.jobs import FIRST_POLL_SECONDS, JobWatch, validate_interval
 
 __all__ = ["POLL_FAILED", "TIMEOUT", "AquaJobTrigger"]
 #: Airflow 3.3 added ``BaseTrigger.on_kill()``, fired when a user stops the deferred task.
@@ -38,7 +38,7 @@ class AquaJobTrigger(BaseTrigger):
 
     :param job_id: The AQuA job id.
     :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``.
-    :param poll_interval: Longest wait between two polls, in seconds.
+    :param poll_interval: Longest wait between two polls, in seconds; must be > 0.
     :param end_time: Epoch seconds after which the trigger fires a ``timeout`` event.
     :param track_id: ``Zuora-Track-Id`` of every call.
     :param cancel_on_kill: Cancel the job when the deferred task is stopped by a user.
@@ -57,7 +57,7 @@ class AquaJobTrigger(BaseTrigger):
         super().__init__()
         self.job_id = job_id
         self.zuora_conn_id = zuora_conn_id
-        self.poll_interval = poll_interval
+        self.poll_interval = validate_interval("poll_interval", poll_interval)
         self.end_time = end_time
         self.track_id = track_id
         self.cancel_on_kill = cancel_on_kill

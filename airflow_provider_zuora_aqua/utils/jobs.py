@@ -7,12 +7,13 @@ which ones are terminal, when a finished job counts as a failure, and the waitin
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any
 
-from airflow_provider_zuora_aqua.exceptions import AquaError, AquaJobFailedError
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaError, AquaJobFailedError
 from airflow_provider_zuora_aqua.utils.retry import is_retryable
 
 #: First wait between two polls of a job; it doubles up to the caller's poll interval.
@@ -54,6 +55,19 @@ TERMINAL_STATUSES = frozenset(
 )
 #: A batch can also fail because its objects do not support deleted records.
 _BATCH_FAILURE_STATUSES = TERMINAL_STATUSES - {AquaJobStatus.COMPLETED} | {"deleted_notallowed"}
+
+
+def validate_interval(name: str, seconds: object) -> float:
+    """
+    Refuse a wait between polls that is not a positive number of seconds, naming the argument.
+
+    ``0`` would poll in a tight loop (dozens of calls a second against Zuora's rate limits).
+    """
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0 and math.isfinite(seconds):
+        return float(seconds)
+    raise AquaConfigurationError(
+        f"{name} must be a positive number of seconds, got {seconds!r}; AQuA quotas favour 30 to 60 s"
+    )
 
 
 def poll_delays(poll_interval: float) -> Iterator[float]:
