@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import weakref
@@ -22,11 +23,20 @@ class _Token:
 
 
 class TokenCache:
-    """Thread-safe cache of access tokens keyed by tenant and credentials."""
+    """
+    Thread-safe cache of access tokens keyed by tenant and credentials.
+
+    Fork-safe: a child process starts with fresh locks, since a lock held by another thread of
+    the parent at ``fork()`` would never be released in the child.
+    """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._tokens: dict[TokenKey, _Token] = {}
+        self._reset_locks()
+        _ALL_CACHES.add(self)
+
+    def _reset_locks(self) -> None:
         # Re-entrant locks: on_kill runs in a signal handler that may interrupt the same thread.
         self._guard = threading.RLock()
         self._fetch_locks: dict[TokenKey, threading.RLock] = {}
@@ -53,17 +63,29 @@ class TokenCache:
             if token is not None and token.value == value:
                 del self._tokens[key]
 
-    def get(self, key: TokenKey, fetch: Callable[[], tuple[str, float]]) -> str:
-        """Return a valid token, calling ``fetch`` (→ token, expires_in) at most once at a time per key."""
+    def get(self, key: TokenKey, fetch: Callable[[], tuple[str, float]], *, wait: float | None = None) -> str:
+        """
+        Return a valid token, calling ``fetch`` (→ token, expires_in) at most once at a time per key.
+
+        :param wait: longest time to wait for another thread's fetch (None: as long as it takes).
+            When it runs out, this caller fetches a token of its own: ``on_kill`` must not wait
+            for the thread it interrupted, which may hold the lock in a slow token exchange.
+        """
         token = self.peek(key)
         if token is not None:
             return token
-        with self._fetch_lock(key):
-            token = self.peek(key)
-            if token is None:
-                token, expires_in = fetch()
-                self.store(key, token, expires_in)
-            return token
+        lock = self._fetch_lock(key)
+        if not lock.acquire(timeout=-1 if wait is None else max(0.0, wait)):
+            return self._fetch_and_store(key, fetch())
+        try:
+            return self.peek(key) or self._fetch_and_store(key, fetch())
+        finally:
+            lock.release()
+
+    def _fetch_and_store(self, key: TokenKey, fetched: tuple[str, float]) -> str:
+        token, expires_in = fetched
+        self.store(key, token, expires_in)
+        return token
 
     async def aget(self, key: TokenKey, fetch: Callable[[], Awaitable[tuple[str, float]]]) -> str:
         """Async :meth:`get`: at most one ``fetch`` at a time per key and event loop."""
@@ -90,6 +112,16 @@ class TokenCache:
         with self._guard:
             return self._fetch_locks.setdefault(key, threading.RLock())
 
+
+_ALL_CACHES: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+
+
+def _reset_locks_after_fork() -> None:
+    for cache in list(_ALL_CACHES):
+        cache._reset_locks()
+
+
+os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 #: The process-wide cache.
 TOKEN_CACHE = TokenCache()
