@@ -9,10 +9,7 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-import requests
 import tenacity
-import urllib3.exceptions
 
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
@@ -63,6 +60,8 @@ from airflow_provider_zuora_aqua.utils.retry import retry_policy
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
 if TYPE_CHECKING:
+    import aiohttp
+    import requests
     from airflow.sdk import ObjectStoragePath
 
 TOKEN_PATH = "/oauth/token"
@@ -135,6 +134,10 @@ class ZuoraAquaHook(BaseHook):
 
     @cached_property
     def _session(self) -> requests.Session:
+        # The HTTP clients are imported where they are used: DAG files import this module at
+        # every parse, and aiohttp and requests would add hundreds of milliseconds to each.
+        import requests
+
         return requests.Session()
 
     def get_conn(self) -> requests.Session:
@@ -339,6 +342,8 @@ class ZuoraAquaHook(BaseHook):
         data: dict[str, str] | None = None,
     ) -> HttpAnswer:
         """Async :meth:`_send` with aiohttp."""
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(
             sock_connect=min(_CONNECT_TIMEOUT, self.settings.timeout), total=self.settings.timeout
         )
@@ -488,6 +493,8 @@ class ZuoraAquaHook(BaseHook):
         deadline: float | None = None,
     ) -> HttpAnswer:
         """One HTTP exchange; transport failures become :class:`AquaTransportError`."""
+        import requests
+
         timeout = self.settings.timeout
         if deadline is not None:
             timeout = max(0.1, min(timeout, deadline - time.monotonic()))
@@ -566,6 +573,8 @@ class ZuoraAquaHook(BaseHook):
 
     def _receive_file(self, receiver: FileReceiver, track_id: str | None) -> None:
         """One attempt: the whole file, or the rest of it after a dropped connection."""
+        import requests
+
         path, offset = f"{FILES_PATH}/{receiver.file_id}", receiver.resume_offset
         response = self._open_file(path, track_id, offset)
         with response:
@@ -587,6 +596,7 @@ class ZuoraAquaHook(BaseHook):
 
     def _open_file(self, path: str, track_id: str | None, offset: int) -> requests.Response:
         """Open the answer stream, with the shared token; on a 401, replace the token once."""
+        import requests
 
         def send(token: str) -> requests.Response:
             headers = download_headers(build_headers(self.settings, token, track_id), offset)
@@ -617,6 +627,9 @@ class ZuoraAquaHook(BaseHook):
 
 def _request_may_have_arrived(exc: requests.RequestException) -> bool:
     """False only when no connection was made, so Zuora cannot have seen the request."""
+    import requests
+    import urllib3.exceptions
+
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
@@ -624,6 +637,9 @@ def _request_may_have_arrived(exc: requests.RequestException) -> bool:
 
 
 def _describe_transport_error(exc: requests.RequestException) -> str:
+    import requests
+    import urllib3.exceptions
+
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return "timed out while connecting"
     if isinstance(exc, requests.exceptions.ReadTimeout):

@@ -7,9 +7,10 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 T = TypeVar("T")
 
@@ -19,6 +20,9 @@ MAX_CONNECTIONS = 100
 
 class _Shared:
     def __init__(self) -> None:
+        # Imported here, not at module top: DAG files import this module at every parse.
+        import aiohttp
+
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS))
         self.users = 0
 
