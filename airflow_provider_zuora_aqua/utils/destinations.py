@@ -38,6 +38,9 @@ LOCAL_SCHEMES = frozenset({"file", "local"})
 _BUCKET_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss", "wasbs", "oss"})
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _UPLOAD_CHUNK = 8 * 1024 * 1024
+#: Every this many bytes written, the spool's new pages are handed to the disk (see StagedFile.write).
+_WRITEBACK_BYTES = 16 * 1024 * 1024
+_FADVISE = hasattr(os, "posix_fadvise")
 _TEMP_PREFIX_CHARS = 100
 
 
@@ -158,11 +161,31 @@ class StagedFile:
         self.path = path
         self.file: BinaryIO = os.fdopen(descriptor, "w+b")
         self.published = False
+        self._not_handed_over = 0
+
+    def write(self, data: bytes) -> None:
+        """
+        Append ``data`` to the spool.
+
+        Every 16 MiB the new pages are handed to the disk (``POSIX_FADV_DONTNEED``, which on
+        Linux starts their writeback without waiting and later drops them from the page
+        cache): the disk writes overlap the download instead of piling up for the final fsync,
+        and a 2 GB file does not crowd the page cache of the worker.
+        """
+        self.file.write(data)
+        self._not_handed_over += len(data)
+        if self._not_handed_over >= _WRITEBACK_BYTES and _FADVISE:
+            self.file.flush()
+            end = self.file.tell()
+            start = end - self._not_handed_over
+            os.posix_fadvise(self.file.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
+            self._not_handed_over = 0
 
     def restart(self) -> None:
         """Throw away what was written: the next bytes start the file again."""
         self.file.seek(0)
         self.file.truncate()
+        self._not_handed_over = 0
 
     def publish(self) -> None:
         """Make the complete, verified spool the destination."""

@@ -168,7 +168,7 @@ class FileReceiver:
 
     def write(self, chunk: bytes) -> None:
         """Store, hash and count the next bytes of the file."""
-        self.staged.file.write(chunk)
+        self.staged.write(chunk)
         self._digest.update(chunk)
         self.received += len(chunk)
         if self._format is not None:

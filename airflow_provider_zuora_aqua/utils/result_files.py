@@ -116,7 +116,7 @@ def download_job_results(
         files.extend(_download_batch(hook, folder, batch, file_format, track_id))
     manifest = {"job_id": job.get("id"), "destination": folder.uri, "files": files}
     with StagedFile(folder.child(MANIFEST_NAME)) as staged:
-        staged.file.write(json.dumps(manifest, indent=2).encode("utf-8"))
+        staged.write(json.dumps(manifest, indent=2).encode("utf-8"))
         staged.publish()
     hook.log.info("AQuA job %s: %d files written to %s", job.get("id"), len(files), folder.uri)
     return manifest

@@ -476,7 +476,7 @@ class TestObjectStorage:
 
 def test_staged_local_file_is_hidden_in_the_same_folder_until_published(tmp_path):
     with StagedFile(resolve_destination(tmp_path / "a.csv")) as staged:
-        staged.file.write(b"Id\n1\n")
+        staged.write(b"Id\n1\n")
         assert staged.path.parent == tmp_path and staged.path.name.startswith(".a.csv.")
         assert listing(tmp_path) == [staged.path.name]
         staged.publish()

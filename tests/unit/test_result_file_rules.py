@@ -75,7 +75,7 @@ class TestDestinations:
 
     def test_discarded_staged_file_leaves_nothing(self, tmp_path):
         with StagedFile(resolve_destination(tmp_path / "sub" / "a.csv")) as staged:
-            staged.file.write(b"partial")
+            staged.write(b"partial")
         assert list((tmp_path / "sub").iterdir()) == []
 
 
