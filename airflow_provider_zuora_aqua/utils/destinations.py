@@ -149,6 +149,10 @@ class StagedFile:
     def __init__(self, target: Destination) -> None:
         self.target = target
         if target.local is not None:
+            if target.local.is_dir():
+                raise AquaConfigurationError(
+                    f"destination {str(target.local)!r} is a folder: give the path of the file to write"
+                )
             folder = target.local.parent
             folder.mkdir(parents=True, exist_ok=True)
             # Same folder as the final name, so that the rename is atomic; hidden; mode from the umask.
@@ -157,7 +161,7 @@ class StagedFile:
         else:
             descriptor, name = tempfile.mkstemp(prefix="aqua-spool-", suffix=".part")
             path = Path(name)
-        #: The local spool file; read it back with :meth:`reopen` (zip needs seeking).
+        #: The local spool file (zip is counted by reading it back: it needs seeking).
         self.path = path
         self.file: BinaryIO = os.fdopen(descriptor, "w+b")
         self.published = False
@@ -217,8 +221,15 @@ class StagedFile:
 
     def _upload(self, size: int) -> None:
         remote: Any = self.target.remote
-        with open(self.path, "rb") as source, remote.open("wb") as sink:
-            shutil.copyfileobj(source, sink, _UPLOAD_CHUNK)
+        with open(self.path, "rb") as source:
+            sink = remote.open("wb")
+            try:
+                shutil.copyfileobj(source, sink, _UPLOAD_CHUNK)
+            except BaseException:
+                # Closing an fsspec file commits what was written: abort the upload instead.
+                getattr(sink, "discard", sink.close)()
+                raise
+            sink.close()
         stored = remote.fs.size(remote.path)
         if stored != size:
             raise AquaIntegrityError(f"the upload to {remote} stored {stored} bytes instead of {size}")

@@ -37,6 +37,8 @@ from airflow_provider_zuora_aqua.utils.protocol import HttpAnswer, parse_answer,
 FILES_PATH = "/v1/files"
 #: Bytes read from the network at a time: large reads keep Python's per-chunk cost negligible.
 CHUNK_BYTES = 1024 * 1024
+#: Twice Zuora's 2,047 MB cap: a server sending more than this is not sending an AQuA file.
+MAX_FILE_BYTES = 2 * 2047 * 1024 * 1024
 #: At most this much of an error answer is read.
 MAX_ERROR_BODY = 64 * 1024
 _MAX_OBJECT_SIZE = "max-object-size"
@@ -168,9 +170,11 @@ class FileReceiver:
 
     def write(self, chunk: bytes) -> None:
         """Store, hash and count the next bytes of the file."""
+        self.received += len(chunk)
+        if self.received > MAX_FILE_BYTES:
+            raise self._integrity_error(f"is over {MAX_FILE_BYTES} bytes, twice Zuora's cap: stopped receiving it")
         self.staged.write(chunk)
         self._digest.update(chunk)
-        self.received += len(chunk)
         if self._format is not None:
             if self._counter is not None:
                 self._counter.feed(chunk)

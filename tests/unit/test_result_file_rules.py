@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from airflow.sdk import ObjectStoragePath
@@ -18,7 +19,13 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaServerError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils.destinations import StagedFile, lineage_dataset_name, resolve_destination
+from airflow_provider_zuora_aqua.utils import file_download
+from airflow_provider_zuora_aqua.utils.destinations import (
+    Destination,
+    StagedFile,
+    lineage_dataset_name,
+    resolve_destination,
+)
 from airflow_provider_zuora_aqua.utils.file_download import FileReceiver, download_headers, file_error
 from airflow_provider_zuora_aqua.utils.lineage import job_queries, outlet_extra, query_objects, zuora_namespace
 from airflow_provider_zuora_aqua.utils.protocol import HttpAnswer
@@ -72,6 +79,33 @@ class TestDestinations:
     )
     def test_openlineage_names(self, uri, name):
         assert lineage_dataset_name(uri) == name
+
+    def test_a_folder_is_not_a_file_destination(self, tmp_path):
+        with pytest.raises(AquaConfigurationError, match="is a folder: give the path of the file"):
+            StagedFile(resolve_destination(tmp_path))
+
+    def test_a_failed_upload_is_aborted_not_committed(self, tmp_path):
+        class Sink:
+            def __init__(self) -> None:
+                self.calls: list[str] = []
+
+            def write(self, data: bytes) -> None:
+                raise OSError("connection reset")
+
+            def discard(self) -> None:
+                self.calls.append("discard")
+
+            def close(self) -> None:
+                self.calls.append("close")
+
+        sink = Sink()
+        remote = SimpleNamespace(open=lambda mode: sink)
+        staged = StagedFile(Destination(remote=remote))
+        staged.write(b"Id\n1\n")
+        with pytest.raises(OSError, match="connection reset"), staged:
+            staged.publish()
+        assert sink.calls == ["discard"]
+        assert not staged.path.exists()
 
     def test_discarded_staged_file_leaves_nothing(self, tmp_path):
         with StagedFile(resolve_destination(tmp_path / "sub" / "a.csv")) as staged:
@@ -188,6 +222,12 @@ class TestReceiver:
         with pytest.raises(AquaTransportError, match="ended at byte 5 of 10"):
             receiver.end()
         assert receiver.resume_offset == 5
+
+    def test_more_than_any_aqua_file_is_refused(self, receiver, monkeypatch):
+        monkeypatch.setattr(file_download, "MAX_FILE_BYTES", 10)
+        receiver.write(b"Id\n1\n2\n3\n")
+        with pytest.raises(AquaIntegrityError, match="is over 10 bytes"):
+            receiver.write(b"4\n")
 
     def test_bytes_of_another_format_are_refused(self, receiver):
         with pytest.raises(AquaIntegrityError, match="should be csv .* but its bytes are gzip"):
