@@ -22,7 +22,6 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobTimeoutError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from airflow_provider_zuora_aqua.utils.compat import BaseOperator, conf
 from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
 from airflow_provider_zuora_aqua.utils.job_record import JobRecord
@@ -291,6 +290,9 @@ class AquaSubmitJobOperator(BaseOperator):
         if not self.wait_for_completion:
             return job
         if self.deferrable:
+            # Imported only when deferring: DAG files import this module at every parse.
+            from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
+
             self.defer(
                 trigger=AquaJobTrigger(
                     job_id=self.job_id,

@@ -11,7 +11,6 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from airflow_provider_zuora_aqua.utils.compat import conf
 from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
 from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, check_job_succeeded, validate_interval
@@ -73,6 +72,9 @@ class AquaJobSensor(BaseSensorOperator):
         if first.is_done:
             return first.xcom_value
         end_time = None if self.timeout is None else time.time() + float(self.timeout)
+        # Imported only when deferring: DAG files import this module at every parse.
+        from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
+
         self.defer(
             trigger=AquaJobTrigger(
                 job_id=self.job_id,
