@@ -70,9 +70,7 @@ def main() -> None:
     print(f"{'module':<45} {'airflow.sdk':>12} {'extra':>9} {'extra max':>10}  verdict")
     for module, r in results.items():
         verdict = "within budget" if r["extra_ms"] <= BUDGET_MS else "OVER budget"
-        print(
-            f"{module:<45} {r['sdk_ms']:>9.1f} ms {r['extra_ms']:>6.1f} ms {r['extra_max_ms']:>7.1f} ms  {verdict}"
-        )
+        print(f"{module:<45} {r['sdk_ms']:>9.1f} ms {r['extra_ms']:>6.1f} ms {r['extra_max_ms']:>7.1f} ms  {verdict}")
     print(json.dumps({"runs": args.runs, "budget_ms": BUDGET_MS, "modules": results}))
 
 
