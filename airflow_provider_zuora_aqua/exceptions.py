@@ -77,6 +77,16 @@ class AquaServerError(AquaApiError):
     """Zuora answered with a ``5xx`` status."""
 
 
+class AquaInvalidAnswerError(AquaServerError):
+    """
+    An answer that cannot be used: over the size cap, unreadable, or of an odd shape (an invalid
+    job id, an error body whose fields have the wrong types).
+
+    Treated like a server fault: idempotent calls retry it and waits tolerate it, while a submit
+    without an idempotency key is not resent (a job may exist).
+    """
+
+
 class AquaJobNotFoundError(AquaApiError):
     """No AQuA job has the given id."""
 

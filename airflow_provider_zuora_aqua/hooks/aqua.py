@@ -22,6 +22,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.utils.aio import AsyncTTLCache, shared_client_session
+from airflow_provider_zuora_aqua.utils.answers import READ_CHUNK_BYTES, AnswerReader
 from airflow_provider_zuora_aqua.utils.compat import BaseHook, amask_secret, mask_secret
 from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
 from airflow_provider_zuora_aqua.utils.destinations import StagedFile, resolve_destination
@@ -71,7 +72,7 @@ _CONNECT_TIMEOUT = 10.0
 #: Seconds a connection test may wait for Zuora (the UI's Test action should answer fast).
 _TEST_CONNECTION_TIMEOUT = 10.0
 _DEFAULT_TOKEN_LIFETIME = 3599.0
-_TOKEN_HEADERS = {"Accept": "application/json"}
+_TOKEN_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
 #: Connection settings looked up by triggers, per connection id.
 _ASYNC_SETTINGS: AsyncTTLCache[AquaConnectionSettings] = AsyncTTLCache(ttl=60.0)
 
@@ -136,9 +137,9 @@ class ZuoraAquaHook(BaseHook):
     def _session(self) -> requests.Session:
         # The HTTP clients are imported where they are used: DAG files import this module at
         # every parse, and aiohttp and requests would add hundreds of milliseconds to each.
-        import requests
+        from airflow_provider_zuora_aqua.utils.transport import new_session
 
-        return requests.Session()
+        return new_session()
 
     def get_conn(self) -> requests.Session:
         """Return the HTTP session the hook uses."""
@@ -341,22 +342,30 @@ class ZuoraAquaHook(BaseHook):
         headers: dict[str, str],
         data: dict[str, str] | None = None,
     ) -> HttpAnswer:
-        """Async :meth:`_send` with aiohttp."""
+        """Async :meth:`_send` with aiohttp: the same bounds, proxy rule and answer reading."""
         import aiohttp
 
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=min(_CONNECT_TIMEOUT, self.settings.timeout), total=self.settings.timeout
-        )
+        from airflow_provider_zuora_aqua.utils.transport import proxy_for
+
+        seconds = self._exchange_seconds(None)
+        timeout = aiohttp.ClientTimeout(sock_connect=min(_CONNECT_TIMEOUT, seconds), total=seconds)
+        url = f"{self.settings.base_url}{path}"
         try:
             async with session.request(
                 method,
-                f"{self.settings.base_url}{path}",
+                url,
                 headers=headers,
                 data=data,
                 timeout=timeout,
                 allow_redirects=False,
+                proxy=proxy_for(url),
             ) as response:
-                return HttpAnswer(response.status, response.headers, await response.read())
+                reader = AnswerReader(
+                    response.status, response.headers, what=f"{method} {path}", deadline=time.monotonic() + seconds
+                )
+                async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
+                    reader.feed(chunk)
+                return HttpAnswer(response.status, response.headers, reader.finish())
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise AquaTransportError(
                 f"{method} {path} to {self.settings.base_url} failed: {type(exc).__name__}: {exc}",
@@ -492,28 +501,54 @@ class ZuoraAquaHook(BaseHook):
         data: dict[str, str] | None = None,
         deadline: float | None = None,
     ) -> HttpAnswer:
-        """One HTTP exchange; transport failures become :class:`AquaTransportError`."""
+        """
+        One HTTP exchange, bounded: it ends within the connection's ``timeout`` (or ``deadline``)
+        of wall-clock time, and its body within the answer cap of
+        :mod:`~airflow_provider_zuora_aqua.utils.answers`, decoded or not.
+        Transport failures become :class:`AquaTransportError`.
+        """
         import requests
+        import urllib3.exceptions
 
-        timeout = self.settings.timeout
-        if deadline is not None:
-            timeout = max(0.1, min(timeout, deadline - time.monotonic()))
-        try:
-            response = self._session.request(
-                method,
-                f"{self.settings.base_url}{path}",
-                headers=headers,
-                json=json,
-                data=data,
-                timeout=(min(_CONNECT_TIMEOUT, timeout), timeout),
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise AquaTransportError(
-                f"{method} {path} to {self.settings.base_url} failed: {_describe_transport_error(exc)}",
-                request_sent=_request_may_have_arrived(exc),
-            ) from None
-        return HttpAnswer(response.status_code, response.headers, response.content)
+        from airflow_provider_zuora_aqua.utils.transport import ExchangeDeadline
+
+        seconds = self._exchange_seconds(deadline)
+        with ExchangeDeadline(seconds) as bound:
+            try:
+                response = self._session.request(
+                    method,
+                    f"{self.settings.base_url}{path}",
+                    headers=headers,
+                    json=json,
+                    data=data,
+                    timeout=(min(_CONNECT_TIMEOUT, seconds), seconds),
+                    allow_redirects=False,
+                    stream=True,
+                )
+                with response:
+                    reader = AnswerReader(
+                        response.status_code, response.headers, what=f"{method} {path}", deadline=bound.deadline
+                    )
+                    for chunk in response.raw.stream(READ_CHUNK_BYTES, decode_content=False):
+                        reader.feed(chunk)
+                    body = reader.finish()
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                why = (
+                    f"timed out waiting for the answer (none complete within {seconds:g} s)"
+                    if bound.fired
+                    else _describe_transport_error(exc)
+                )
+                raise AquaTransportError(
+                    f"{method} {path} to {self.settings.base_url} failed: {why}",
+                    request_sent=_request_may_have_arrived(exc),
+                ) from None
+        return HttpAnswer(response.status_code, response.headers, body)
+
+    def _exchange_seconds(self, deadline: float | None) -> float:
+        """Wall-clock bound of one exchange: the connection's ``timeout``, within ``deadline``."""
+        if deadline is None:
+            return self.settings.timeout
+        return max(0.1, min(self.settings.timeout, deadline - time.monotonic()))
 
     # Result files
 
@@ -625,7 +660,7 @@ class ZuoraAquaHook(BaseHook):
         return send(self._cached_token())
 
 
-def _request_may_have_arrived(exc: requests.RequestException) -> bool:
+def _request_may_have_arrived(exc: Exception) -> bool:
     """False only when no connection was made, so Zuora cannot have seen the request."""
     import requests
     import urllib3.exceptions
@@ -636,7 +671,7 @@ def _request_may_have_arrived(exc: requests.RequestException) -> bool:
     return not isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
 
 
-def _describe_transport_error(exc: requests.RequestException) -> str:
+def _describe_transport_error(exc: Exception) -> str:
     import requests
     import urllib3.exceptions
 

@@ -43,6 +43,7 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 #: Other servers word "no such job" without AQuA's codes (not 90003: a refused cancel).
 _NOT_FOUND_MESSAGE = re.compile(r"\bnot found\b|^invalid job id\.?$", re.IGNORECASE)
 _MAX_MESSAGE = 500
+_MAX_REQUEST_ID = 100
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class HttpAnswer:
 
     @property
     def request_id(self) -> str | None:
-        return self.headers.get(REQUEST_ID_HEADER)
+        return short_text(self.headers.get(REQUEST_ID_HEADER), _MAX_REQUEST_ID)
 
 
 def validate_job_id(job_id: object) -> str:
@@ -221,15 +222,15 @@ def _error_details(body: Any) -> tuple[str | None, str | None]:
     if not isinstance(body, dict):
         return None, None
     if body.get("errorCode") not in (None, ""):
-        return str(body["errorCode"]), _short(body.get("message"))
+        return str(body["errorCode"]), short_text(body.get("message"))
     if body.get("success") is False:
         reasons = body.get("reasons") or [{}]
         first = reasons[0] if isinstance(reasons[0], dict) else {}
         code = first.get("code")
-        return (str(code) if code is not None else "unknown"), _short(first.get("message"))
+        return (str(code) if code is not None else "unknown"), short_text(first.get("message"))
     if isinstance(body.get("error"), str):
-        return body["error"], _short(body.get("error_description"))
-    return None, _short(body.get("message"))
+        return body["error"], short_text(body.get("error_description"))
+    return None, short_text(body.get("message"))
 
 
 def _fallback_message(answer: HttpAnswer, body: Any, required_key: str) -> str:
@@ -240,8 +241,9 @@ def _fallback_message(answer: HttpAnswer, body: Any, required_key: str) -> str:
     return f"HTTP {answer.status}"
 
 
-def _short(value: Any) -> str | None:
-    if value in (None, ""):
+def short_text(value: Any, limit: int = _MAX_MESSAGE) -> str | None:
+    """Server-derived text for messages: None when empty, else cut to ``limit`` characters."""
+    if value is None or value == "":
         return None
     text = str(value)
-    return text if len(text) <= _MAX_MESSAGE else f"{text[:_MAX_MESSAGE]}..."
+    return text if len(text) <= limit else f"{text[:limit]}..."
