@@ -102,12 +102,13 @@ def resolve_destination(destination: object, conn_id: str | None = None) -> Dest
     if isinstance(destination, ObjectStoragePath):
         if (destination.protocol or "file") in LOCAL_SCHEMES:
             return Destination(local=_local_path(destination.path))
-        if conn_id and destination.conn_id and conn_id != destination.conn_id:
+        own_conn_id = path_conn_id(destination)
+        if conn_id and own_conn_id and conn_id != own_conn_id:
             raise AquaConfigurationError(
-                f"destination {str(destination)!r} has connection {destination.conn_id!r} but destination_conn_id "
+                f"destination {str(destination)!r} has connection {own_conn_id!r} but destination_conn_id "
                 f"is {conn_id!r}: set only one of them"
             )
-        if conn_id and not destination.conn_id:
+        if conn_id and not own_conn_id:
             destination = ObjectStoragePath(str(destination), conn_id=conn_id)
         return Destination(remote=destination)
     if isinstance(destination, os.PathLike):
@@ -129,9 +130,15 @@ def resolve_destination(destination: object, conn_id: str | None = None) -> Dest
             )
         return Destination(local=_local_path(unquote(parts.path)))
     try:
-        return Destination(remote=ObjectStoragePath(destination, conn_id=conn_id))
+        # No conn_id keyword without one: Airflow 3.0 lets it override the URI's own (s3://conn@bucket).
+        return Destination(remote=ObjectStoragePath(destination, **({"conn_id": conn_id} if conn_id else {})))
     except (ValueError, TypeError) as exc:
         raise AquaConfigurationError(f"destination {destination!r} is not a usable object storage URI: {exc}") from None
+
+
+def path_conn_id(path: ObjectStoragePath) -> str | None:
+    """The connection id of an ``ObjectStoragePath`` (a property from Airflow 3.1, a storage option before)."""
+    return getattr(path, "conn_id", None) or (getattr(path, "storage_options", None) or {}).get("conn_id")
 
 
 def _local_path(path: str) -> Path:

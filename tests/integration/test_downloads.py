@@ -7,7 +7,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -417,17 +416,30 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return client
 
 
-def spool_files() -> list[str]:
-    return sorted(name for name in os.listdir(tempfile.gettempdir()) if name.startswith("aqua-spool-"))
+@pytest.fixture
+def spools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The spool files made during the test, in a temporary folder private to the test."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    made: list[Path] = []
+    mkstemp = tempfile.mkstemp
+
+    def recording_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        descriptor, name = mkstemp(*args, **kwargs)
+        made.append(Path(name))
+        return descriptor, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
+    return made
 
 
 class TestObjectStorage:
-    def test_s3_destination_with_a_connection(self, make_sim, s3_bucket):
+    def test_s3_destination_with_a_connection(self, make_sim, s3_bucket, spools):
         make_sim(file_rows=250)
         hook = ZuoraAquaHook()
         queries = [ACCOUNTS, {"name": "invoices", "query": "select Id from Invoice"}]
         job = completed_job(hook, "gzip", queries)
-        spools_before = spool_files()
 
         manifest = download_job_results(
             hook, job, f"s3://{s3_bucket.bucket_name}/zuora/run-1/", destination_conn_id="aws_moto"
@@ -444,20 +456,19 @@ class TestObjectStorage:
         stored_manifest = s3_bucket.get_object(Bucket=bucket, Key="zuora/run-1/_manifest.json")["Body"].read()
         assert json.loads(stored_manifest) == manifest
         assert manifest["destination"] == f"s3://{bucket}/zuora/run-1"
-        assert spool_files() == spools_before
+        assert spools and not any(spool.exists() for spool in spools)
 
-    def test_s3_mismatch_uploads_nothing_and_leaves_no_spool(self, make_sim, s3_bucket):
+    def test_s3_mismatch_uploads_nothing_and_leaves_no_spool(self, make_sim, s3_bucket, spools):
         make_sim(file_rows=20)
         hook = ZuoraAquaHook()
         job = completed_job(hook, "csv")
         job["batches"][0]["recordCount"] = 21
-        spools_before = spool_files()
 
         with pytest.raises(AquaIntegrityError):
             download_job_results(hook, job, f"s3://aws_moto@{s3_bucket.bucket_name}/out/")
 
         assert s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name).get("KeyCount") == 0
-        assert spool_files() == spools_before
+        assert spools and not any(spool.exists() for spool in spools)
 
     def test_hook_download_file_to_an_object_storage_path(self, make_sim, s3_bucket):
         from airflow.sdk import ObjectStoragePath

@@ -24,6 +24,7 @@ from airflow_provider_zuora_aqua.utils.destinations import (
     Destination,
     StagedFile,
     lineage_dataset_name,
+    path_conn_id,
     resolve_destination,
 )
 from airflow_provider_zuora_aqua.utils.file_download import FileReceiver, download_headers, file_error
@@ -47,14 +48,14 @@ class TestDestinations:
     def test_object_storage_uris_keep_the_connection(self):
         destination = resolve_destination("s3://bucket/prefix/", "aws_exports")
         assert destination.local is None
-        assert destination.remote.conn_id == "aws_exports"
+        assert path_conn_id(destination.remote) == "aws_exports"
         assert destination.uri == "s3://bucket/prefix"
-        assert resolve_destination("s3://aws_exports@bucket/key").remote.conn_id == "aws_exports"
+        assert path_conn_id(resolve_destination("s3://aws_exports@bucket/key").remote) == "aws_exports"
         assert resolve_destination("s3://aws_exports@bucket/key").uri == "s3://bucket/key"
         child = destination.child("accounts.csv")
-        assert (child.uri, child.remote.conn_id) == ("s3://bucket/prefix/accounts.csv", "aws_exports")
+        assert (child.uri, path_conn_id(child.remote)) == ("s3://bucket/prefix/accounts.csv", "aws_exports")
         path = ObjectStoragePath("s3://bucket/k")
-        assert resolve_destination(path, "aws_exports").remote.conn_id == "aws_exports"
+        assert path_conn_id(resolve_destination(path, "aws_exports").remote) == "aws_exports"
 
     @pytest.mark.parametrize("destination", [None, "", "  ", "None", 42])
     def test_nothing_to_write_to_is_refused(self, destination):
