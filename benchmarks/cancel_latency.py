@@ -29,11 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from airflow_provider_zuora_aqua.simulator import AquaSimulator  # noqa: E402
-from tests.e2e.airflow_env import AirflowHome, stop_process_group, wait_for  # noqa: E402
+from airflow_provider_zuora_aqua.simulator import AquaSimulator
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, stop_process_group, wait_for
 
 CLIENT_ID = "bench-client-id"
 CLIENT_SECRET = "bench-client-secret-123"
@@ -134,11 +131,8 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="aqua-bench-") as tmp,
     ):
         connection = {"conn_type": "zuora_aqua", "host": sim.base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
-        # PYTHONPATH: the task processes run this checkout's code, whatever is installed.
         home = AirflowHome(
-            Path(tmp),
-            Path(__file__).with_name("dags"),
-            {"AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": json.dumps(connection), "PYTHONPATH": str(ROOT)},
+            Path(tmp), Path(__file__).with_name("dags"), {"AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": json.dumps(connection)}
         )
         home.migrate()
         os.environ["AIRFLOW_CONN_ZUORA_AQUA_DEFAULT"] = json.dumps(connection)

@@ -100,8 +100,8 @@ from typing import Any, NamedTuple
 
 import psutil
 
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, AirflowStack, stop_process_group, wait_for
 from benchmarks.dags.aqua_soak_dags import DOWNLOADS_ENV, SOAK_CONN_ID, SOAK_DAG_ID, SOAK_TASKS, SoakTask
-from tests.e2e.airflow_env import AirflowHome, AirflowStack, stop_process_group, wait_for
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 SIGTERM, SIGKILL, MARK_FAILED, EXECUTION_TIMEOUT = "sigterm", "sigkill", "mark_failed", "execution_timeout"

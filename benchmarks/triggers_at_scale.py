@@ -28,7 +28,6 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CLIENT_ID = "scale-client-id"
 CLIENT_SECRET = "scale-client-secret-123"

@@ -25,11 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from airflow_provider_zuora_aqua.simulator import AquaSimulator
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, stop_process_group, wait_for
 
-from airflow_provider_zuora_aqua.simulator import AquaSimulator  # noqa: E402
-from tests.e2e.airflow_env import AirflowHome, stop_process_group, wait_for  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CLIENT_ID = "demo-client-id"
 CLIENT_SECRET = "demo-client-secret-do-not-print"

@@ -18,7 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
-from tests.e2e.airflow_env import AirflowHome, free_port, stop_process_group, wait_for
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, free_port, stop_process_group, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, wait_for
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
-from tests.e2e.airflow_env import AirflowHome, wait_for
 
 DAGS_FOLDER = Path(__file__).parent / "dags"
 JOB_PATH = re.compile(r"^/v1/batch-query/jobs/([0-9a-f]+)$")

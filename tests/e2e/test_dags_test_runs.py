@@ -9,7 +9,7 @@ import time
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from tests.e2e.airflow_env import AirflowHome, stop_process_group
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, stop_process_group
 from tests.e2e.conftest import assert_no_secret, polled_job_ids, wait_for_delete, wait_for_polled_job
 
 pytestmark = pytest.mark.airflow_e2e

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, AirflowStack, wait_for
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
-from tests.e2e.airflow_env import AirflowHome, AirflowStack, wait_for
 from tests.e2e.conftest import assert_no_secret, polled_job_ids, wait_for_delete, wait_for_polled_job
 
 pytestmark = pytest.mark.airflow_e2e

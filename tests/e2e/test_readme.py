@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
+from airflow_provider_zuora_aqua.testing.airflow_env import AIRFLOW_BIN, AirflowHome, stop_process_group
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
-from tests.e2e.airflow_env import AIRFLOW_BIN, AirflowHome, stop_process_group
 from tests.e2e.conftest import assert_no_secret
 from tests.readme import README_SIMULATOR_PORT, code_blocks, connection_lines
 
