@@ -24,7 +24,8 @@ from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from tests.browser.conftest import ARTIFACTS
 from tests.conftest import CLIENT_ID, CLIENT_SECRET
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+# A real API server too: `-m "not airflow_e2e"` skips it along with the other real-Airflow tests.
+pytestmark = [pytest.mark.browser, pytest.mark.airflow_e2e, pytest.mark.timeout(300)]
 
 DIALOG = "//*[@role='dialog']"
 TOAST = "//*[@data-scope='toast' and @data-part='root']"
