@@ -11,7 +11,9 @@ A :class:`StagedFile` is written first and becomes the destination only on
 * local: a hidden temporary name in the destination's own folder, flushed and fsynced, then
   renamed over the final name with ``os.replace`` (atomic on one filesystem);
 * object storage: a local spool file, uploaded once complete and verified; the spool file is
-  always removed.
+  always removed. Files published together (a batch's segments) wait, verified, under a
+  hidden name beside their destination (:meth:`StagedFile.park`), so that the local disk holds
+  one at a time, and are then moved into place within the store.
 """
 
 from __future__ import annotations
@@ -173,6 +175,8 @@ class StagedFile:
         self.file: BinaryIO = os.fdopen(descriptor, "w+b")
         self.published = False
         self._not_handed_over = 0
+        self._parked: Any = None
+        self._parked_size = 0
 
     def write(self, data: bytes) -> None:
         """
@@ -198,25 +202,51 @@ class StagedFile:
         self.file.truncate()
         self._not_handed_over = 0
 
+    def park(self) -> None:
+        """
+        Give back the local disk of a complete spool before :meth:`publish`, for files that are
+        published together (a batch's segments): object storage gets it under a hidden name
+        beside the destination, and :meth:`publish` then moves it into place within the store.
+        A local spool already sits beside its destination: nothing to do.
+        """
+        if self.target.local is not None or self._parked is not None:
+            return
+        remote: Any = self.target.remote
+        hidden = remote.with_name(f".{remote.name[:_TEMP_PREFIX_CHARS]}.{secrets.token_hex(6)}.part")
+        self._parked = hidden
+        self._parked_size = self._upload(hidden)
+        self.discard_spool()
+
     def publish(self) -> None:
-        """Make the complete, verified spool the destination."""
-        self.file.flush()
-        size = self.file.tell()
+        """Make the complete, verified file the destination."""
         if self.target.local is not None:
+            self.file.flush()
             os.fsync(self.file.fileno())
             self.file.close()
             os.replace(self.path, self.target.local)
             _fsync_folder(self.target.local.parent)
+        elif self._parked is not None:
+            remote: Any = self.target.remote
+            remote.fs.mv(self._parked.path, remote.path)
+            self._parked = None
+            _check_size(remote, self._parked_size)
         else:
-            self.file.close()
-            self._upload(size)
+            _check_size(self.target.remote, self._upload(self.target.remote))
         self.published = True
 
-    def discard(self) -> None:
-        """Remove the spool file (a published local spool is already gone)."""
+    def discard_spool(self) -> None:
+        """Remove the local spool file (a published local spool is already gone)."""
         self.file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+    def discard(self) -> None:
+        """Remove everything not published: the spool file, and a parked object."""
+        self.discard_spool()
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            with contextlib.suppress(Exception):  # best effort: the hidden name says what it is
+                parked.fs.rm(parked.path)
 
     def __enter__(self) -> StagedFile:
         return self
@@ -226,8 +256,11 @@ class StagedFile:
     ) -> None:
         self.discard()
 
-    def _upload(self, size: int) -> None:
-        remote: Any = self.target.remote
+    def _upload(self, remote: Any) -> int:
+        """Copy the spool to ``remote``; return its size."""
+        self.file.flush()
+        size = self.file.tell()
+        self.file.close()
         with open(self.path, "rb") as source:
             sink = remote.open("wb")
             try:
@@ -237,9 +270,13 @@ class StagedFile:
                 getattr(sink, "discard", sink.close)()
                 raise
             sink.close()
-        stored = remote.fs.size(remote.path)
-        if stored != size:
-            raise AquaIntegrityError(f"the upload to {remote} stored {stored} bytes instead of {size}")
+        return size
+
+
+def _check_size(remote: Any, size: int) -> None:
+    stored = remote.fs.size(remote.path)
+    if stored != size:
+        raise AquaIntegrityError(f"the upload to {remote} stored {stored} bytes instead of {size}")
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -143,6 +143,8 @@ def _download_batch(
                 entry["segment"] = planned["segment"]
             entries.append(entry)
             staged_files.append(staged)
+            if not single:
+                staged.park()  # an object store holds the verified segments, not the local disk
         records = sum(entry["records"] for entry in entries)
         if not single and batch["expected"] is not None and records != batch["expected"]:
             raise AquaIntegrityError(

@@ -416,18 +416,25 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     return client
 
 
+class SpoolLog(list):
+    """The spool files made during a test; ``most_at_once`` counts those alive together."""
+
+    most_at_once = 0
+
+
 @pytest.fixture
-def spools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """The spool files made during the test, in a temporary folder private to the test."""
+def spools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SpoolLog:
+    """Record the spool files made during the test, in a temporary folder private to the test."""
     folder = tmp_path / "spool"
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    made: list[Path] = []
+    made = SpoolLog()
     mkstemp = tempfile.mkstemp
 
     def recording_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
         descriptor, name = mkstemp(*args, **kwargs)
         made.append(Path(name))
+        made.most_at_once = max(made.most_at_once, sum(spool.exists() for spool in made))
         return descriptor, name
 
     monkeypatch.setattr(tempfile, "mkstemp", recording_mkstemp)
@@ -469,6 +476,35 @@ class TestObjectStorage:
 
         assert s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name).get("KeyCount") == 0
         assert spools and not any(spool.exists() for spool in spools)
+
+    def test_s3_segments_wait_hidden_then_move_into_place(self, make_sim, s3_bucket, spools):
+        make_sim(file_rows=130, segment_rows=50)
+        hook = ZuoraAquaHook()
+        job = completed_job(hook, "csv", version="1.1", partner="p", project="q")
+        destination = f"s3://aws_moto@{s3_bucket.bucket_name}/segments/"
+
+        manifest = download_job_results(hook, job, destination)
+
+        keys = sorted(item["Key"] for item in s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name)["Contents"])
+        parts = [f"segments/accounts.part{number}.csv" for number in (1, 2, 3)]
+        assert keys == sorted(["segments/_manifest.json", *parts])
+        assert [file["records"] for file in manifest["files"]] == [50, 50, 30]
+        assert len(spools) == 4 and not any(spool.exists() for spool in spools)  # 3 segments + the manifest
+        assert spools.most_at_once == 1  # each verified segment left the local disk before the next came
+
+    def test_s3_segment_sum_mismatch_leaves_no_object(self, make_sim, s3_bucket, spools):
+        make_sim(file_rows=130, segment_rows=50)
+        hook = ZuoraAquaHook()
+        job = completed_job(hook, "csv", version="1.1", partner="p", project="q")
+        job["batches"][0]["recordCount"] = 131
+
+        with pytest.raises(AquaIntegrityError, match="none of them was published"):
+            download_job_results(hook, job, f"s3://aws_moto@{s3_bucket.bucket_name}/segments/")
+
+        # The verified segments waited under hidden names: removed, like the local spools.
+        assert s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name).get("KeyCount") == 0
+        assert len(spools) == 3 and not any(spool.exists() for spool in spools)
+        assert spools.most_at_once == 1
 
     def test_hook_download_file_to_an_object_storage_path(self, make_sim, s3_bucket):
         from airflow.sdk import ObjectStoragePath
