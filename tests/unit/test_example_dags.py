@@ -1,0 +1,33 @@
+"""The shipped example DAGs parse in Airflow's own DagBag, as the DAG processor would load them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow before DagBag moved to dag_processing
+    from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
+EXPECTED = {
+    "example_zuora_aqua_cancel": {"submit_export", "cancel_export"},
+    "example_zuora_aqua_export": {"export_accounts"},
+    "example_zuora_aqua_results": {"export_accounts", "submit_invoices", "wait_for_invoices", "download_invoices"},
+}
+
+
+@pytest.fixture(scope="module")
+def dag_bag() -> DagBag:
+    return DagBag(dag_folder=EXAMPLE_DAGS, safe_mode=False)
+
+
+def test_every_example_dag_imports_without_errors(dag_bag: DagBag) -> None:
+    assert dag_bag.import_errors == {}
+    assert len(list(EXAMPLE_DAGS.glob("*.py"))) == len(EXPECTED)
+
+
+def test_the_expected_dags_and_tasks(dag_bag: DagBag) -> None:
+    assert {dag_id: {task.task_id for task in dag.tasks} for dag_id, dag in dag_bag.dags.items()} == EXPECTED
