@@ -6,15 +6,18 @@ import asyncio
 import dataclasses
 import os
 import time
+from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
 
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
+    AquaError,
     AquaIdempotencyKeyReusedError,
+    AquaInvalidAnswerError,
     AquaJobAlreadyFinishedError,
     AquaRateLimitError,
     AquaServerError,
@@ -51,6 +54,7 @@ from airflow_provider_zuora_aqua.utils.protocol import (
     IDEMPOTENCY_KEY_HEADER,
     REQUEST_ID_HEADER,
     HttpAnswer,
+    access_token,
     build_headers,
     parse_answer,
     validate_idempotency_key,
@@ -58,12 +62,15 @@ from airflow_provider_zuora_aqua.utils.protocol import (
     validate_track_id,
 )
 from airflow_provider_zuora_aqua.utils.retry import retry_policy
+from airflow_provider_zuora_aqua.utils.scrub import Scrubber, secret_forms
 from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
 if TYPE_CHECKING:
     import aiohttp
     import requests
     from airflow.sdk import ObjectStoragePath
+
+T = TypeVar("T")
 
 TOKEN_PATH = "/oauth/token"
 JOBS_PATH = "/v1/batch-query/jobs"
@@ -119,7 +126,8 @@ class ZuoraAquaHook(BaseHook):
     def settings(self) -> AquaConnectionSettings:
         """The validated connection; the client secret is registered with the secrets masker."""
         settings = AquaConnectionSettings.from_connection(self.get_connection(self.zuora_conn_id))
-        mask_secret(settings.client_secret)
+        for form in secret_forms(settings.client_secret):  # also URL-encoded, as the token form sends it
+            mask_secret(form)
         return settings
 
     def with_new_session(self) -> ZuoraAquaHook:
@@ -309,7 +317,7 @@ class ZuoraAquaHook(BaseHook):
                 self.last_request_id = answer.request_id
                 return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
 
-            return await tenacity.AsyncRetrying(**retry_policy(settings))(attempt)
+            return await tenacity.AsyncRetrying(**retry_policy(settings))(self._ascrubbed(attempt))
 
     async def _asend_authenticated(
         self, session: aiohttp.ClientSession, method: str, path: str, *, track_id: str | None
@@ -328,9 +336,13 @@ class ZuoraAquaHook(BaseHook):
         return await TOKEN_CACHE.aget(self.settings.token_cache_key, lambda: self._afetch_token(session))
 
     async def _afetch_token(self, session: aiohttp.ClientSession) -> tuple[str, float]:
-        answer = await self._asend(session, "POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form())
-        token, expires_in = self._read_token_answer(answer)
-        await amask_secret(token)
+        async def fetch() -> tuple[str, float]:
+            answer = await self._asend(session, "POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form())
+            return self._read_token_answer(answer)
+
+        token, expires_in = await self._ascrubbed(fetch)()
+        for form in secret_forms(token):
+            await amask_secret(form)
         return token, expires_in
 
     async def _asend(
@@ -431,7 +443,9 @@ class ZuoraAquaHook(BaseHook):
                     request_id=exc.request_id,
                 ) from None
 
-        return tenacity.Retrying(**retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds))(attempt)
+        return tenacity.Retrying(**retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds))(
+            self._scrubbed(attempt)
+        )
 
     def _send_authenticated(
         self,
@@ -461,10 +475,46 @@ class ZuoraAquaHook(BaseHook):
         return TOKEN_CACHE.get(self.settings.token_cache_key, lambda: self._fetch_token(deadline))
 
     def _fetch_token(self, deadline: float | None) -> tuple[str, float]:
-        answer = self._send("POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form(), deadline=deadline)
-        token, expires_in = self._read_token_answer(answer)
-        mask_secret(token)
+        def fetch() -> tuple[str, float]:
+            answer = self._send("POST", TOKEN_PATH, headers=_TOKEN_HEADERS, data=self._token_form(), deadline=deadline)
+            return self._read_token_answer(answer)
+
+        token, expires_in = self._scrubbed(fetch)()
+        for form in secret_forms(token):
+            mask_secret(form)
         return token, expires_in
+
+    def _scrubber(self) -> Scrubber:
+        return Scrubber([self.settings.client_secret, *TOKEN_CACHE.recent(self.settings.token_cache_key)])
+
+    def _scrubbed(self, call: Callable[[], T]) -> Callable[[], T]:
+        """
+        ``call``, with its errors and its JSON result scrubbed of every form of the client secret
+        and of this connection's recent tokens: a server may echo them (see :mod:`.utils.scrub`).
+        """
+
+        def scrubbed() -> T:
+            try:
+                result = call()
+            except AquaError as exc:
+                self._scrubber().error(exc)
+                raise
+            return self._scrubber().json(result)
+
+        return scrubbed
+
+    def _ascrubbed(self, call: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """Async :meth:`_scrubbed`."""
+
+        async def scrubbed() -> T:
+            try:
+                result = await call()
+            except AquaError as exc:
+                self._scrubber().error(exc)
+                raise
+            return self._scrubber().json(result)
+
+        return scrubbed
 
     def _token_form(self) -> dict[str, str]:
         return {
@@ -487,9 +537,17 @@ class ZuoraAquaHook(BaseHook):
                 error_code=exc.error_code,
                 request_id=exc.request_id,
             ) from None
+        token = access_token(body)
+        if token is None:
+            raise AquaInvalidAnswerError(
+                f"Zuora's OAuth answer for connection {self.settings.conn_id!r} holds no usable access_token "
+                "(a token is printable US-ASCII without spaces); its value is not shown",
+                status_code=answer.status,
+                request_id=answer.request_id,
+            )
         expires_in = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
         self.log.info("Fetched a Zuora OAuth token for connection %s (valid %d s)", self.settings.conn_id, expires_in)
-        return str(body["access_token"]), expires_in
+        return token, expires_in
 
     def _send(
         self,

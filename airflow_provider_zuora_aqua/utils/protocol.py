@@ -44,6 +44,7 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _NOT_FOUND_MESSAGE = re.compile(r"\bnot found\b|^invalid job id\.?$", re.IGNORECASE)
 _MAX_MESSAGE = 500
 _MAX_REQUEST_ID = 100
+_ACCESS_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,21 @@ def parse_answer(answer: HttpAnswer, *, what: str, required_key: str, job_id: st
             **kwargs,
         )
     raise AquaApiError(text, **kwargs)
+
+
+def access_token(body: dict[str, Any]) -> str | None:
+    """
+    The ``access_token`` of an OAuth answer, without surrounding whitespace; None when it is
+    missing or unusable in a header (control characters, spaces, non-ASCII, over 8 KB).
+
+    An HTTP client refuses such a header only when the call is sent, quoting the value in its
+    error: refusing it here keeps the token out of every message.
+    """
+    token = body.get("access_token")
+    if not isinstance(token, str):
+        return None
+    token = token.strip()
+    return token if _ACCESS_TOKEN.fullmatch(token) else None
 
 
 def parse_retry_after(value: str | None) -> float | None:

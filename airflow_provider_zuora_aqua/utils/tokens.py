@@ -7,6 +7,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 REFRESH_MARGIN_SECONDS = 60.0
 
 TokenKey = tuple[str, str, str]
+_RECENT_TOKENS = 3
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class TokenCache:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._tokens: dict[TokenKey, _Token] = {}
+        # The last few tokens of each key, expired ones included: scrubbed from server-derived text.
+        self._recent: dict[TokenKey, deque[str]] = {}
         self._reset_locks()
         _ALL_CACHES.add(self)
 
@@ -55,6 +59,11 @@ class TokenCache:
     def store(self, key: TokenKey, value: str, expires_in: float) -> None:
         margin = min(REFRESH_MARGIN_SECONDS, expires_in / 10)
         self._tokens[key] = _Token(value, self._clock() + expires_in - margin)
+        self._recent.setdefault(key, deque(maxlen=_RECENT_TOKENS)).append(value)
+
+    def recent(self, key: TokenKey) -> list[str]:
+        """The last tokens issued for ``key``, current one included, whether still valid or not."""
+        return list(self._recent.get(key, ()))
 
     def invalidate(self, key: TokenKey, value: str) -> None:
         """Drop ``value`` after a 401, unless another caller already replaced it."""
@@ -107,6 +116,7 @@ class TokenCache:
     def clear(self) -> None:
         with self._guard:
             self._tokens.clear()
+            self._recent.clear()
 
     def _fetch_lock(self, key: TokenKey) -> threading.RLock:
         with self._guard:
