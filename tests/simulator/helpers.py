@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import selectors
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -15,6 +18,17 @@ INVOICE_QUERY = "select Id, InvoiceNumber, Amount from Invoice"
 HEX32 = r"[0-9a-f]{32}"
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000"
 TIMEOUT = 10
+#: The simulator as its own process: ``[*MODULE, "--client-id", ...]``.
+MODULE = [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator"]
+
+
+def first_line(process: subprocess.Popen[str], timeout: float = 15) -> str:
+    """The first line the simulator process prints (its base URL), waiting at most ``timeout`` seconds."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout), "the simulator printed nothing"
+    return process.stdout.readline().strip()
 
 
 def token_form(**overrides: str) -> dict[str, str]:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import re
-import selectors
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
-from .helpers import CLIENT_ID, CLIENT_SECRET, TIMEOUT, job_body, stateful_body, token_form
+from .helpers import CLIENT_ID, CLIENT_SECRET, MODULE, TIMEOUT, first_line, job_body, stateful_body, token_form
 
-MODULE = [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator"]
 CREDENTIALS = ["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
-
-
-def first_line(process: subprocess.Popen[str], timeout: float = 15) -> str:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(timeout), "the simulator printed nothing"
-    return process.stdout.readline().strip()
 
 
 Serve = Callable[..., tuple[subprocess.Popen[str], str]]
