@@ -9,7 +9,7 @@ import json
 import socket
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
@@ -96,16 +96,16 @@ class ConnectionsPage:
         """Click the Test icon on the connection's row; return the toast's (type, text)."""
         self.row(connection_id).find_element(By.XPATH, ".//button[@aria-label='Test Connection']").click()
 
-        def toast(driver: WebDriver) -> tuple[str, str] | None:
+        def toast(driver: WebDriver) -> tuple[str, str] | Literal[False]:
             # A success toast lives 2 s: read it the moment it shows. Other toasts ("Connection has
             # been successfully created") may still be on screen.
             try:
                 for element in driver.find_elements(By.XPATH, TOAST):
                     if element.text.startswith("Test Connection"):
-                        return element.get_attribute("data-type"), element.text
+                        return element.get_attribute("data-type") or "", element.text
             except StaleElementReferenceException:
                 pass
-            return None
+            return False
 
         return self.wait.until(toast)
 
