@@ -28,7 +28,7 @@ def quick_simulator():
 
 
 def test_usage_snippet_runs_as_written(migrated_home: AirflowHome, quick_simulator: AquaSimulator, tmp_path: Path):
-    [snippet] = code_blocks("Usage", "python")
+    snippet = code_blocks("Usage", "python")[0]  # the DAG that opens the section; operators follow
     dags_folder = tmp_path / "dags"
     dags_folder.mkdir()
     (dags_folder / "zuora_exports.py").write_text(snippet)
