@@ -57,6 +57,8 @@ from airflow_provider_zuora_aqua.utils.protocol import (
     access_token,
     build_headers,
     parse_answer,
+    parse_job_answer,
+    token_lifetime,
     validate_idempotency_key,
     validate_job_id,
     validate_track_id,
@@ -78,7 +80,6 @@ SUBMIT_PATH = "/v1/batch-query/"
 _CONNECT_TIMEOUT = 10.0
 #: Seconds a connection test may wait for Zuora (the UI's Test action should answer fast).
 _TEST_CONNECTION_TIMEOUT = 10.0
-_DEFAULT_TOKEN_LIFETIME = 3599.0
 _TOKEN_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
 #: Connection settings looked up by triggers, per connection id.
 _ASYNC_SETTINGS: AsyncTTLCache[AquaConnectionSettings] = AsyncTTLCache(ttl=60.0)
@@ -315,7 +316,7 @@ class ZuoraAquaHook(BaseHook):
             async def attempt() -> dict[str, Any]:
                 answer = await self._asend_authenticated(session, method, path, track_id=track_id)
                 self.last_request_id = answer.request_id
-                return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
+                return parse_job_answer(answer, what=f"{method} {path}", job_id=job_id)
 
             return await tenacity.AsyncRetrying(**retry_policy(settings))(self._ascrubbed(attempt))
 
@@ -432,7 +433,7 @@ class ZuoraAquaHook(BaseHook):
             )
             self.last_request_id = answer.request_id
             try:
-                return parse_answer(answer, what=f"{method} {path}", required_key="id", job_id=job_id)
+                return parse_job_answer(answer, what=f"{method} {path}", job_id=job_id)
             except AquaApiError as exc:
                 if not (keyed_submit and exc.status_code == 409):
                     raise
@@ -545,7 +546,7 @@ class ZuoraAquaHook(BaseHook):
                 status_code=answer.status,
                 request_id=answer.request_id,
             )
-        expires_in = float(body.get("expires_in") or _DEFAULT_TOKEN_LIFETIME)
+        expires_in = token_lifetime(body.get("expires_in"))
         self.log.info("Fetched a Zuora OAuth token for connection %s (valid %d s)", self.settings.conn_id, expires_in)
         return token, expires_in
 

@@ -122,8 +122,11 @@ class JobWatch:
     def tolerate(self, exc: AquaError) -> bool:
         """
         Say whether a failed read leaves the wait going: transient failures (connection,
-        ``429``, ``5xx``) that outlasted the hook's retries do, so an outage cannot cancel
-        healthy jobs; anything else does not.
+        ``429``, ``5xx``, and answers that cannot be read: over the size cap, unreadable JSON, an
+        odd shape, see :class:`~airflow_provider_zuora_aqua.exceptions.AquaInvalidAnswerError`)
+        that outlasted the hook's retries do, so an outage or a garbled answer cannot cancel
+        healthy jobs, and a server that keeps answering garbage ends the wait at its deadline;
+        anything else (job not found, credentials refused) does not.
         """
         if not is_retryable(exc):
             return False

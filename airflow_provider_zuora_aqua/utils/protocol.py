@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
     AquaConfigurationError,
+    AquaInvalidAnswerError,
     AquaJobNotFoundError,
     AquaRateLimitError,
     AquaServerError,
@@ -44,6 +46,11 @@ _JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _NOT_FOUND_MESSAGE = re.compile(r"\bnot found\b|^invalid job id\.?$", re.IGNORECASE)
 _MAX_MESSAGE = 500
 _MAX_REQUEST_ID = 100
+#: Longest error code or job status kept from an answer.
+_MAX_CODE = 64
+#: Token lifetime when the answer gives none (or an unusable one), and the longest believed.
+DEFAULT_TOKEN_LIFETIME = 3599.0
+MAX_TOKEN_LIFETIME = 86400.0
 _ACCESS_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
 
 
@@ -70,13 +77,17 @@ def validate_job_id(job_id: object) -> str:
             "is missing: make this task run after the task that submits the job (export >> this task) "
             "and check the task_ids and key."
         )
-    if isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) and ".." not in job_id:
-        return job_id
+    if _is_job_id(job_id):
+        return job_id  # type: ignore[return-value]
     raise AquaConfigurationError(
         f"job_id {job_id!r} is not a valid AQuA job id: pass the plain id Zuora returned on submit "
         "(letters, digits, '-', '_' and '.', for example 'e20b07474688ad5001468daf10e501de'), "
         "without spaces, slashes, '..', '?', '#' or '%'."
     )
+
+
+def _is_job_id(value: object) -> bool:
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None and ".." not in value
 
 
 def validate_track_id(track_id: object) -> str | None:
@@ -163,14 +174,21 @@ def parse_answer(answer: HttpAnswer, *, what: str, required_key: str, job_id: st
     :param job_id: set for calls about one job: "not found" answers then raise
         :class:`AquaJobNotFoundError`.
     """
-    body = _json_or_none(answer.body)
-    error_code, message = _error_details(body)
-    ok_body = isinstance(body, dict) and error_code is None and body.get(required_key) not in (None, "")
-    if 200 <= answer.status < 300 and ok_body:
-        return body  # type: ignore[return-value]
+    body, unreadable = _decode_json(answer.body)
+    try:
+        error_code, message = _error_details(body)
+        odd = None
+    except _OddShape as exc:
+        error_code, message, odd = None, None, str(exc)
+    ok_body = odd is None and isinstance(body, dict) and error_code is None and body.get(required_key) not in (None, "")
+    if 200 <= answer.status < 300:
+        if ok_body:
+            return body  # type: ignore[return-value]
+        if odd is None and (unreadable or (body is not None and not isinstance(body, dict))):
+            odd = "its body is not a JSON object"
 
     if not message:
-        message = _fallback_message(answer, body, required_key)
+        message = odd or _fallback_message(answer, body, required_key)
     kwargs: dict[str, Any] = {
         "status_code": answer.status,
         "error_code": error_code,
@@ -191,7 +209,33 @@ def parse_answer(answer: HttpAnswer, *, what: str, required_key: str, job_id: st
             "(Zuora keeps job records for 180 days)",
             **kwargs,
         )
+    if odd is not None:
+        raise AquaInvalidAnswerError(text, **kwargs)
     raise AquaApiError(text, **kwargs)
+
+
+def parse_job_answer(answer: HttpAnswer, *, what: str, job_id: str | None = None) -> dict[str, Any]:
+    """
+    :func:`parse_answer` for calls that return a job: the job's ``id`` must be a valid job id
+    (the one asked about, if any) and its ``status`` a short string, so that a hostile answer can
+    never put a path such as ``../../v1/x`` into XCom, the state store or a later request.
+    """
+    job = parse_answer(answer, what=what, required_key="id", job_id=job_id)
+    answered, status = job["id"], job.get("status")
+    problem = None
+    if not _is_job_id(answered):
+        problem = f"an invalid job id {short_text(repr(answered), _MAX_CODE)}"
+    elif job_id is not None and answered != job_id:
+        problem = f"the JSON of job id {answered!r} instead of {job_id!r}"
+    elif status is not None and not (isinstance(status, str) and len(status) <= _MAX_CODE):
+        problem = f"a job status that is not a short string: {short_text(repr(status), _MAX_CODE)}"
+    if problem is not None:
+        raise AquaInvalidAnswerError(
+            f"Zuora answered {what} with {problem}; the answer is not used",
+            status_code=answer.status,
+            request_id=answer.request_id,
+        )
+    return job
 
 
 def access_token(body: dict[str, Any]) -> str | None:
@@ -226,11 +270,33 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
 
 
-def _json_or_none(body: bytes) -> Any:
+def token_lifetime(value: object) -> float:
+    """
+    ``expires_in`` of an OAuth answer, in seconds: a positive finite number up to a day, else
+    the usual 3599 (a hostile ``"abc"``, ``[1]``, ``"nan"`` or ``"inf"`` must not break the cache).
+    """
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except (ValueError, OverflowError):
+            seconds = math.nan
+        if math.isfinite(seconds) and seconds > 0:
+            return min(seconds, MAX_TOKEN_LIFETIME)
+    return DEFAULT_TOKEN_LIFETIME
+
+
+class _OddShape(Exception):
+    """An error body whose structure cannot be read (the message says what is odd)."""
+
+
+def _decode_json(body: bytes) -> tuple[Any, bool]:
+    """The JSON of a body (None when empty), and whether a non-empty body could not be read."""
+    if not body:
+        return None, False
     try:
-        return json.loads(body) if body else None
-    except ValueError:
-        return None
+        return json.loads(body), False
+    except (ValueError, RecursionError):  # RecursionError: nesting beyond the parser's depth
+        return None, True
 
 
 def _error_details(body: Any) -> tuple[str | None, str | None]:
@@ -238,14 +304,15 @@ def _error_details(body: Any) -> tuple[str | None, str | None]:
     if not isinstance(body, dict):
         return None, None
     if body.get("errorCode") not in (None, ""):
-        return str(body["errorCode"]), short_text(body.get("message"))
+        return short_text(body["errorCode"], _MAX_CODE), short_text(body.get("message"))
     if body.get("success") is False:
         reasons = body.get("reasons") or [{}]
-        first = reasons[0] if isinstance(reasons[0], dict) else {}
-        code = first.get("code")
-        return (str(code) if code is not None else "unknown"), short_text(first.get("message"))
+        if not isinstance(reasons, list) or not isinstance(reasons[0], dict):
+            raise _OddShape(f"an error body whose 'reasons' is not a list of objects ({type(reasons).__name__})")
+        code = reasons[0].get("code")
+        return short_text(code, _MAX_CODE) or "unknown", short_text(reasons[0].get("message"))
     if isinstance(body.get("error"), str):
-        return body["error"], short_text(body.get("error_description"))
+        return short_text(body["error"], _MAX_CODE), short_text(body.get("error_description"))
     return None, short_text(body.get("message"))
 
 

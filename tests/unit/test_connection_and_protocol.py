@@ -10,6 +10,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
     AquaConfigurationError,
+    AquaInvalidAnswerError,
     AquaJobNotFoundError,
     AquaRateLimitError,
     AquaServerError,
@@ -138,7 +139,8 @@ class TestParseAnswer:
             (200, '{"errorCode": "90005", "message": "syntax"}', AquaApiError, "90005"),
             (200, '{"success": false, "reasons": [{"code": 50000040, "message": "bad"}]}', AquaApiError, "50000040"),
             (200, '{"status": "submitted"}', AquaApiError, None),
-            (200, "<html>proxy</html>", AquaApiError, None),
+            # An unreadable 2xx answer is treated like a server fault (retried, tolerated by waits).
+            (200, "<html>proxy</html>", AquaInvalidAnswerError, None),
             (401, '{"message": "Authentication error"}', AquaAuthenticationError, None),
             (429, "{}", AquaRateLimitError, None),
             (200, '{"errorCode": "90028", "message": "limit"}', AquaRateLimitError, "90028"),
