@@ -78,6 +78,8 @@ TOKEN_PATH = "/oauth/token"
 JOBS_PATH = "/v1/batch-query/jobs"
 SUBMIT_PATH = "/v1/batch-query/"
 _CONNECT_TIMEOUT = 10.0
+#: Longest wait of a bounded call (``max_seconds``) for another thread's token fetch.
+_TOKEN_LOCK_WAIT = 0.5
 #: Seconds a connection test may wait for Zuora (the UI's Test action should answer fast).
 _TEST_CONNECTION_TIMEOUT = 10.0
 _TOKEN_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
@@ -136,10 +138,13 @@ class ZuoraAquaHook(BaseHook):
         The same connection with its own HTTP session.
 
         For ``on_kill``: it runs in a signal handler that may have interrupted a request of this
-        hook, and must neither reuse that session nor look the connection up again.
+        hook, and must neither reuse that session nor look the connection up. The settings are
+        shared when this hook has them; otherwise the new hook looks them up when first used,
+        which is in the thread that makes the call, not in the handler.
         """
         hook = type(self)(self.zuora_conn_id)
-        hook.__dict__["settings"] = self.settings
+        if "settings" in self.__dict__:
+            hook.__dict__["settings"] = self.__dict__["settings"]
         return hook
 
     @cached_property
@@ -473,7 +478,13 @@ class ZuoraAquaHook(BaseHook):
         return send(self._cached_token(deadline))
 
     def _cached_token(self, deadline: float | None = None) -> str:
-        return TOKEN_CACHE.get(self.settings.token_cache_key, lambda: self._fetch_token(deadline))
+        """
+        The shared token. A call with a deadline waits for another thread's token fetch only
+        briefly, then fetches its own: ``on_kill`` must not wait for the thread it interrupted,
+        which may be stuck in a slow token exchange while holding the lock.
+        """
+        wait = None if deadline is None else min(_TOKEN_LOCK_WAIT, max(0.0, deadline - time.monotonic()) / 2)
+        return TOKEN_CACHE.get(self.settings.token_cache_key, lambda: self._fetch_token(deadline), wait=wait)
 
     def _fetch_token(self, deadline: float | None) -> tuple[str, float]:
         def fetch() -> tuple[str, float]:
