@@ -13,7 +13,6 @@ counted. A file that ends inside a quoted field is malformed.
 
 from __future__ import annotations
 
-import re
 import zipfile
 import zlib
 from os import PathLike
@@ -22,11 +21,9 @@ from typing import BinaryIO, Protocol
 _QUOTE = b'"'
 _NEWLINE = b"\n"
 _BLANK_LINE = b"\n\n"
-#: One pass finds both kinds of blank line (cheaper than two substring searches).
-_BLANK_LINE_PATTERN = re.compile(rb"\n\r?\n")
-_LINE_END = b"\r\n"
+_COMMA = b","
 _CR = b"\r"
-_NOT_QUOTE_OR_LF = bytes(byte for byte in range(256) if byte not in _QUOTE + _NEWLINE)
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in _QUOTE + _COMMA + _CR + _NEWLINE)
 #: Formats of AQuA result files, as the job's ``format`` names them.
 CSV, GZIP, ZIP = "csv", "gzip", "zip"
 FORMATS = (CSV, GZIP, ZIP)
@@ -59,13 +56,18 @@ class CsvRecordCounter:
         """Count the records completed by ``data``."""
         if not data:
             return
-        if (not self._line_has_content and data[0] in _LINE_END) or _BLANK_LINE_PATTERN.search(data):
-            self._feed_exact(data)  # rare: a blank line may end in this chunk
+        # Only quotes, commas and line ends matter now. A blank line shows as two line feeds
+        # together; so does a line without comma or quote (a one-column file): both take the
+        # exact path, the rest (any multi-column CSV) never pays for telling them apart.
+        kept = data.translate(None, _NOT_STRUCTURE)
+        if _CR in kept:
+            kept = kept.replace(_CR, b"")
+        if _BLANK_LINE in kept or (not self._line_has_content and kept[:1] == _NEWLINE):
+            self._feed_exact(data)
             return
-        # Only quotes and line feeds matter now. Adjacent quotes toggle the state twice around
-        # no line feed, so they cancel: what is left has a quote only where a quoted field
-        # spans lines, and is tiny.
-        marks = data.translate(None, _NOT_QUOTE_OR_LF).replace(_QUOTE + _QUOTE, b"")
+        # Adjacent quotes toggle the state twice around no line feed, so they cancel: what is
+        # left has a quote only where a quoted field spans lines, and is tiny.
+        marks = kept.replace(_COMMA, b"").replace(_QUOTE + _QUOTE, b"")
         if _QUOTE not in marks:
             if not self._in_quotes:
                 self._lines += len(marks)

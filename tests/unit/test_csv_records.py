@@ -43,12 +43,15 @@ def reference(data: bytes) -> int:
     return max(0, len(rows) - 1)
 
 
-def random_csv(rng: random.Random, rows: int, *, terminator: str, trailing_newline: bool, quote_all: bool) -> bytes:
+def random_csv(
+    rng: random.Random, rows: int, *, terminator: str, trailing_newline: bool, quote_all: bool, columns: int = 3
+) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator=terminator, quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL)
-    writer.writerow(["Id", "Name", "Notes"])
+    writer.writerow(["Id", "Name", "Notes"][:columns])
     for row in range(rows):
-        writer.writerow([f"id-{row}", rng.choice(TRICKY_CELLS), rng.choice(TRICKY_CELLS) + rng.choice(TRICKY_CELLS)])
+        cells = [f"id-{row}", rng.choice(TRICKY_CELLS), rng.choice(TRICKY_CELLS) + rng.choice(TRICKY_CELLS)]
+        writer.writerow(cells[:columns] if columns > 1 else [rng.choice([f"id-{row}", *TRICKY_CELLS[2:]])])
     text = buffer.getvalue()
     if not trailing_newline:
         text = text[: -len(terminator)]
@@ -56,8 +59,9 @@ def random_csv(rng: random.Random, rows: int, *, terminator: str, trailing_newli
 
 
 @pytest.mark.parametrize("size", CHUNK_SIZES)
+@pytest.mark.parametrize("columns", [3, 1], ids=["3-columns", "1-column"])
 @pytest.mark.parametrize("seed", range(6))
-def test_random_tricky_csv_matches_the_csv_module(seed: int, size: int) -> None:
+def test_random_tricky_csv_matches_the_csv_module(seed: int, columns: int, size: int) -> None:
     rng = random.Random(seed)
     data = random_csv(
         rng,
@@ -65,6 +69,7 @@ def test_random_tricky_csv_matches_the_csv_module(seed: int, size: int) -> None:
         terminator=rng.choice(["\n", "\r\n"]),
         trailing_newline=rng.random() < 0.5,
         quote_all=rng.random() < 0.3,
+        columns=columns,
     )
     assert count(data, size) == reference(data)
 
