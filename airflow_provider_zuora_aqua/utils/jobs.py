@@ -161,9 +161,7 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
     ``None`` means success: the job is ``completed`` and so is every batch.
     """
     failed = [
-        batch
-        for batch in batches_of(job)
-        if AquaJobStatus.normalize(batch.get("status")) in _BATCH_FAILURE_STATUSES
+        batch for batch in batches_of(job) if AquaJobStatus.normalize(batch.get("status")) in _BATCH_FAILURE_STATUSES
     ]
     status = job.get("status")
     if AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED and not failed:
