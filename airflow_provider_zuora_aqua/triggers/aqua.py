@@ -84,8 +84,11 @@ class AquaJobTrigger(BaseTrigger):
             async with shared_client_session():
                 event = await self._wait(hook)
         except asyncio.CancelledError:
-            if not TRIGGER_HAS_ON_KILL and self.cancel_on_kill and await self._task_left_deferred_state():
-                await self._cancel("the deferred task was stopped")
+            if not TRIGGER_HAS_ON_KILL and self.cancel_on_kill:
+                if await self._task_left_deferred_state():
+                    await self._cancel("the deferred task was stopped")
+                else:
+                    self.log.info("Trigger stopped, its task still deferred: AQuA job %s keeps running", self.job_id)
             raise
         yield TriggerEvent(event.to_payload())
 
@@ -108,6 +111,12 @@ class AquaJobTrigger(BaseTrigger):
                 if not watch.tolerate(exc):
                     self.log.error("Could not read AQuA job %s: %s", self.job_id, exc)
                     return AquaJobEvent.poll_failed(self.job_id, exc)
+            except Exception as exc:
+                # Never crash run(): a crashed trigger fails its task without cancelling the job.
+                # The task cancels it on this event. Only the type is logged: the text may echo an answer.
+                self.log.error("Unexpected %s while reading AQuA job %s", type(exc).__name__, self.job_id)
+                unexpected = AquaError(f"Unexpected {type(exc).__name__} while reading AQuA job {self.job_id}")
+                return AquaJobEvent.poll_failed(self.job_id, unexpected)
             if watch.finished:
                 status = watch.job.get("status")
                 return self._event(status, watch.job, f"AQuA job {self.job_id} ended with status {status!r}", hook)

@@ -326,3 +326,17 @@ def test_connection_lookup_is_async_in_the_trigger(simulator, aqua_conn):
     with mock.patch.object(ZuoraAquaHook, "get_connection", side_effect=AssertionError("blocking lookup")):
         [event] = asyncio.run(collect(AquaJobTrigger(job_id=job_id, zuora_conn_id=CONN_ID, poll_interval=0.1)))
     assert event["status"] == "completed"
+
+
+async def test_an_unexpected_error_ends_the_wait_with_an_event_instead_of_crashing(monkeypatch):
+    trigger = AquaJobTrigger(job_id="j1", poll_interval=0.01)
+
+    async def broken(self, job_id, *, track_id=None):
+        raise RuntimeError("server text that must not reach the log")
+
+    monkeypatch.setattr(ZuoraAquaHook, "aget_job", broken)
+    events = [event async for event in trigger.run()]
+
+    (event,) = events
+    assert event.payload["status"] == "poll_failed"
+    assert event.payload["message"] == "Unexpected RuntimeError while reading AQuA job j1"
