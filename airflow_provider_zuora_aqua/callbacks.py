@@ -97,7 +97,7 @@ def _recorded_jobs(context: Context) -> list[tuple[str, str]]:
     jobs: list[tuple[str, str]] = []
     for task_id in dag.task_ids:
         task = dag.task_dict.get(task_id)
-        if not hasattr(task, "zuora_conn_id"):
+        if task is None or not hasattr(task, "zuora_conn_id"):
             continue
         # One list per task, over all its map indexes, in the same order for both keys.
         job_ids = ti.xcom_pull(task_ids=[task_id], key=AQUA_JOB_ID_XCOM_KEY) or []

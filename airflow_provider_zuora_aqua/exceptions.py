@@ -15,6 +15,9 @@ from airflow_provider_zuora_aqua.utils.compat import AirflowException
 class AquaError(AirflowException):
     """Base class of every error of this provider."""
 
+    #: Zuora's HTTP status, None when no answer came (Airflow's base class types it ``HTTPStatus``).
+    status_code: int | None  # type: ignore[assignment]
+
     def __init__(
         self,
         message: str,

@@ -90,6 +90,7 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             return
         fault = simulator.faults.pick(match.route)
         kind = fault.kind if fault is not None else None
+        delay = fault.delay if fault is not None else 0.0
         if kind == DROP:
             self._record(ticket, arrived, match, raw, None, fault)
             self.close_connection = True
@@ -98,10 +99,10 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             reply = _fault_reply(fault)
         elif kind == SLOW and match.route == "submit":
             # The job is created first, then the answer waits (its Idempotency-Key in flight).
-            reply = self._answer(match, raw, hold=lambda: time.sleep(fault.delay))
+            reply = self._answer(match, raw, hold=lambda: time.sleep(delay))
         else:
             if kind == SLOW:
-                time.sleep(fault.delay)
+                time.sleep(delay)
             reply = self._answer(match, raw)
         if kind == LOST_ANSWER:
             self._record(ticket, arrived, match, raw, None, fault)

@@ -118,7 +118,7 @@ class AquaJobTrigger(BaseTrigger):
                 unexpected = AquaError(f"Unexpected {type(exc).__name__} while reading AQuA job {self.job_id}")
                 return AquaJobEvent.poll_failed(self.job_id, unexpected)
             if watch.finished:
-                status = watch.job.get("status")
+                status = str(watch.job["status"])  # a terminal status: present and a string
                 return self._event(status, watch.job, f"AQuA job {self.job_id} ended with status {status!r}", hook)
             if watch.timed_out:
                 return self._event(TIMEOUT, watch.job, f"AQuA job {self.job_id} did not finish in time", hook)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Mapping
+from typing import cast
 
 from airflow_provider_zuora_aqua.exceptions import AquaInvalidAnswerError, AquaTransportError
 from airflow_provider_zuora_aqua.utils.protocol import REQUEST_ID_HEADER, short_text
@@ -73,7 +74,8 @@ class AnswerReader:
                 if self._decoder.eof:  # gzip allows several members one after the other
                     chunk = self._decoder.unused_data
                     if chunk:
-                        self._decoder = zlib.decompressobj(self._wbits)
+                        # Only an encoded answer has a decoder, so its window bits are set.
+                        self._decoder = zlib.decompressobj(cast(int, self._wbits))
                 else:
                     chunk = self._decoder.unconsumed_tail
         except zlib.error:

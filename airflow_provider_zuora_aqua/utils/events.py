@@ -70,15 +70,15 @@ class AquaJobEvent:
         ]
         if problems:
             raise AquaError(f"The AQuA trigger sent an invalid event: {'; '.join(problems)}")
-        return cls(**{name: payload.get(name) for name in _FIELD_TYPES})
+        fields: dict[str, Any] = {name: payload.get(name) for name in _FIELD_TYPES}
+        return cls(**fields)
 
     def error_to_raise(self) -> AquaError:
         """The :data:`POLL_FAILED` error, rebuilt with its own class (e.g. ``AquaJobNotFoundError``)."""
         kind = getattr(exceptions, self.error or "", None)
-        rebuildable = isinstance(kind, type) and (
-            issubclass(kind, AquaApiError) or kind in (AquaError, AquaConfigurationError)
-        )
-        error_class = kind if rebuildable else AquaError
+        error_class: type[AquaError] = AquaError
+        if isinstance(kind, type) and (issubclass(kind, AquaApiError) or kind in (AquaError, AquaConfigurationError)):
+            error_class = kind
         return error_class(
             self.message, status_code=self.status_code, error_code=self.error_code, request_id=self.request_id
         )

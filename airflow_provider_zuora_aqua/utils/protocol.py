@@ -183,7 +183,7 @@ def parse_answer(answer: HttpAnswer, *, what: str, required_key: str, job_id: st
     ok_body = odd is None and isinstance(body, dict) and error_code is None and body.get(required_key) not in (None, "")
     if 200 <= answer.status < 300:
         if ok_body:
-            return body  # type: ignore[return-value]
+            return body
         if odd is None and (unreadable or (body is not None and not isinstance(body, dict))):
             odd = "its body is not a JSON object"
 

@@ -66,14 +66,16 @@ class Scrubber:
             if isinstance(source, str):
                 target[slot] = self.text(source)
             elif isinstance(source, dict):
-                target[slot] = copy = {}
+                mapping: dict[Any, Any] = {}
+                target[slot] = mapping
                 for key, item in source.items():
                     clean_key = self.text(key) if isinstance(key, str) else key
-                    copy[clean_key] = None
-                    pending.append((item, copy, clean_key))
+                    mapping[clean_key] = None
+                    pending.append((item, mapping, clean_key))
             elif isinstance(source, list):
-                target[slot] = copy = [None] * len(source)
-                pending.extend((item, copy, index) for index, item in enumerate(source))
+                items: list[Any] = [None] * len(source)
+                target[slot] = items
+                pending.extend((item, items, index) for index, item in enumerate(source))
             else:
                 target[slot] = source
         return root[0]
