@@ -163,9 +163,7 @@ class ZuoraAquaHook(BaseHook):
         """Return the shared OAuth token of this connection, fetching one when needed."""
         return tenacity.Retrying(**retry_policy(self.settings))(self._cached_token)
 
-    def get_job(
-        self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None
-    ) -> dict[str, Any]:
+    def get_job(self, job_id: str, *, track_id: str | None = None, max_seconds: float | None = None) -> dict[str, Any]:
         """
         Return the job JSON (``GET /v1/batch-query/jobs/{jobid}``).
 
