@@ -31,6 +31,8 @@ from tests.conftest import CONN_ID, connection_json
 from tests.fakes import QUERIES, FakeStateStore, FakeTaskInstance, context, submit
 
 SEED_SAMPLE = json.loads((Path(__file__).parent.parent / "data" / "delete_batch_query_job_sample.json").read_text())
+
+
 class TestCancelOperator:
     def test_cancels_a_running_job_and_returns_its_json(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))
