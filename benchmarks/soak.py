@@ -829,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_rate=args.stop_rate,
         max_minutes=args.max_minutes,
         work_dir=args.keep,
+        log=lambda line: print(line, flush=True),
     )
     print(report.table())
     if args.json is not None:
