@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
+from asgiref.sync import sync_to_async
 
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
@@ -290,9 +291,12 @@ class ZuoraAquaHook(BaseHook):
 
         Runs the one cancel routine in a worker thread, so the event loop never blocks and the
         cancel logic stays in one place; the connection is looked up without blocking first.
+        An asgiref thread: before Airflow 3.3 a supervisor call made in it (masking a new token)
+        must go through the event loop, which only ``sync_to_async`` arranges.
         """
         await self._asettings()
-        return await asyncio.to_thread(self.cancel_job_if_running, job_id, track_id=track_id, max_seconds=max_seconds)
+        cancel = sync_to_async(self.cancel_job_if_running, thread_sensitive=False)
+        return await cancel(job_id, track_id=track_id, max_seconds=max_seconds)
 
     async def _asettings(self) -> AquaConnectionSettings:
         """
@@ -306,7 +310,10 @@ class ZuoraAquaHook(BaseHook):
         return self.settings
 
     async def _aload_settings(self) -> AquaConnectionSettings:
-        return AquaConnectionSettings.from_connection(await self.aget_connection(self.zuora_conn_id))
+        connection = await self.aget_connection(self.zuora_conn_id)
+        # Reading the extras masks them with a sync supervisor call, which Airflow 3.0 refuses on
+        # the event loop: read them in a worker thread.
+        return await sync_to_async(AquaConnectionSettings.from_connection)(connection)
 
     async def _arequest(
         self, method: str, path: str, *, job_id: str | None = None, track_id: str | None = None
