@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome
 from benchmarks.dags.aqua_soak_dags import SOAK_TASKS
 from benchmarks.soak import (
     EXECUTION_TIMEOUT,
@@ -30,7 +31,6 @@ from benchmarks.soak import (
     try_from_job_name,
     try_from_track_id,
 )
-from tests.e2e.airflow_env import AirflowHome
 
 #: 16 jobs (2 runs of 8 tasks) whose plan stops the first try with every kind, SIGKILL with and without retries.
 CI_JOBS, CI_SEED, CI_STOP_RATE = 16, 39, 0.4
