@@ -66,9 +66,11 @@ Three must be 0, else the command exits 1:
 The soak also fails when it hits ``--max-minutes`` (it then stops, cleans up and reports what
 it saw) or when fewer runs finished than it triggered.
 
-Limits: a task without retries SIGKILLed while its submit answer is still on the way leaves a
-job whose id nobody recorded (the DAG-level callback only knows ids recorded in XCom); such
-kills are not made here, the next try covers them for tasks with retries.
+Limits: it needs Airflow 3.3+ (a SIGKILLed try's retry re-attaches through the task state
+store; a deferred task marked failed is cancelled by the trigger's ``on_kill``). A task
+without retries SIGKILLed while its submit answer is still on the way leaves a job whose id
+nobody recorded (the DAG-level callback only knows ids recorded in XCom), so such kills are
+not made here; for tasks with retries the next try covers them.
 """
 
 from __future__ import annotations
