@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_zuora_aqua.exceptions import AquaSubmitInProgressError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus
-from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY
+from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY, AQUA_SUBMIT_XCOM_KEY
 from airflow_provider_zuora_aqua.utils.task_try import task_track_id
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 #: Callbacks run under the DAG processor's timeout: all cancels of one call end within this.
 CALLBACK_CANCEL_SECONDS = 30.0
+#: Pause between resends while Zuora still processes a dead task's submit (``409``).
+_IN_PROGRESS_WAIT_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ def cancel_aqua_job_on_failure(context: Context | None) -> None:
     ti = context["ti"]
     deadline = time.monotonic() + CALLBACK_CANCEL_SECONDS
     try:
-        jobs = _recorded_jobs(context)
+        recorded = _recorded(context)
     except ImportError:
         # ``airflow dags test`` runs DAG callbacks without a task supervisor, and XCom is read through it.
         log.warning("AQuA failure callback: XCom cannot be read in this process, so no AQuA job is cancelled here")
@@ -56,11 +60,14 @@ def cancel_aqua_job_on_failure(context: Context | None) -> None:
     except Exception as exc:
         log.error("AQuA failure callback could not read the recorded AQuA job ids: %s", exc)
         return
+    track_id = task_track_id(ti)
+    jobs = recorded.jobs + [
+        job for submit in recorded.unanswered_submits if (job := _job_of_submit(submit, track_id, deadline))
+    ]
     if not jobs:
         log.info("Task %s recorded no AQuA job id: nothing to cancel", ti.task_id)
         return
-    track_id = task_track_id(ti)
-    for job_id, conn_id in jobs:
+    for job_id, conn_id in dict.fromkeys(jobs):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             log.warning("AQuA failure callback ran out of time before AQuA job %s", job_id)
@@ -83,39 +90,90 @@ def _cancel_if_running(job_id: str, conn_id: str, track_id: str, max_seconds: fl
         log.error("AQuA failure callback could not cancel AQuA job %s: %s", job_id, exc)
 
 
-def _recorded_jobs(context: Context) -> list[tuple[str, str]]:
+def _job_of_submit(submit: dict[str, Any], track_id: str, deadline: float) -> tuple[str, str] | None:
     """
-    ``(job id, connection id)`` pairs to look at: the failed task instance's own job, or, for a
-    DAG-level callback (its context has a ``reason``), the jobs of every task of the run.
+    A task died after recording a submit but before recording its job id: send that keyed
+    submit again, and Zuora names the job the first request created (if that request never
+    left, this creates the job, which is then cancelled with the others). Never raises.
+    """
+    hook = ZuoraAquaHook(zuora_conn_id=submit["conn_id"])
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            job = hook.submit_job(
+                submit["body"], idempotency_key=submit["key"], track_id=track_id, max_seconds=remaining
+            )
+        except AquaSubmitInProgressError:
+            # The dead task's own request is still being processed: its answer will name the job.
+            time.sleep(min(_IN_PROGRESS_WAIT_SECONDS, max(0.0, deadline - time.monotonic())))
+            continue
+        except Exception as exc:
+            log.error("AQuA failure callback could not find the job of submit %s: %s", submit.get("key"), exc)
+            return None
+        log.info("AQuA failure callback: submit %s created AQuA job %s", submit["key"], job["id"])
+        return job["id"], submit["conn_id"]
+    log.warning("AQuA failure callback ran out of time before the job of submit %s", submit.get("key"))
+    return None
+
+
+@dataclass
+class _Recorded:
+    #: ``(job id, connection id)`` of the jobs whose ids were recorded.
+    jobs: list[tuple[str, str]] = field(default_factory=list)
+    #: Submits (``{"key", "body", "conn_id"}``) that may have created a job whose id was never recorded.
+    unanswered_submits: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _recorded(context: Context) -> _Recorded:
+    """
+    What to look at: the failed task instance's own job, or, for a DAG-level callback (its
+    context has a ``reason``), the jobs of every task of the run.
     """
     ti = context["ti"]
-    default_conn = getattr(context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name)
     if "reason" not in context or context.get("dag") is None:
-        job_id = _pull_one(ti, AQUA_JOB_ID_XCOM_KEY)
-        return [(job_id, _pull_one(ti, AQUA_CONN_ID_XCOM_KEY) or default_conn)] if job_id else []
+        default_conn = getattr(context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name)
+        job_id, conn_id = _pull_one(ti, AQUA_JOB_ID_XCOM_KEY), _pull_one(ti, AQUA_CONN_ID_XCOM_KEY)
+        if isinstance(job_id, str) and job_id:
+            return _Recorded(jobs=[(job_id, conn_id if isinstance(conn_id, str) else default_conn)])
+        submit = _valid_submit(_pull_one(ti, AQUA_SUBMIT_XCOM_KEY))
+        return _Recorded(unanswered_submits=[submit] if submit else [])
     dag = context["dag"]
-    jobs: list[tuple[str, str]] = []
+    recorded = _Recorded()
     for task_id in dag.task_ids:
         task = dag.task_dict.get(task_id)
         if task is None or not hasattr(task, "zuora_conn_id"):
             continue
-        # One list per task, over all its map indexes, in the same order for both keys.
-        job_ids = ti.xcom_pull(task_ids=[task_id], key=AQUA_JOB_ID_XCOM_KEY) or []
-        conn_ids = ti.xcom_pull(task_ids=[task_id], key=AQUA_CONN_ID_XCOM_KEY) or []
+        # One list per task, over all its map indexes, in the same order for every key.
+        job_ids = [value for value in _pull_all(ti, task_id, AQUA_JOB_ID_XCOM_KEY) if isinstance(value, str) and value]
+        conn_ids = _pull_all(ti, task_id, AQUA_CONN_ID_XCOM_KEY)
         if len(conn_ids) != len(job_ids):
             conn_ids = [None] * len(job_ids)
-        jobs += [
+        recorded.jobs += [
             (job_id, conn_id if isinstance(conn_id, str) else task.zuora_conn_id)
             for job_id, conn_id in zip(job_ids, conn_ids)
-            if isinstance(job_id, str) and job_id
         ]
-    return list(dict.fromkeys(jobs))
+        submits = [submit for value in _pull_all(ti, task_id, AQUA_SUBMIT_XCOM_KEY) if (submit := _valid_submit(value))]
+        if len(submits) > len(job_ids):
+            # Some map index died before recording its job id; a resend of a known job's key
+            # only names that job again.
+            recorded.unanswered_submits += submits
+    return recorded
 
 
-def _pull_one(ti: Any, key: str) -> str | None:
+def _valid_submit(value: object) -> dict[str, Any] | None:
+    if isinstance(value, dict) and isinstance(value.get("key"), str) and isinstance(value.get("body"), dict):
+        conn_id = value.get("conn_id")
+        return {**value, "conn_id": conn_id if isinstance(conn_id, str) else ZuoraAquaHook.default_conn_name}
+    return None
+
+
+def _pull_all(ti: Any, task_id: str, key: str) -> list[Any]:
+    values = ti.xcom_pull(task_ids=[task_id], key=key)
+    return [value for value in values or [] if value is not None]
+
+
+def _pull_one(ti: Any, key: str) -> Any:
     map_index = getattr(ti, "map_index", -1)
     kwargs: dict[str, Any] = {"task_ids": ti.task_id, "key": key}
     if map_index is not None and map_index >= 0:
         kwargs["map_indexes"] = map_index
-    value = ti.xcom_pull(**kwargs)
-    return value if isinstance(value, str) else None
+    return ti.xcom_pull(**kwargs)

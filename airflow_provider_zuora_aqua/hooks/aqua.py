@@ -240,7 +240,12 @@ class ZuoraAquaHook(BaseHook):
             return exc.job
 
     def submit_job(
-        self, body: dict[str, Any], *, track_id: str | None = None, idempotency_key: str | None = None
+        self,
+        body: dict[str, Any],
+        *,
+        track_id: str | None = None,
+        idempotency_key: str | None = None,
+        max_seconds: float | None = None,
     ) -> dict[str, Any]:
         """
         Submit a job (``POST /v1/batch-query/``) and return the job JSON with its ``id``.
@@ -255,13 +260,22 @@ class ZuoraAquaHook(BaseHook):
         Without a key a submit is not idempotent: it is sent again only when the request cannot
         have reached Zuora (no connection made, ``429``, ``503``). After a read timeout or a
         dropped connection the job may exist, so the :class:`AquaTransportError` is raised.
+
+        :param max_seconds: bound on the whole call, retries included.
         """
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
         if idempotency_key is None:
-            return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False)
+            return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False, deadline=deadline)
         headers = {IDEMPOTENCY_KEY_HEADER: validate_idempotency_key(idempotency_key)}
         try:
             return self._request(
-                "POST", SUBMIT_PATH, json=body, track_id=track_id, extra_headers=headers, keyed_submit=True
+                "POST",
+                SUBMIT_PATH,
+                json=body,
+                track_id=track_id,
+                extra_headers=headers,
+                keyed_submit=True,
+                deadline=deadline,
             )
         except AquaApiError as exc:
             if exc.status_code != 422:

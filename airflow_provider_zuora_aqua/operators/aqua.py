@@ -33,7 +33,7 @@ from airflow_provider_zuora_aqua.utils.jobs import (
     check_job_succeeded,
     job_failure_reason,
 )
-from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY
+from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY, AQUA_SUBMIT_XCOM_KEY
 from airflow_provider_zuora_aqua.utils.lineage import export_lineage, job_queries, outlet_extra, record_outlet_extras
 from airflow_provider_zuora_aqua.utils.result_files import download_job_results
 from airflow_provider_zuora_aqua.utils.task_try import task_idempotency_key, task_track_id
@@ -267,10 +267,15 @@ class AquaSubmitJobOperator(BaseOperator):
         self._resolved_track_id = self.track_id or task_track_id(context["ti"])
         record = self._job_record(context)
 
+        ti = context["ti"]
+        # The failure callback may run where templates are not rendered: give it the real conn id.
+        ti.xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=self.zuora_conn_id)
         job = self._previous_try_job(record)
         if job is None:
-            key = task_idempotency_key(context["ti"])
+            key = task_idempotency_key(ti)
+            # Recorded before sending: whatever kills the task from here on, the key names its job.
             record.submitting(key, body)
+            ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value={"key": key, "body": body, "conn_id": self.zuora_conn_id})
             job = self.hook.submit_job(body, track_id=self._resolved_track_id, idempotency_key=key)
             self.log.info(
                 "Submitted AQuA job %s (Idempotency-Key %s, Zuora-Request-Id %s)",
@@ -279,9 +284,7 @@ class AquaSubmitJobOperator(BaseOperator):
                 self.hook.last_request_id,
             )
         self.job_id = job["id"]
-        context["ti"].xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=self.job_id)
-        # The failure callback may run where templates are not rendered: give it the real conn id.
-        context["ti"].xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=self.zuora_conn_id)
+        ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=self.job_id)
         record.submitted(self.job_id)
         if self._stopped.is_set():
             # SIGTERM came while the submit was in flight, when on_kill had no job id to cancel.

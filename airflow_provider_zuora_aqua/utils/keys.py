@@ -14,3 +14,6 @@ AQUA_CONN_ID_XCOM_KEY = "aqua_conn_id"
 AQUA_SUBMIT_KEY_STATE_KEY = "aqua_submit_key"
 #: Task state store key of the body of that submit, so that a retry can send it again unchanged.
 AQUA_SUBMIT_BODY_STATE_KEY = "aqua_submit_body"
+#: XCom key of a submit about to be sent (``{"key", "body", "conn_id"}``): a failure callback
+#: that finds no job id sends that keyed submit again to learn the job, then cancels it.
+AQUA_SUBMIT_XCOM_KEY = "aqua_submit"

@@ -263,3 +263,20 @@ def test_submit_downloads_the_files_and_a_retry_after_a_failed_download_never_su
     (entry,) = manifest["files"]
     assert (folder / "accounts.csv").stat().st_size == entry["bytes"]
     assert entry["records"] == sim.get_job(job_id)["batches"][0]["recordCount"]
+
+
+def test_a_task_without_retries_killed_while_its_submit_is_in_flight_has_its_job_cancelled(
+    stack: AirflowStack, sim: AquaSimulator
+):
+    """No job id was ever recorded: the DAG-level callback sends the recorded keyed submit again to name the job."""
+    before = set(sim.job_ids())
+    sim.add_fault("submit", "slow", delay=6, count=1)  # the job exists, its answer is 6 s away
+    stack.trigger("aqua_e2e_wait", "submit-window")
+    (job_id,) = wait_for(lambda: set(sim.job_ids()) - before, timeout=120, what="the job")
+    ti = stack.wait_for_task_state("aqua_e2e_wait", "submit-window", "export", {"running"})
+
+    os.kill(ti["pid"], signal.SIGKILL)
+
+    wait_for_delete(sim, job_id, timeout=120)
+    assert sim.get_job(job_id)["status"] == "cancelled"
+    assert set(sim.job_ids()) - before == {job_id}

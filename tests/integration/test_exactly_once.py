@@ -196,3 +196,19 @@ def test_the_completion_log_names_each_batch_with_its_records_and_file(monkeypat
 def test_a_destination_without_waiting_is_refused_when_the_dag_is_built():
     with pytest.raises(ValueError, match="destination needs wait_for_completion=True"):
         export(destination="/tmp/never")
+
+
+def test_the_failure_callback_finds_and_cancels_the_job_of_a_submit_whose_answer_never_came(simulator, aqua_conn):
+    """A task with no retries killed while its submit was in flight: only the recorded submit names the job."""
+    from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
+    from airflow_provider_zuora_aqua.utils.keys import AQUA_SUBMIT_XCOM_KEY
+
+    ti = FakeTaskInstance("export")
+    key = task_idempotency_key(ti)
+    created = ZuoraAquaHook(aqua_conn).submit_job(BODY, idempotency_key=key)
+    ti.xcom_push(AQUA_SUBMIT_XCOM_KEY, {"key": key, "body": BODY, "conn_id": aqua_conn})
+
+    cancel_aqua_job_on_failure({"ti": ti})
+
+    assert simulator.job_ids() == [created["id"]]
+    assert simulator.get_job(created["id"])["status"] == "cancelled"
