@@ -32,8 +32,8 @@ first try it stops (``--stop-rate``), and how:
   ``execution_timeout`` must stop it and cancel the job.
 
 Waiting tasks get SIGTERM/SIGKILL, deferrable ones ``mark_failed``; both kinds may get
-``execution_timeout``. A stop lands 0-4 s after the stopped try's job appeared at the simulator;
-a SIGKILL of a task without retries waits until the try polls its job (see "Limits"). Every job
+``execution_timeout``. A stop lands 0-4 s after the stopped try's job appeared at the simulator,
+so a SIGKILL may hit a try whose submit answer is still on the way. Every job
 that a try not picked for a stop is watching (polling) while that try still runs is finished
 ``completed`` by the driver 2-10 s later; the driver never finishes a job whose task try has
 ended. So a job still running at the end can only be one the provider left behind.
@@ -67,10 +67,7 @@ The soak also fails when it hits ``--max-minutes`` (it then stops, cleans up and
 it saw) or when fewer runs finished than it triggered.
 
 Limits: it needs Airflow 3.3+ (a SIGKILLed try's retry re-attaches through the task state
-store; a deferred task marked failed is cancelled by the trigger's ``on_kill``). A task
-without retries SIGKILLed while its submit answer is still on the way leaves a job whose id
-nobody recorded (the DAG-level callback only knows ids recorded in XCom), so such kills are
-not made here; for tasks with retries the next try covers them.
+store; a deferred task marked failed is cancelled by the trigger's ``on_kill``).
 """
 
 from __future__ import annotations
@@ -464,9 +461,6 @@ class SoakDriver:
         state = ti.get("state")
         if stop.kind in (SIGTERM, SIGKILL):
             ready = state == "running"
-            if stop.kind == SIGKILL and not self.tasks[task_id].retries:
-                # Without a next try, only a recorded job id can be cancelled: wait until the try polls it.
-                ready = ready and STOPPED_TRY in self.watchers.get(job["id"], set())
         else:
             ready = state == "deferred"
         if not ready:
