@@ -26,7 +26,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.utils.aio import AsyncTTLCache, shared_client_session
-from airflow_provider_zuora_aqua.utils.answers import READ_CHUNK_BYTES, AnswerReader
+from airflow_provider_zuora_aqua.utils.answers import READ_CHUNK_BYTES, AnswerReader, decode_prefix
 from airflow_provider_zuora_aqua.utils.compat import BaseHook, amask_secret, mask_secret
 from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
 from airflow_provider_zuora_aqua.utils.destinations import StagedFile, resolve_destination
@@ -691,7 +691,8 @@ class ZuoraAquaHook(BaseHook):
         file_id = validate_file_id(file_id)
         track_id = validate_track_id(track_id)
         receiver = FileReceiver(file_id, staged, file_format)
-        tenacity.Retrying(**retry_policy(self.settings))(self._receive_file, receiver, track_id)
+        retrying = tenacity.Retrying(**retry_policy(self.settings))
+        self._scrubbed(lambda: retrying(self._receive_file, receiver, track_id))()
         self.log.info("Downloaded AQuA result file %s: %d bytes", file_id, receiver.received)
         return receiver.finish(expected_records)
 
@@ -705,7 +706,9 @@ class ZuoraAquaHook(BaseHook):
             self.last_request_id = response.headers.get(REQUEST_ID_HEADER)
             media_type = response.headers.get("Content-Type", "").lower()
             if response.status_code not in (200, 206, 416) or media_type.startswith("application/json"):
-                body = response.raw.read(MAX_ERROR_BODY, decode_content=True) or b""
+                # Raw and decoded alike bounded: a small gzip error body must not expand without limit.
+                raw = response.raw.read(MAX_ERROR_BODY, decode_content=False) or b""
+                body = decode_prefix(raw, response.headers.get("Content-Encoding"), MAX_ERROR_BODY)
                 raise file_error(HttpAnswer(response.status_code, response.headers, body), receiver.file_id)
             receiver.begin(response.status_code, response.headers, offset)
             try:

@@ -108,6 +108,17 @@ class AnswerReader:
 _UNSUPPORTED = -1
 
 
+def decode_prefix(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """At most ``limit`` decoded bytes of a body that may be cut short: for error messages only."""
+    wbits = _decoder_wbits(content_encoding)
+    if wbits is None or wbits == _UNSUPPORTED:
+        return raw[:limit]
+    try:
+        return zlib.decompressobj(wbits).decompress(raw, limit)
+    except zlib.error:
+        return b""
+
+
 def _decoder_wbits(content_encoding: str | None) -> int | None:
     """zlib ``wbits`` for the encoding: None for identity, :data:`_UNSUPPORTED` for one we do not decode."""
     codings = [c.strip().lower() for c in (content_encoding or "").split(",")]

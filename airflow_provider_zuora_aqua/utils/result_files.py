@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaIntegrityError
 from airflow_provider_zuora_aqua.utils.csv_records import FORMATS
 from airflow_provider_zuora_aqua.utils.destinations import Destination, StagedFile, resolve_destination
-from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus
+from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, batches_of
 
 if TYPE_CHECKING:
     from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -68,11 +68,16 @@ def plan_files(job: dict[str, Any]) -> list[dict[str, Any]]:
     extension = EXTENSIONS[job_file_format(job)]
     taken: set[str] = set()
     plan = []
-    for index, batch in enumerate(job.get("batches") or [], start=1):
+    for index, batch in enumerate(batches_of(job), start=1):
         if AquaJobStatus.normalize(batch.get("status")) != AquaJobStatus.COMPLETED:
             continue
         stem = _unique(safe_file_stem(batch.get("name"), index), taken)
         segments = batch.get("segments")
+        if segments is not None and not (isinstance(segments, list) and all(isinstance(f, str) for f in segments)):
+            # A hostile answer: a string would be read character by character as file ids.
+            raise AquaError(
+                f"AQuA job {job.get('id')}: batch {batch.get('name')!r} has segments that are not a list of file ids"
+            )
         if segments:
             files = [
                 {"file_id": file_id, "name": f"{stem}.part{number}{extension}", "segment": number}

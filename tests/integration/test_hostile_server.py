@@ -14,6 +14,7 @@ import asyncio
 import json
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from urllib.parse import quote, quote_plus
 
@@ -493,3 +494,33 @@ class TestPoint11SmallerInputs:
         with pytest.raises(AquaConfigurationError, match="track_id"):
             use_conn().submit_job(QUERY, track_id=track_id)
         assert server.requests == []
+
+
+class TestHostileFileAnswers:
+    """Result downloads: error bodies bounded raw and decoded, and scrubbed of the secret."""
+
+    FILE_PATH = "/v1/files/f1"
+
+    def test_a_gzip_bomb_error_body_is_read_within_a_bound(self, server, use_conn, tmp_path):
+        server.on(
+            "GET", self.FILE_PATH, Reply(status=403, body=gzip_bomb(200 * MB), headers={"Content-Encoding": "gzip"})
+        )
+        hook = use_conn(max_retries=0)
+        tracemalloc.start()
+        try:
+            with pytest.raises(AquaError, match="f1") as raised:
+                hook.download_file("f1", str(tmp_path / "f1.csv"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 * MB  # 64 KB of this bomb decode to about 64 MB when read unbounded
+        assert len(str(raised.value)) < 2000
+        assert list(tmp_path.iterdir()) == []
+
+    def test_an_echoed_secret_in_a_file_error_is_scrubbed(self, server, use_conn, tmp_path):
+        hook = use_conn(max_retries=0)
+        echo = json.dumps({"message": f"denied for {hook.settings.client_secret}"}).encode()
+        server.on("GET", self.FILE_PATH, Reply(status=403, body=echo, headers={"Content-Type": "application/json"}))
+        with pytest.raises(AquaError) as raised:
+            hook.download_file("f1", str(tmp_path / "f1.csv"))
+        assert hook.settings.client_secret not in str(raised.value)

@@ -256,3 +256,20 @@ class TestLineage:
             "files": ["file:///a", "s3://b/c"],
             "records": 5,
         }
+
+
+@pytest.mark.parametrize("segments", ["abc", {"a": 1}, [1, 2]])
+def test_segments_that_are_not_a_list_of_file_ids_are_refused(segments):
+    from airflow_provider_zuora_aqua.exceptions import AquaError
+    from airflow_provider_zuora_aqua.utils.result_files import plan_files
+
+    job = {"id": "j", "format": "csv", "batches": [{"name": "a", "status": "completed", "segments": segments}]}
+    with pytest.raises(AquaError, match="not a list of file ids"):
+        plan_files(job)
+
+
+def test_batches_that_are_not_objects_are_skipped():
+    from airflow_provider_zuora_aqua.utils.result_files import plan_files
+
+    assert plan_files({"id": "j", "format": "csv", "batches": {"a": 1}}) == []
+    assert plan_files({"id": "j", "format": "csv", "batches": ["a", "b"]}) == []
