@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 try:
     from airflow.sdk.log import amask_secret
-except ImportError:  # Airflow < 3.2: only the sync call, whose supervisor call 3.0 refuses on the event loop.
+except ImportError:  # Airflow < 3.3: only the sync call, whose supervisor call 3.0 refuses on the event loop.
 
     async def amask_secret(secret: str, name: str | None = None) -> None:  # type: ignore[misc]
         """

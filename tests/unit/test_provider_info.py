@@ -43,7 +43,7 @@ def test_connection_type_in_provider_info():
     assert info["versions"] == [__version__]
 
 
-@pytest.mark.skipif(Version(airflow_version) < Version("3.1"), reason="Airflow 3.0: no conn-fields form")
+@pytest.mark.skipif(Version(airflow_version) < Version("3.2"), reason="Airflow < 3.2: no conn-fields form")
 def test_providers_manager_builds_the_connection_form():
     from airflow.providers_manager import ProvidersManager
 
