@@ -132,3 +132,29 @@ def test_template_fields():
         "zuora_conn_id",
         "track_id",
     }
+
+
+def test_the_submit_operator_with_a_destination_has_the_same_lineage_and_asset_extras(instant_sim, tmp_path):
+    from airflow.providers.openlineage.extractors.base import DefaultExtractor
+
+    from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+
+    asset = Asset(name="zuora_exports", uri="file:///data/zuora")
+    operator = AquaSubmitJobOperator(
+        task_id="export", queries=QUERIES, poll_interval=0.1, destination=tmp_path, outlets=[asset]
+    )
+    events = OutletEventAccessors()
+
+    manifest = operator.execute(context(outlet_events=events))
+    lineage = DefaultExtractor(operator).extract_on_complete(task_instance=None)
+
+    assert events[asset].extra == {
+        "aqua_job_id": manifest["job_id"],
+        "files": [file["uri"] for file in manifest["files"]],
+        "records": 50,
+    }
+    assert [dataset.name for dataset in lineage.inputs] == ["Account", "Invoice"]
+    assert [dataset.name for dataset in lineage.outputs] == [
+        str(tmp_path / "accounts.csv"),
+        str(tmp_path / "invoices.csv"),
+    ]
