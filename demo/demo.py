@@ -142,7 +142,10 @@ def main() -> int:
         logs = home.all_logs()
         leaked = CLIENT_SECRET in logs or any(token in logs for token in sim.issued_tokens)
         print(f"    secrets in Airflow logs: {'FOUND' if leaked else 'none'}")
-        print(f"\nDemo {'passed' if ok and not leaked else 'FAILED'}: every job went executing → cancelled.")
+        print(
+            f"\nDemo {'passed' if ok and not leaked else 'FAILED'}: the two watched jobs went executing → cancelled, "
+            "and the exports landed, verified, with their manifests."
+        )
         return 0 if ok and not leaked else 1
 
 
