@@ -172,7 +172,7 @@ class ZuoraAquaHook(BaseHook):
         :raises AquaJobNotFoundError: no job has this id.
         """
         job_id = validate_job_id(job_id)
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        deadline = _deadline(max_seconds)
         return self._request("GET", f"{JOBS_PATH}/{job_id}", job_id=job_id, track_id=track_id, deadline=deadline)
 
     def cancel_job(
@@ -192,7 +192,7 @@ class ZuoraAquaHook(BaseHook):
         """
         job_id = validate_job_id(job_id)
         path = f"{JOBS_PATH}/{job_id}"
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        deadline = _deadline(max_seconds)
         self.log.info("Cancelling AQuA job %s", job_id)
         try:
             job = self._request("DELETE", path, job_id=job_id, track_id=track_id, deadline=deadline)
@@ -263,7 +263,7 @@ class ZuoraAquaHook(BaseHook):
 
         :param max_seconds: bound on the whole call, retries included.
         """
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        deadline = _deadline(max_seconds)
         if idempotency_key is None:
             return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False, deadline=deadline)
         headers = {IDEMPOTENCY_KEY_HEADER: validate_idempotency_key(idempotency_key)}
@@ -750,6 +750,11 @@ class ZuoraAquaHook(BaseHook):
         self.log.info("Zuora answered 401 to GET %s: fetching a new OAuth token and retrying once", path)
         TOKEN_CACHE.invalidate(self.settings.token_cache_key, token)
         return send(self._cached_token())
+
+
+def _deadline(max_seconds: float | None) -> float | None:
+    """The ``time.monotonic()`` instant a call bounded to ``max_seconds`` must end by (None: no bound)."""
+    return None if max_seconds is None else time.monotonic() + max_seconds
 
 
 def _request_may_have_arrived(exc: Exception) -> bool:

@@ -584,13 +584,10 @@ class AquaDownloadResultsOperator(BaseOperator):
         return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        if self.job_id is None or str(self.job_id).strip() in ("", "None"):
-            raise AquaConfigurationError(
-                f"job_id rendered to {self.job_id!r}: the upstream XCom is missing. Check that the task_ids and "
-                "key in xcom_pull name the submit task and 'aqua_job_id', and that the submit task ran first."
-            )
         track_id = self.track_id or task_track_id(context["ti"])
-        job = self.hook.get_job(str(self.job_id).strip(), track_id=track_id)
+        # get_job refuses a missing id (a rendered "None": the upstream XCom is missing) before any request.
+        job_id = self.job_id.strip() if isinstance(self.job_id, str) else self.job_id
+        job = self.hook.get_job(job_id, track_id=track_id)
         status = job.get("status")
         if AquaJobStatus.normalize(status) != AquaJobStatus.COMPLETED:
             if AquaJobStatus.is_terminal(status):
