@@ -31,6 +31,20 @@ def e2e_simulator() -> Iterator[AquaSimulator]:
         yield sim
 
 
+@pytest.fixture(scope="module")
+def stack_simulator() -> Iterator[AquaSimulator]:
+    """The simulator of one full-stack module: its jobs run for an hour unless a test ends them."""
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=3600) as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(stack_simulator: AquaSimulator) -> AquaSimulator:
+    """The module's simulator with an empty request log."""
+    stack_simulator.clear_requests()
+    return stack_simulator
+
+
 @pytest.fixture
 def airflow_home(migrated_home: AirflowHome, e2e_simulator: AquaSimulator, tmp_path: Path) -> AirflowHome:
     return migrated_home.copy_to(

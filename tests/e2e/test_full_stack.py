@@ -13,16 +13,10 @@ import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, AirflowStack, wait_for
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
+from tests.conftest import connection_json
 from tests.e2e.conftest import assert_no_secret, polled_job_ids, wait_for_delete, wait_for_polled_job
 
 pytestmark = pytest.mark.airflow_e2e
-
-
-@pytest.fixture(scope="module")
-def stack_simulator() -> Iterator[AquaSimulator]:
-    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=3600) as sim:
-        yield sim
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +49,6 @@ def stack(
             running.wait_for_dag(dag_id)
         yield running
     assert_no_secret(home.all_logs(), stack_simulator)
-
-
-@pytest.fixture
-def sim(stack_simulator: AquaSimulator) -> AquaSimulator:
-    stack_simulator.clear_requests()
-    return stack_simulator
 
 
 def test_marking_the_task_failed_through_the_rest_api_cancels_its_job(stack: AirflowStack, sim: AquaSimulator):

@@ -19,7 +19,7 @@ import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.triggers.aqua import TRIGGER_HAS_ON_KILL
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
+from tests.conftest import connection_json
 from tests.e2e.airflow_env import AirflowHome, AirflowStack, stop_process_group, wait_for
 from tests.e2e.conftest import assert_no_secret, wait_for_delete, wait_for_polled_job
 
@@ -29,12 +29,6 @@ pytestmark = [
 ]
 
 DAG_ID = "aqua_e2e_deferred"
-
-
-@pytest.fixture(scope="module")
-def stack_simulator() -> Iterator[AquaSimulator]:
-    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=3600) as sim:
-        yield sim
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +44,6 @@ def stack(migrated_home: AirflowHome, stack_simulator: AquaSimulator, tmp_path_f
         running.wait_for_dag(DAG_ID)
         yield running
     assert_no_secret(home.all_logs(), stack_simulator)
-
-
-@pytest.fixture
-def sim(stack_simulator: AquaSimulator) -> AquaSimulator:
-    stack_simulator.clear_requests()
-    return stack_simulator
 
 
 def test_marking_a_deferred_task_failed_cancels_its_job_from_the_trigger(stack: AirflowStack, sim: AquaSimulator):
