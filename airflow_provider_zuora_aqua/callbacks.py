@@ -27,9 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.exceptions import AquaSubmitInProgressError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus
-from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY, AQUA_SUBMIT_XCOM_KEY
-from airflow_provider_zuora_aqua.utils.task_try import task_track_id
+from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus
+from airflow_provider_zuora_aqua.tasks.record import (
+    AQUA_CONN_ID_XCOM_KEY,
+    AQUA_JOB_ID_XCOM_KEY,
+    AQUA_SUBMIT_XCOM_KEY,
+    task_track_id,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

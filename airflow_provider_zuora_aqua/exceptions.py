@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_zuora_aqua.utils.compat import AirflowException
+from airflow_provider_zuora_aqua.compat import AirflowException
 
 
 class AquaError(AirflowException):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_provider_zuora_aqua import __version__
-from airflow_provider_zuora_aqua.utils.defaults import (
+from airflow_provider_zuora_aqua.client.defaults import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_RETRY_MAX_SECONDS,

@@ -90,9 +90,9 @@ def calls_per_job_hour(sim: AquaSimulator, poll_interval: float) -> int:
     """Run the operator's real wait loop against the simulator on a virtual clock; count calls."""
     from unittest import mock
 
+    from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE
     from airflow_provider_zuora_aqua.operators import aqua as operators
     from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
-    from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
     TOKEN_CACHE.clear()
     sim.clear_requests()

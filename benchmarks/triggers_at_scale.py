@@ -136,8 +136,8 @@ def main() -> int:
             "extra": {"max_retries": 5},
         }
         os.environ["AIRFLOW_CONN_ZUORA_AQUA_DEFAULT"] = json.dumps(connection)
+        from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE
         from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-        from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
         hook = ZuoraAquaHook()
         job_ids = [hook.submit_job(QUERY)["id"] for _ in range(args.triggers)]

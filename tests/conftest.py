@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE
 from airflow_provider_zuora_aqua.hooks import aqua as hooks
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
 
 CLIENT_ID = "e2e-client-id-7f3a"
 CLIENT_SECRET = "e2e-client-secret-0c1d9b8a"

@@ -23,8 +23,8 @@ class _Shared:
         # Imported here, not at module top: DAG files import this module at every parse.
         import aiohttp
 
-        # Answers are decoded by utils.answers, within its size cap, as on the sync path; proxies
-        # come from utils.transport.proxy_for, the rule requests applies, not from trust_env.
+        # Answers are decoded by client.wire, within its size cap, as on the sync path; proxies
+        # come from client.session.proxy_for, the rule requests applies, not from trust_env.
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS), auto_decompress=False, trust_env=False
         )

@@ -7,13 +7,13 @@ from typing import Any
 
 import tenacity
 
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 from airflow_provider_zuora_aqua.exceptions import (
     AquaRateLimitError,
     AquaServerError,
     AquaSubmitInProgressError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
 
 log = logging.getLogger(__name__)
 

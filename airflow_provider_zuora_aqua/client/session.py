@@ -25,7 +25,7 @@ import urllib3.connection
 import urllib3.connectionpool
 import urllib3.poolmanager
 
-from airflow_provider_zuora_aqua.utils.connection import is_loopback
+from airflow_provider_zuora_aqua.client.settings import is_loopback
 
 if TYPE_CHECKING:
     from types import TracebackType

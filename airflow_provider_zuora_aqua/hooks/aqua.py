@@ -13,6 +13,27 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import tenacity
 from asgiref.sync import sync_to_async
 
+from airflow_provider_zuora_aqua.client.asession import AsyncTTLCache, shared_client_session
+from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE, Scrubber, secret_forms
+from airflow_provider_zuora_aqua.client.retry import retry_policy
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
+from airflow_provider_zuora_aqua.client.wire import (
+    IDEMPOTENCY_KEY_HEADER,
+    READ_CHUNK_BYTES,
+    REQUEST_ID_HEADER,
+    AnswerReader,
+    HttpAnswer,
+    access_token,
+    build_headers,
+    decode_prefix,
+    parse_answer,
+    parse_job_answer,
+    token_lifetime,
+    validate_idempotency_key,
+    validate_job_id,
+    validate_track_id,
+)
+from airflow_provider_zuora_aqua.compat import BaseHook, amask_secret, mask_secret
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
@@ -25,12 +46,8 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaSubmitInProgressError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils.aio import AsyncTTLCache, shared_client_session
-from airflow_provider_zuora_aqua.utils.answers import READ_CHUNK_BYTES, AnswerReader, decode_prefix
-from airflow_provider_zuora_aqua.utils.compat import BaseHook, amask_secret, mask_secret
-from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
-from airflow_provider_zuora_aqua.utils.destinations import StagedFile, resolve_destination
-from airflow_provider_zuora_aqua.utils.file_download import (
+from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus
+from airflow_provider_zuora_aqua.results.receiver import (
     CHUNK_BYTES,
     FILES_PATH,
     MAX_ERROR_BODY,
@@ -39,34 +56,7 @@ from airflow_provider_zuora_aqua.utils.file_download import (
     file_error,
     validate_file_id,
 )
-
-# The job rules live in utils.jobs; imported here too because they were public here first.
-from airflow_provider_zuora_aqua.utils.jobs import (
-    FIRST_POLL_SECONDS,
-    POLL_JITTER,
-    TERMINAL_STATUSES,
-    AquaJobStatus,
-    JobWatch,
-    check_job_succeeded,
-    job_failure_reason,
-    poll_delays,
-)
-from airflow_provider_zuora_aqua.utils.protocol import (
-    IDEMPOTENCY_KEY_HEADER,
-    REQUEST_ID_HEADER,
-    HttpAnswer,
-    access_token,
-    build_headers,
-    parse_answer,
-    parse_job_answer,
-    token_lifetime,
-    validate_idempotency_key,
-    validate_job_id,
-    validate_track_id,
-)
-from airflow_provider_zuora_aqua.utils.retry import retry_policy
-from airflow_provider_zuora_aqua.utils.scrub import Scrubber, secret_forms
-from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
+from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination
 
 if TYPE_CHECKING:
     import aiohttp
@@ -86,18 +76,6 @@ _TEST_CONNECTION_TIMEOUT = 10.0
 _TOKEN_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
 #: Connection settings looked up by triggers, per connection id.
 _ASYNC_SETTINGS: AsyncTTLCache[AquaConnectionSettings] = AsyncTTLCache(ttl=60.0)
-
-__all__ = [
-    "FIRST_POLL_SECONDS",
-    "POLL_JITTER",
-    "TERMINAL_STATUSES",
-    "AquaJobStatus",
-    "JobWatch",
-    "ZuoraAquaHook",
-    "check_job_succeeded",
-    "job_failure_reason",
-    "poll_delays",
-]
 
 
 class ZuoraAquaHook(BaseHook):
@@ -152,7 +130,7 @@ class ZuoraAquaHook(BaseHook):
     def _session(self) -> requests.Session:
         # The HTTP clients are imported where they are used: DAG files import this module at
         # every parse, and aiohttp and requests would add hundreds of milliseconds to each.
-        from airflow_provider_zuora_aqua.utils.transport import new_session
+        from airflow_provider_zuora_aqua.client.session import new_session
 
         return new_session()
 
@@ -382,7 +360,7 @@ class ZuoraAquaHook(BaseHook):
         """Async :meth:`_send` with aiohttp: the same bounds, proxy rule and answer reading."""
         import aiohttp
 
-        from airflow_provider_zuora_aqua.utils.transport import proxy_for
+        from airflow_provider_zuora_aqua.client.session import proxy_for
 
         seconds = self._exchange_seconds(None)
         timeout = aiohttp.ClientTimeout(sock_connect=min(_CONNECT_TIMEOUT, seconds), total=seconds)
@@ -521,7 +499,7 @@ class ZuoraAquaHook(BaseHook):
     def _scrubbed(self, call: Callable[[], T]) -> Callable[[], T]:
         """
         ``call``, with its errors and its JSON result scrubbed of every form of the client secret
-        and of this connection's recent tokens: a server may echo them (see :mod:`.utils.scrub`).
+        and of this connection's recent tokens: a server may echo them (see :mod:`.client.auth`).
         """
 
         def scrubbed() -> T:
@@ -593,13 +571,13 @@ class ZuoraAquaHook(BaseHook):
         """
         One HTTP exchange, bounded: it ends within the connection's ``timeout`` (or ``deadline``)
         of wall-clock time, and its body within the answer cap of
-        :mod:`~airflow_provider_zuora_aqua.utils.answers`, decoded or not.
+        :mod:`~airflow_provider_zuora_aqua.client.wire`, decoded or not.
         Transport failures become :class:`AquaTransportError`.
         """
         import requests
         import urllib3.exceptions
 
-        from airflow_provider_zuora_aqua.utils.transport import ExchangeDeadline
+        from airflow_provider_zuora_aqua.client.session import ExchangeDeadline
 
         seconds = self._exchange_seconds(deadline)
         with ExchangeDeadline(seconds) as bound:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any
 
+from airflow_provider_zuora_aqua.client.retry import is_retryable
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaError, AquaJobFailedError
-from airflow_provider_zuora_aqua.utils.retry import is_retryable
 
 #: First wait between two polls of a job; it doubles up to the caller's poll interval.
 FIRST_POLL_SECONDS = 2.0

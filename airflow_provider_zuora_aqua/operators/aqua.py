@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
+from airflow_provider_zuora_aqua.compat import BaseOperator, conf
 from airflow_provider_zuora_aqua.exceptions import (
     AquaConfigurationError,
     AquaError,
@@ -22,21 +23,25 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobTimeoutError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.utils.compat import BaseOperator, conf
-from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.utils.job_record import JobRecord
-from airflow_provider_zuora_aqua.utils.job_request import build_job_request
-from airflow_provider_zuora_aqua.utils.jobs import (
+from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
+from airflow_provider_zuora_aqua.jobs.request import build_job_request
+from airflow_provider_zuora_aqua.jobs.status import (
     AquaJobStatus,
     JobWatch,
     batches_of,
     check_job_succeeded,
     job_failure_reason,
 )
-from airflow_provider_zuora_aqua.utils.keys import AQUA_CONN_ID_XCOM_KEY, AQUA_JOB_ID_XCOM_KEY, AQUA_SUBMIT_XCOM_KEY
-from airflow_provider_zuora_aqua.utils.lineage import export_lineage, job_queries, outlet_extra, record_outlet_extras
-from airflow_provider_zuora_aqua.utils.result_files import download_job_results
-from airflow_provider_zuora_aqua.utils.task_try import task_idempotency_key, task_track_id
+from airflow_provider_zuora_aqua.results.delivery import download_job_results
+from airflow_provider_zuora_aqua.results.lineage import export_lineage, job_queries, outlet_extra, record_outlet_extras
+from airflow_provider_zuora_aqua.tasks.record import (
+    AQUA_CONN_ID_XCOM_KEY,
+    AQUA_JOB_ID_XCOM_KEY,
+    AQUA_SUBMIT_XCOM_KEY,
+    JobRecord,
+    task_idempotency_key,
+    task_track_id,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -116,7 +121,7 @@ class AquaSubmitJobOperator(BaseOperator):
       default next to any ``on_failure_callback`` you set, cancels the job.
 
     Exactly one job per try: every submit carries an ``Idempotency-Key`` derived from the task
-    try (:func:`~airflow_provider_zuora_aqua.utils.task_try.task_idempotency_key`), so a submit
+    try (:func:`~airflow_provider_zuora_aqua.tasks.record.task_idempotency_key`), so a submit
     whose answer was lost is sent again and Zuora answers with the job it already created.
 
     A retry re-attaches (Airflow 3.3+, ``durable=True``): when the previous try's job still
@@ -533,7 +538,7 @@ class AquaDownloadResultsOperator(BaseOperator):
     Each completed batch's file (or each of its ``segments``) is streamed to ``destination``
     in constant memory, its CSV records are checked against the batch's ``recordCount``
     (segments: their sum), and only then does it appear under its final name. Names come from
-    the batch names, made safe (see :mod:`airflow_provider_zuora_aqua.utils.result_files`):
+    the batch names, made safe (see :mod:`airflow_provider_zuora_aqua.results.delivery`):
     ``accounts.csv``, ``accounts.csv.gz``, ``accounts.zip``, ``accounts.part1.csv.gz``.
     ``_manifest.json`` is written into the folder last and also returned (XCom
     ``return_value``)::

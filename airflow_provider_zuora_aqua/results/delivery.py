@@ -30,9 +30,9 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaIntegrityError
-from airflow_provider_zuora_aqua.utils.csv_records import FORMATS
-from airflow_provider_zuora_aqua.utils.destinations import Destination, StagedFile, resolve_destination
-from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, batches_of
+from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, batches_of
+from airflow_provider_zuora_aqua.results.records import FORMATS
+from airflow_provider_zuora_aqua.results.staging import Destination, StagedFile, resolve_destination
 
 if TYPE_CHECKING:
     from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_zuora_aqua.client.wire import HttpAnswer, parse_answer, validate_job_id
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaConfigurationError,
@@ -22,7 +23,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaIntegrityError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils.csv_records import (
+from airflow_provider_zuora_aqua.results.records import (
     FORMATS,
     ZIP,
     MalformedResultError,
@@ -31,8 +32,7 @@ from airflow_provider_zuora_aqua.utils.csv_records import (
     record_counter,
     sniff_format,
 )
-from airflow_provider_zuora_aqua.utils.destinations import StagedFile
-from airflow_provider_zuora_aqua.utils.protocol import HttpAnswer, parse_answer, validate_job_id
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 
 FILES_PATH = "/v1/files"
 #: Bytes read from the network at a time: large reads keep Python's per-chunk cost negligible.

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_zuora_aqua.compat import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue, conf
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.utils.compat import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue, conf
-from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.utils.jobs import AquaJobStatus, check_job_succeeded, validate_interval
-from airflow_provider_zuora_aqua.utils.task_try import task_track_id
+from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
+from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, check_job_succeeded, validate_interval
+from airflow_provider_zuora_aqua.tasks.record import task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -10,11 +10,11 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_zuora_aqua.client.asession import shared_client_session
 from airflow_provider_zuora_aqua.exceptions import AquaError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.utils.aio import shared_client_session
-from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.utils.jobs import FIRST_POLL_SECONDS, JobWatch, validate_interval
+from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
+from airflow_provider_zuora_aqua.jobs.status import FIRST_POLL_SECONDS, JobWatch, validate_interval
 
 __all__ = ["POLL_FAILED", "TIMEOUT", "AquaJobTrigger"]
 #: Airflow 3.3 added ``BaseTrigger.on_kill()``, fired when a user stops the deferred task.
@@ -27,7 +27,7 @@ class AquaJobTrigger(BaseTrigger):
     """
     Poll an AQuA job with backoff and fire exactly one event when it ends.
 
-    The event is an :class:`~airflow_provider_zuora_aqua.utils.events.AquaJobEvent` as a dict:
+    The event is an :class:`~airflow_provider_zuora_aqua.jobs.event.AquaJobEvent` as a dict:
     ``status`` (the job's terminal status, ``timeout`` or ``poll_failed``), ``job_id``, ``job``
     (the last job JSON, or None), ``message``, ``request_id``, and for ``poll_failed`` the
     error's class name and codes. Token cache, headers, retries and error rules are the hook's.

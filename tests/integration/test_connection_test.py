@@ -10,9 +10,9 @@ import pytest
 from airflow.models.connection import Connection as StoredConnection
 from airflow.sdk import Connection
 
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
 from tests.readme import README_SIMULATOR_PORT, connection_lines
 

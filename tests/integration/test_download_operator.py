@@ -13,8 +13,8 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaJobError, AquaJobFailedError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaDownloadResultsOperator
+from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.utils.result_files import MANIFEST_NAME
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 from tests.fakes import context
 

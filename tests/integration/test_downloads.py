@@ -28,9 +28,9 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaIntegrityError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, download_job_results
+from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.utils.destinations import StagedFile, resolve_destination
-from airflow_provider_zuora_aqua.utils.result_files import MANIFEST_NAME, download_job_results
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 
 ACCOUNTS = {"name": "accounts", "query": "select Id, Name, Notes from Account"}

@@ -8,12 +8,12 @@ from airflow_provider_zuora_aqua.exceptions import AquaIdempotencyKeyReusedError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.utils.keys import (
+from airflow_provider_zuora_aqua.tasks.record import (
     AQUA_JOB_ID_XCOM_KEY,
     AQUA_SUBMIT_BODY_STATE_KEY,
     AQUA_SUBMIT_KEY_STATE_KEY,
+    task_idempotency_key,
 )
-from airflow_provider_zuora_aqua.utils.task_try import task_idempotency_key
 from tests.conftest import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 from tests.fakes import QUERIES, FakeStateStore, FakeTaskInstance, context
 
@@ -128,7 +128,7 @@ def test_without_a_state_store_older_airflow_still_submits_with_a_key(simulator,
 
 
 def _body_of_export() -> dict:
-    from airflow_provider_zuora_aqua.utils.job_request import build_job_request
+    from airflow_provider_zuora_aqua.jobs.request import build_job_request
 
     return build_job_request(
         queries=QUERIES,
@@ -201,7 +201,7 @@ def test_a_destination_without_waiting_is_refused_when_the_dag_is_built():
 def test_the_failure_callback_finds_and_cancels_the_job_of_a_submit_whose_answer_never_came(simulator, aqua_conn):
     """A task with no retries killed while its submit was in flight: only the recorded submit names the job."""
     from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
-    from airflow_provider_zuora_aqua.utils.keys import AQUA_SUBMIT_XCOM_KEY
+    from airflow_provider_zuora_aqua.tasks.record import AQUA_SUBMIT_XCOM_KEY
 
     ti = FakeTaskInstance("export")
     key = task_idempotency_key(ti)

@@ -28,9 +28,9 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.jobs.status import check_job_succeeded
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
-from airflow_provider_zuora_aqua.utils.jobs import check_job_succeeded
 from tests.hostile_server import (
     JOB_ID,
     HostileServer,

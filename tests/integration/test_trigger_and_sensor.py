@@ -105,7 +105,7 @@ class TestTrigger:
         for job_id in job_ids:
             finish_later(simulator, job_id, "completed", delay=1.0)
         simulator.clear_requests()
-        from airflow_provider_zuora_aqua.utils.tokens import TOKEN_CACHE
+        from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE
 
         TOKEN_CACHE.clear()
         lookup = mock.AsyncMock(wraps=ZuoraAquaHook.aget_connection)

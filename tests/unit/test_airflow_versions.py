@@ -11,10 +11,10 @@ from unittest import mock
 import pytest
 from airflow.sdk import DAG
 from airflow.serialization import serialized_objects
+from airflow_provider_zuora_aqua import compat
 
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
-from airflow_provider_zuora_aqua.utils import compat
 from tests.fakes import QUERIES
 
 #: Airflow 3.0: BaseHook has no aget_connection and the SDK no amask_secret; compat adds both.

@@ -6,6 +6,17 @@ from types import SimpleNamespace
 
 import pytest
 
+from airflow_provider_zuora_aqua.client.auth import TokenCache
+from airflow_provider_zuora_aqua.client.defaults import ENVIRONMENTS
+from airflow_provider_zuora_aqua.client.retry import is_retryable
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, resolve_base_url
+from airflow_provider_zuora_aqua.client.wire import (
+    HttpAnswer,
+    make_track_id,
+    parse_answer,
+    parse_retry_after,
+    validate_track_id,
+)
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
@@ -16,19 +27,8 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaServerError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings, resolve_base_url
-from airflow_provider_zuora_aqua.utils.defaults import ENVIRONMENTS
-from airflow_provider_zuora_aqua.utils.job_request import build_job_request
-from airflow_provider_zuora_aqua.utils.protocol import (
-    HttpAnswer,
-    make_track_id,
-    parse_answer,
-    parse_retry_after,
-    validate_track_id,
-)
-from airflow_provider_zuora_aqua.utils.retry import is_retryable
-from airflow_provider_zuora_aqua.utils.task_try import task_track_id
-from airflow_provider_zuora_aqua.utils.tokens import TokenCache
+from airflow_provider_zuora_aqua.jobs.request import build_job_request
+from airflow_provider_zuora_aqua.tasks.record import task_track_id
 
 
 def conn(**fields):
@@ -266,7 +266,7 @@ class TestJobRequest:
 def test_poll_delays_back_off_to_the_interval_with_jitter():
     from itertools import islice
 
-    from airflow_provider_zuora_aqua.hooks.aqua import poll_delays
+    from airflow_provider_zuora_aqua.jobs.status import poll_delays
 
     delays = list(islice(poll_delays(30), 400))
     for delay, base in zip(delays, [2, 4, 8, 16, 30, 30]):

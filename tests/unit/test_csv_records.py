@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from airflow_provider_zuora_aqua.utils.csv_records import (
+from airflow_provider_zuora_aqua.results.records import (
     CSV,
     GZIP,
     ZIP,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaJobNotFoundError, AquaTransportError
-from airflow_provider_zuora_aqua.utils.events import POLL_FAILED, AquaJobEvent
+from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, AquaJobEvent
 
 
 def test_a_poll_failure_is_raised_again_with_its_own_class_and_codes():

@@ -15,12 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from airflow_provider_zuora_aqua.client.auth import TokenCache
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, resolve_base_url
+from airflow_provider_zuora_aqua.client.wire import validate_track_id
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
 from airflow_provider_zuora_aqua.sensors.aqua import AquaJobSensor
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
-from airflow_provider_zuora_aqua.utils.connection import AquaConnectionSettings, resolve_base_url
-from airflow_provider_zuora_aqua.utils.protocol import validate_track_id
-from airflow_provider_zuora_aqua.utils.tokens import TokenCache
 
 JOB_ID = "e20b07474688ad5001468daf10e501de"
 

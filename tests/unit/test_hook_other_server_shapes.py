@@ -118,7 +118,7 @@ def test_refusal_of_a_first_cancel_of_a_cancelled_job_is_already_finished(hook, 
 
 
 def test_statuses_compare_case_insensitively(hook, requests_mock):
-    from airflow_provider_zuora_aqua.hooks.aqua import job_failure_reason
+    from airflow_provider_zuora_aqua.jobs.status import job_failure_reason
 
     requests_mock.delete(JOB_URL, json=job("Cancelled"))
     assert hook.cancel_job(JOB_ID)["status"] == "Cancelled"

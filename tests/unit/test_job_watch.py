@@ -17,7 +17,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaServerError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils.jobs import FIRST_POLL_SECONDS, POLL_JITTER, JobWatch
+from airflow_provider_zuora_aqua.jobs.status import FIRST_POLL_SECONDS, POLL_JITTER, JobWatch
 
 JOB_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
 

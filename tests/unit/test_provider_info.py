@@ -12,9 +12,9 @@ from airflow import __version__ as airflow_version
 from packaging.version import Version
 
 from airflow_provider_zuora_aqua import __version__
+from airflow_provider_zuora_aqua.client.defaults import ENVIRONMENTS
 from airflow_provider_zuora_aqua.get_provider_info import get_provider_info
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.utils.defaults import ENVIRONMENTS
 
 
 def test_connection_type_in_provider_info():

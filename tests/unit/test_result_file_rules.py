@@ -7,7 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.sdk import ObjectStoragePath
+from airflow_provider_zuora_aqua.results import receiver as file_download
 
+from airflow_provider_zuora_aqua.client.wire import HttpAnswer
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaConfigurationError,
@@ -19,18 +21,16 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaServerError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.utils import file_download
-from airflow_provider_zuora_aqua.utils.destinations import (
+from airflow_provider_zuora_aqua.results.delivery import plan_files, safe_file_stem
+from airflow_provider_zuora_aqua.results.lineage import job_queries, outlet_extra, query_objects, zuora_namespace
+from airflow_provider_zuora_aqua.results.receiver import FileReceiver, download_headers, file_error
+from airflow_provider_zuora_aqua.results.staging import (
     Destination,
     StagedFile,
     lineage_dataset_name,
     path_conn_id,
     resolve_destination,
 )
-from airflow_provider_zuora_aqua.utils.file_download import FileReceiver, download_headers, file_error
-from airflow_provider_zuora_aqua.utils.lineage import job_queries, outlet_extra, query_objects, zuora_namespace
-from airflow_provider_zuora_aqua.utils.protocol import HttpAnswer
-from airflow_provider_zuora_aqua.utils.result_files import plan_files, safe_file_stem
 
 FILE_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
 
@@ -261,7 +261,7 @@ class TestLineage:
 @pytest.mark.parametrize("segments", ["abc", {"a": 1}, [1, 2]])
 def test_segments_that_are_not_a_list_of_file_ids_are_refused(segments):
     from airflow_provider_zuora_aqua.exceptions import AquaError
-    from airflow_provider_zuora_aqua.utils.result_files import plan_files
+    from airflow_provider_zuora_aqua.results.delivery import plan_files
 
     job = {"id": "j", "format": "csv", "batches": [{"name": "a", "status": "completed", "segments": segments}]}
     with pytest.raises(AquaError, match="not a list of file ids"):
@@ -269,7 +269,7 @@ def test_segments_that_are_not_a_list_of_file_ids_are_refused(segments):
 
 
 def test_batches_that_are_not_objects_are_skipped():
-    from airflow_provider_zuora_aqua.utils.result_files import plan_files
+    from airflow_provider_zuora_aqua.results.delivery import plan_files
 
     assert plan_files({"id": "j", "format": "csv", "batches": {"a": 1}}) == []
     assert plan_files({"id": "j", "format": "csv", "batches": ["a", "b"]}) == []

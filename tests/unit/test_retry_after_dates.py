@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time_machine
 
-from airflow_provider_zuora_aqua.utils.protocol import parse_retry_after
+from airflow_provider_zuora_aqua.client.wire import parse_retry_after
 
 RETRY_AT = "Wed, 21 Oct 2015 07:28:00 GMT"
 

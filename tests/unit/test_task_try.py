@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_zuora_aqua.client.wire import validate_idempotency_key, validate_track_id
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
-from airflow_provider_zuora_aqua.utils.protocol import validate_idempotency_key, validate_track_id
-from airflow_provider_zuora_aqua.utils.task_try import task_idempotency_key, task_track_id
+from airflow_provider_zuora_aqua.tasks.record import task_idempotency_key, task_track_id
 from tests.fakes import FakeTaskInstance
 
 
