@@ -10,6 +10,9 @@ The README demo: real Airflow runs of the example DAGs against the local AQuA si
    local folder, verified, with a ``_manifest.json``; the demo lists the files and prints a
    manifest.
 
+The exports stay after the demo exits, in ``demo/exports/<timestamp>/`` (the closing line prints
+the path); the Airflow home is temporary.
+
 Job statuses are printed as the simulator sees them change. Exit status 0 only when the first
 two jobs ended ``cancelled`` and the third DAG wrote its files and manifests.
 """
@@ -29,6 +32,8 @@ from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, stop_process_group, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Each run's exports land in a folder of their own under here, and stay for the user to open.
+EXPORTS = ROOT / "demo" / "exports"
 
 CLIENT_ID = "demo-client-id"
 CLIENT_SECRET = "demo-client-secret-do-not-print"
@@ -84,6 +89,8 @@ def run_results_dag(home: AirflowHome, folder: Path) -> bool:
 
 
 def main() -> int:
+    exports = EXPORTS / time.strftime("%Y%m%d-%H%M%S")
+    exports.mkdir(parents=True)
     with (
         tempfile.TemporaryDirectory(prefix="aqua-demo-") as tmp,
         AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=600, queue_seconds=0.05) as sim,
@@ -130,7 +137,7 @@ def main() -> int:
             stop_process_group(process)
         watcher.stop()
 
-        results_ok = run_results_dag(home, Path(tmp) / "exports")
+        results_ok = run_results_dag(home, exports)
 
         step("Summary")
         ok = cancel_dag_ok and results_ok
@@ -144,7 +151,7 @@ def main() -> int:
         print(f"    secrets in Airflow logs: {'FOUND' if leaked else 'none'}")
         print(
             f"\nDemo {'passed' if ok and not leaked else 'FAILED'}: the two watched jobs went executing → cancelled, "
-            "and the exports landed, verified, with their manifests."
+            f"and the exports landed, verified, with their manifests, in {exports}"
         )
         return 0 if ok and not leaked else 1
 
