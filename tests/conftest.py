@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -10,24 +9,7 @@ import pytest
 from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE
 from airflow_provider_zuora_aqua.hooks import aqua as hooks
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-CLIENT_ID = "e2e-client-id-7f3a"
-CLIENT_SECRET = "e2e-client-secret-0c1d9b8a"
-CONN_ID = "zuora_aqua_default"
-
-
-def connection_json(base_url: str, **extra: object) -> str:
-    """An ``AIRFLOW_CONN_*`` value for the simulator, with quick retries for tests."""
-    extras = {"retry_backoff": 0.05, "max_retries": 3, "timeout": 10, **extra}
-    return json.dumps(
-        {
-            "conn_type": "zuora_aqua",
-            "host": base_url,
-            "login": CLIENT_ID,
-            "password": CLIENT_SECRET,
-            "extra": extras,
-        }
-    )
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,6 @@ import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -19,6 +18,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, free_port, stop_process_group, wait_for
+from tests.support.browser import ARTIFACTS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -32,7 +32,6 @@ CHROMIUM_OPTIONS = (
     "--disable-sync",
     "--no-first-run",
 )
-ARTIFACTS = Path(os.environ.get("BROWSER_ARTIFACTS") or Path(__file__).parent / "artifacts")
 
 
 def _require_browser() -> None:

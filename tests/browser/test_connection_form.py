@@ -21,8 +21,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from airflow_provider_zuora_aqua.get_provider_info import get_provider_info
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from tests.browser.conftest import ARTIFACTS
-from tests.conftest import CLIENT_ID, CLIENT_SECRET
+from tests.support.browser import ARTIFACTS
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET
 
 # A real API server too: `-m "not airflow_e2e"` skips it along with the other real-Airflow tests.
 pytestmark = [pytest.mark.browser, pytest.mark.airflow_e2e, pytest.mark.timeout(300)]

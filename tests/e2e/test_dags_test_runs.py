@@ -10,7 +10,7 @@ import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, stop_process_group
-from tests.e2e.conftest import assert_no_secret, polled_job_ids, wait_for_delete, wait_for_polled_job
+from tests.support.e2e import assert_no_secret, polled_job_ids, wait_for_delete, wait_for_polled_job
 
 pytestmark = pytest.mark.airflow_e2e
 

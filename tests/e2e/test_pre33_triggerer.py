@@ -20,8 +20,8 @@ import pytest
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, AirflowStack, stop_process_group, wait_for
 from airflow_provider_zuora_aqua.triggers.aqua import TRIGGER_HAS_ON_KILL
-from tests.conftest import connection_json
-from tests.e2e.conftest import assert_no_secret, wait_for_delete, wait_for_polled_job
+from tests.support.credentials import connection_json
+from tests.support.e2e import assert_no_secret, wait_for_delete, wait_for_polled_job
 
 pytestmark = [
     pytest.mark.airflow_e2e,

@@ -13,8 +13,8 @@ from airflow.sdk import Connection
 from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
 from tests.readme import README_SIMULATOR_PORT, connection_lines
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, connection_json
 
 README_CLIENT_ID = "my-id"
 README_CLIENT_SECRET = "my-secret-value"

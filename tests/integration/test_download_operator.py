@@ -15,8 +15,8 @@ from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaDownloadResultsOperator
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
-from tests.fakes import context
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
+from tests.support.fakes import context
 
 QUERIES = [
     {"name": "accounts", "query": "select Id, Name from Account where Name != 'from Contact'"},

@@ -19,7 +19,7 @@ from airflow_provider_zuora_aqua.exceptions import (
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 
 QUERY = {"format": "csv", "version": "1.0", "queries": [{"name": "accounts", "query": "select Id, Name from Account"}]}
 UNKNOWN_JOB_ID = "0123456789abcdef0123456789abcdef"

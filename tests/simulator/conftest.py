@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-from .helpers import CLIENT_ID, CLIENT_SECRET, Client
-
-SimFactory = Callable[..., AquaSimulator]
+from tests.support.sim_client import CLIENT_ID, CLIENT_SECRET, Client, SimFactory
 
 
 @pytest.fixture

@@ -10,7 +10,16 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from .helpers import CLIENT_ID, CLIENT_SECRET, MODULE, TIMEOUT, first_line, job_body, stateful_body, token_form
+from tests.support.sim_client import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    MODULE,
+    TIMEOUT,
+    first_line,
+    job_body,
+    stateful_body,
+    token_form,
+)
 
 CREDENTIALS = ["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import requests
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-from .conftest import SimFactory
-from .helpers import TIMEOUT, Client
+from tests.support.sim_client import TIMEOUT, Client, SimFactory
 
 
 def control(sim: AquaSimulator, method: str, path: str, **kwargs: object) -> requests.Response:

@@ -12,9 +12,7 @@ import requests
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.simulator.faults import parse_fault_spec
-
-from .conftest import SimFactory
-from .helpers import TIMEOUT, Client, job_body
+from tests.support.sim_client import TIMEOUT, Client, SimFactory, job_body
 
 UNKNOWN_JOB = "0" * 32
 

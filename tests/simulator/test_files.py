@@ -21,9 +21,7 @@ import requests
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.simulator.files import FileTooLargeError
 from airflow_provider_zuora_aqua.simulator.results import QUOTED_VALUE
-
-from .conftest import SimFactory
-from .helpers import ACCOUNT_QUERY, TIMEOUT, Client, job_body, stateful_body
+from tests.support.sim_client import ACCOUNT_QUERY, TIMEOUT, Client, SimFactory, job_body, stateful_body
 
 HEADER = ["Id", "Name", "Account.Id"]
 

@@ -16,8 +16,7 @@ import pytest
 import requests
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator, RecordedRequest
-
-from .helpers import ACCOUNT_QUERY, CLIENT_ID, CLIENT_SECRET, TIMEOUT, Client, job_body, token_form
+from tests.support.sim_client import ACCOUNT_QUERY, CLIENT_ID, CLIENT_SECRET, TIMEOUT, Client, job_body, token_form
 
 BIG_JOB = job_body(*[ACCOUNT_QUERY] * 10)  # its JSON answer is well over 1000 bytes
 

@@ -10,9 +10,7 @@ import pytest
 import requests
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-from .conftest import SimFactory
-from .helpers import INVOICE_QUERY, TIMEOUT, Client, job_body
+from tests.support.sim_client import INVOICE_QUERY, TIMEOUT, Client, SimFactory, job_body
 
 
 def keyed(key: str, **headers: str) -> dict[str, str]:

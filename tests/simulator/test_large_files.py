@@ -13,7 +13,7 @@ import psutil
 import pytest
 import requests
 
-from .helpers import CLIENT_ID, CLIENT_SECRET, MODULE, TIMEOUT, first_line, job_body, token_form
+from tests.support.sim_client import CLIENT_ID, CLIENT_SECRET, MODULE, TIMEOUT, first_line, job_body, token_form
 
 ROWS = 2_000_000
 

@@ -8,9 +8,7 @@ import time
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-from .conftest import SimFactory
-from .helpers import ACCOUNT_QUERY, HEX32, INVOICE_QUERY, TIMESTAMP, Client, job_body
+from tests.support.sim_client import ACCOUNT_QUERY, HEX32, INVOICE_QUERY, TIMESTAMP, Client, SimFactory, job_body
 
 INVALID_JOB_ID = {"errorCode": "90002", "message": "Invalid Job Id."}
 INVALID_CANCEL = {"errorCode": "90003", "message": "Invalid Job Id for job cancellation."}

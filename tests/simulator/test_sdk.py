@@ -32,9 +32,17 @@ from zuora_sdk.models import (
 )
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-from .conftest import SimFactory
-from .helpers import ACCOUNT_QUERY, CLIENT_ID, CLIENT_SECRET, INVOICE_QUERY, TIMEOUT, Client, job_body, token_form
+from tests.support.sim_client import (
+    ACCOUNT_QUERY,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    INVOICE_QUERY,
+    TIMEOUT,
+    Client,
+    SimFactory,
+    job_body,
+    token_form,
+)
 
 # Fields the simulator sends that a model has no attribute for (they land in additional_properties).
 JOB_EXTRAS = {"sourceData", "useQueryLabels", "dateTimeUtc", "startTime", "endTime", "incrementalTime", "notifyUrl"}

@@ -11,8 +11,7 @@ import pytest
 import requests
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-from .helpers import ACCOUNT_QUERY, HEX32, INVOICE_QUERY, Client, job_body
+from tests.support.sim_client import ACCOUNT_QUERY, HEX32, INVOICE_QUERY, Client, job_body
 
 
 def test_submit_success_shape(client: Client) -> None:

@@ -8,9 +8,7 @@ import pytest
 import requests
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-
-from .conftest import SimFactory
-from .helpers import CLIENT_ID, CLIENT_SECRET, TIMEOUT, Client, token_form
+from tests.support.sim_client import CLIENT_ID, CLIENT_SECRET, TIMEOUT, Client, SimFactory, token_form
 
 UNAUTHORIZED = {"message": "Authentication error"}
 

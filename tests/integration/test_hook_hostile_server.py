@@ -1,8 +1,8 @@
 """
 The hook, the trigger and the operator's ``on_kill`` against a hostile local HTTP server.
 
-Each test names the point of issue 10 ("Hardening") it covers. The server
-(:mod:`tests.hostile_server`) runs on 127.0.0.1 and answers what each test scripts: huge or
+The server
+(:mod:`tests.support.hostile_server`) runs on 127.0.0.1 and answers what each test scripts: huge or
 gzip-bomb bodies, bytes dripped slowly, echoes of the request, odd JSON shapes, held answers.
 Where the point is a wall-clock bound, the test checks that bound with a wide margin against
 a server that would otherwise keep the call busy several times longer.
@@ -31,7 +31,7 @@ from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.jobs.status import check_job_succeeded
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
-from tests.hostile_server import (
+from tests.support.hostile_server import (
     JOB_ID,
     HostileServer,
     Reply,
@@ -95,11 +95,11 @@ async def collect(trigger: AquaJobTrigger, timeout: float = 30) -> list[dict]:
 JOB_PATH = f"/v1/batch-query/jobs/{JOB_ID}"
 
 
-class TestPoint1BoundedAnswers:
-    """Point 1: answers are capped (10 MB decoded), gzip is decoded with a bound, sync and async."""
+class TestBoundedAnswers:
+    """answers are capped (10 MB decoded), gzip is decoded with a bound, sync and async."""
 
     def test_gzip_bomb_is_refused_sync(self, server, use_conn):
-        """Point 1: a 0.05 MB gzip answer that decodes to 40 MB raises our error instead of being decoded."""
+        """a 0.05 MB gzip answer that decodes to 40 MB raises our error instead of being decoded."""
         bomb = gzip_bomb(40 * MB)
         assert len(bomb) < 0.1 * MB
         server.on("GET", JOB_PATH, Reply(body=bomb, headers={"Content-Encoding": "gzip"}))
@@ -107,40 +107,40 @@ class TestPoint1BoundedAnswers:
             use_conn(max_retries=0).get_job(JOB_ID)
 
     def test_huge_plain_answer_is_refused_sync(self, server, use_conn):
-        """Point 1: a 12 MB plain answer raises our error."""
+        """a 12 MB plain answer raises our error."""
         server.on("GET", JOB_PATH, Reply(body=b'{"id": "' + JOB_ID.encode() + b'", "pad": "' + b" " * 12 * MB + b'"}'))
         with pytest.raises(AquaError, match="larger than"):
             use_conn(max_retries=0).get_job(JOB_ID)
 
     async def test_gzip_bomb_is_refused_async(self, server, use_conn):
-        """Point 1: the trigger's path applies the same cap to the decoded answer."""
+        """the trigger's path applies the same cap to the decoded answer."""
         server.on("GET", JOB_PATH, Reply(body=gzip_bomb(40 * MB), headers={"Content-Encoding": "gzip"}))
         with pytest.raises(AquaError, match="larger than"):
             await use_conn(max_retries=0).aget_job(JOB_ID)
 
     async def test_huge_plain_answer_is_refused_async(self, server, use_conn):
-        """Point 1: a 12 MB plain answer raises our error on the async path too."""
+        """a 12 MB plain answer raises our error on the async path too."""
         server.on("GET", JOB_PATH, Reply(body=b'{"id": "' + JOB_ID.encode() + b'", "pad": "' + b" " * 12 * MB + b'"}'))
         with pytest.raises(AquaError, match="larger than"):
             await use_conn(max_retries=0).aget_job(JOB_ID)
 
     @pytest.mark.parametrize("path", ["sync", "async"])
     async def test_gzipped_answers_below_the_cap_are_decoded(self, server, use_conn, path):
-        """Point 1: the cap does not change ordinary gzip answers (Zuora gzips answers over 1,000 bytes)."""
+        """the cap does not change ordinary gzip answers (Zuora gzips answers over 1,000 bytes)."""
         server.on("GET", JOB_PATH, gzipped(Reply(body=json_body(job_json(name="x" * 5000)))))
         hook = use_conn()
         job = hook.get_job(JOB_ID) if path == "sync" else await hook.aget_job(JOB_ID)
         assert job["name"] == "x" * 5000
 
 
-class TestPoint2WallClockDeadlines:
-    """Point 2: every exchange ends at a wall-clock deadline, not a per-read timeout."""
+class TestWallClockDeadlines:
+    """every exchange ends at a wall-clock deadline, not a per-read timeout."""
 
     # 40 bytes dripped one every 0.5 s: 20 s for one answer.
     DRIP = Reply(body=json_body(job_json())[:40], drip_seconds=0.5, headers={"Content-Length": "200"})
 
     def test_dripped_body_ends_at_the_connection_timeout(self, server, use_conn):
-        """Point 2: with timeout=2 and no retries, get_job gives up near 2 s, not after the 20 s drip."""
+        """with timeout=2 and no retries, get_job gives up near 2 s, not after the 20 s drip."""
         server.on("GET", JOB_PATH, self.DRIP)
         hook = use_conn(timeout=2, max_retries=0)
         hook.get_access_token()
@@ -150,7 +150,7 @@ class TestPoint2WallClockDeadlines:
         assert time.monotonic() - started < 10
 
     def test_dripped_headers_end_at_the_connection_timeout(self, server, use_conn):
-        """Point 2: the status line and headers dripped byte by byte are bounded too."""
+        """the status line and headers dripped byte by byte are bounded too."""
         server.on("GET", JOB_PATH, Reply(body=json_body(job_json()), drip_seconds=0.5, drip_everything=True))
         hook = use_conn(timeout=2, max_retries=0)
         hook.get_access_token()
@@ -160,7 +160,7 @@ class TestPoint2WallClockDeadlines:
         assert time.monotonic() - started < 10
 
     def test_cancel_max_seconds_holds_in_total(self, server, use_conn):
-        """Point 2: cancel_job_if_running(max_seconds=3) ends near 3 s although each try would drip 20 s."""
+        """cancel_job_if_running(max_seconds=3) ends near 3 s although each try would drip 20 s."""
         server.on("DELETE", JOB_PATH, self.DRIP)
         hook = use_conn(timeout=10, max_retries=3)
         hook.get_access_token()
@@ -170,7 +170,7 @@ class TestPoint2WallClockDeadlines:
         assert time.monotonic() - started < 8
 
     def test_get_job_max_seconds_holds_in_total(self, server, use_conn):
-        """Point 2: get_job(max_seconds=3) (the failure callback's read) is bounded in total as well."""
+        """get_job(max_seconds=3) (the failure callback's read) is bounded in total as well."""
         server.on("GET", JOB_PATH, self.DRIP)
         hook = use_conn(timeout=10, max_retries=3)
         hook.get_access_token()
@@ -180,7 +180,7 @@ class TestPoint2WallClockDeadlines:
         assert time.monotonic() - started < 8
 
     def test_a_dripped_token_answer_is_bounded_by_max_seconds(self, server, use_conn):
-        """Point 2: the token fetch inside a bounded call shares its deadline."""
+        """the token fetch inside a bounded call shares its deadline."""
         token = json_body({"access_token": "tok-drip-1234", "expires_in": 3599})
         server.on("POST", "/oauth/token", Reply(body=token, drip_seconds=0.5))
         hook = use_conn(timeout=10, max_retries=3)
@@ -190,7 +190,7 @@ class TestPoint2WallClockDeadlines:
         assert time.monotonic() - started < 8
 
     async def test_dripped_body_ends_at_the_connection_timeout_async(self, server, use_conn):
-        """Point 2: the async path has the same wall-clock bound."""
+        """the async path has the same wall-clock bound."""
         server.on("GET", JOB_PATH, self.DRIP)
         hook = use_conn(timeout=2, max_retries=0)
         started = time.monotonic()
@@ -199,12 +199,12 @@ class TestPoint2WallClockDeadlines:
         assert time.monotonic() - started < 10
 
 
-class TestPoint3Port:
-    """Point 3: the port field is validated before it joins the URL; it can never change the host."""
+class TestPort:
+    """the port field is validated before it joins the URL; it can never change the host."""
 
     def test_port_cannot_smuggle_another_host(self, server, monkeypatch):
         """
-        Point 3: port='1@127.0.0.1:<server port>' on host 127.0.0.9 is refused; nothing reaches the server.
+        port='1@127.0.0.1:<server port>' on host 127.0.0.9 is refused; nothing reaches the server.
 
         A secrets backend that builds ``Connection`` objects directly can hand over such a port.
         """
@@ -225,8 +225,8 @@ class TestPoint3Port:
         assert server.requests == []
 
 
-class TestPoint4Proxy:
-    """Point 4: proxies from the environment never see a loopback exchange; both paths agree."""
+class TestProxy:
+    """proxies from the environment never see a loopback exchange; both paths agree."""
 
     @pytest.fixture
     def proxy(self, monkeypatch) -> Iterator[HostileServer]:
@@ -238,20 +238,20 @@ class TestPoint4Proxy:
             yield proxy
 
     def test_loopback_token_exchange_skips_the_proxy_sync(self, server, use_conn, proxy):
-        """Point 4: HTTP_PROXY set: the http://127.0.0.1 token POST (secret inside) goes direct."""
+        """HTTP_PROXY set: the http://127.0.0.1 token POST (secret inside) goes direct."""
         use_conn().get_access_token()
         assert proxy.requests == []
         assert len(server.requests_to("POST", "/oauth/token")) == 1
 
     async def test_loopback_token_exchange_skips_the_proxy_async(self, server, use_conn, proxy):
-        """Point 4: the same on the trigger's path."""
+        """the same on the trigger's path."""
         await use_conn().aget_job(JOB_ID)
         assert proxy.requests == []
         assert len(server.requests_to("POST", "/oauth/token")) == 1
 
     @pytest.mark.parametrize("path", ["sync", "async"])
     async def test_remote_hosts_use_the_environment_proxy_on_both_paths(self, monkeypatch, proxy, path):
-        """Point 4: for a remote https host, sync and async both go through HTTPS_PROXY (as requests does)."""
+        """for a remote https host, sync and async both go through HTTPS_PROXY (as requests does)."""
         monkeypatch.setenv(
             f"AIRFLOW_CONN_{CONN_ID.upper()}", connection("https://rest.test.zuora.com", max_retries=0, timeout=3)
         )
@@ -264,11 +264,11 @@ class TestPoint4Proxy:
         assert [(r.method, r.path) for r in proxy.requests] == [("CONNECT", "rest.test.zuora.com:443")]
 
 
-class TestPoint5Scrubbing:
-    """Point 5: secret and token never reach exception text or trigger events, in any form."""
+class TestScrubbing:
+    """secret and token never reach exception text or trigger events, in any form."""
 
     def test_echoed_form_body_is_scrubbed(self, server, use_conn):
-        """Point 5: a token endpoint echoing the URL-encoded form body leaks no form of the secret."""
+        """a token endpoint echoing the URL-encoded form body leaks no form of the secret."""
         server.on(
             "POST",
             "/oauth/token",
@@ -284,7 +284,7 @@ class TestPoint5Scrubbing:
         assert_no_leak(repr(raised.value.args), SECRET)
 
     def test_echoed_token_in_an_error_body_is_scrubbed(self, server, use_conn):
-        """Point 5: an error body echoing the Authorization header leaks no form of the token."""
+        """an error body echoing the Authorization header leaks no form of the token."""
         server.on(
             "GET",
             JOB_PATH,
@@ -297,7 +297,7 @@ class TestPoint5Scrubbing:
         assert_no_leak(str(raised.value), server.token, SECRET)
 
     def test_echoed_token_in_the_job_json_is_scrubbed(self, server, use_conn):
-        """Point 5: the job JSON (XCom, events) carries no echo of the token."""
+        """the job JSON (XCom, events) carries no echo of the token."""
         server.on(
             "GET",
             JOB_PATH,
@@ -307,7 +307,7 @@ class TestPoint5Scrubbing:
         assert_no_leak(json.dumps(job), server.token)
 
     async def test_echoed_token_never_reaches_the_trigger_event(self, server, use_conn):
-        """Point 5: a poll_failed event (stored by Airflow) carries no form of the token."""
+        """a poll_failed event (stored by Airflow) carries no form of the token."""
         server.on(
             "GET",
             JOB_PATH,
@@ -321,13 +321,13 @@ class TestPoint5Scrubbing:
         assert_no_leak(json.dumps(event), server.token, SECRET)
 
     def test_token_with_a_trailing_newline_is_stripped(self, server, use_conn):
-        """Point 5: a token answered as 'tok\\n' is used stripped; no header error carries it."""
+        """a token answered as 'tok\\n' is used stripped; no header error carries it."""
         server.on("POST", "/oauth/token", Reply(body=json_body({"access_token": "tok-nl-4c2e9a\n", "expires_in": 60})))
         assert use_conn().get_job(JOB_ID)["id"] == JOB_ID
         assert server.requests_to("GET")[0].headers["Authorization"] == "Bearer tok-nl-4c2e9a"
 
     def test_token_with_control_characters_is_refused_without_quoting_it(self, server, use_conn):
-        """Point 5: a token with a control character inside is refused; the error does not contain it."""
+        """a token with a control character inside is refused; the error does not contain it."""
         token = "tok-ctl\x01-8b3f"
         server.on("POST", "/oauth/token", Reply(body=json_body({"access_token": token, "expires_in": 60})))
         with pytest.raises(AquaError) as raised:
@@ -346,20 +346,20 @@ ODD_ERROR_BODIES = {
 }
 
 
-class TestPoint6OddShapes:
-    """Point 6: odd JSON shapes raise our own errors, and the trigger waits through them."""
+class TestOddShapes:
+    """odd JSON shapes raise our own errors, and the trigger waits through them."""
 
     @pytest.mark.parametrize("body", list(ODD_ERROR_BODIES.values()), ids=list(ODD_ERROR_BODIES))
     @pytest.mark.parametrize("status", [200, 400])
     def test_odd_error_bodies_raise_aqua_errors(self, server, use_conn, body, status):
-        """Point 6: 'reasons' 5, {'a': 1} and friends raise an AquaError, not TypeError/KeyError."""
+        """'reasons' 5, {'a': 1} and friends raise an AquaError, not TypeError/KeyError."""
         server.on("GET", JOB_PATH, Reply(status=status, body=json_body(body)))
         with pytest.raises(AquaError):
             use_conn(max_retries=0).get_job(JOB_ID)
 
     @pytest.mark.parametrize("path", ["sync", "async"])
     async def test_deeply_nested_json_raises_an_aqua_error(self, server, use_conn, path):
-        """Point 6: JSON nested 100k deep is our error, not a RecursionError."""
+        """JSON nested 100k deep is our error, not a RecursionError."""
         server.on("GET", JOB_PATH, Reply(body=b"[" * 100_000 + b"]" * 100_000))
         hook = use_conn(max_retries=0)
         with pytest.raises(AquaError):
@@ -369,7 +369,7 @@ class TestPoint6OddShapes:
                 await hook.aget_job(JOB_ID)
 
     def test_huge_error_code_is_truncated(self, server, use_conn):
-        """Point 6: a 1 MB errorCode is cut short in the error."""
+        """a 1 MB errorCode is cut short in the error."""
         server.on("GET", JOB_PATH, Reply(status=400, body=json_body({"errorCode": "9" * MB, "message": "m"})))
         with pytest.raises(AquaError) as raised:
             use_conn(max_retries=0).get_job(JOB_ID)
@@ -378,7 +378,7 @@ class TestPoint6OddShapes:
 
     @pytest.mark.parametrize("expires_in", ["abc", [1], "nan", "inf", 1e400, -5, {"a": 1}, True])
     def test_odd_token_lifetimes_fall_back_to_a_safe_default(self, server, use_conn, expires_in):
-        """Point 6: expires_in 'abc', [1], 'nan', 'inf'... give a usable token with a finite lifetime."""
+        """expires_in 'abc', [1], 'nan', 'inf'... give a usable token with a finite lifetime."""
         body = json.dumps({"access_token": "tok-life-91ab", "expires_in": expires_in}).replace("Infinity", "1e400")
         server.on("POST", "/oauth/token", Reply(body=body.encode()))
         hook = use_conn(max_retries=0)
@@ -388,14 +388,14 @@ class TestPoint6OddShapes:
 
     @pytest.mark.parametrize("batches", [{"a": 1}, ["x", "y"], 5, [None]])
     def test_odd_batches_never_raise_outside_aqua_errors(self, server, use_conn, batches):
-        """Point 6: 'batches' as a dict or a list of strings: reading the result raises only AquaErrors."""
+        """'batches' as a dict or a list of strings: reading the result raises only AquaErrors."""
         server.on("GET", JOB_PATH, Reply(body=json_body(job_json("error", batches=batches))))
         job = use_conn().get_job(JOB_ID)
         with pytest.raises(AquaError):
             check_job_succeeded(job)
 
     async def test_trigger_waits_through_an_odd_answer(self, server, use_conn):
-        """Point 6: the trigger tolerates unreadable answers like a transient fault and keeps waiting."""
+        """the trigger tolerates unreadable answers like a transient fault and keeps waiting."""
         deep = Reply(body=b"[" * 100_000 + b"]" * 100_000)
         server.on("GET", JOB_PATH, [deep, deep, Reply(body=json_body(job_json("completed")))])
         use_conn(max_retries=0)
@@ -403,7 +403,7 @@ class TestPoint6OddShapes:
         assert event["status"] == "completed"
 
     async def test_trigger_waits_through_odd_error_bodies(self, server, use_conn):
-        """Point 6: an error body of an unreadable shape does not end (or crash) the trigger either."""
+        """an error body of an unreadable shape does not end (or crash) the trigger either."""
         odd = Reply(body=json_body({"success": False, "reasons": 5}))
         server.on("GET", JOB_PATH, [odd, Reply(body=json_body(job_json("completed")))])
         use_conn(max_retries=0)
@@ -411,11 +411,11 @@ class TestPoint6OddShapes:
         assert event["status"] == "completed"
 
 
-class TestPoint7OnKill:
-    """Point 7: on_kill never waits on the token lock of the interrupted thread, nor looks anything up."""
+class TestOnKill:
+    """on_kill never waits on the token lock of the interrupted thread, nor looks anything up."""
 
     def test_on_kill_cancels_while_the_main_thread_refreshes_the_token(self, server, use_conn):
-        """Point 7: the main thread is stuck in a slow token fetch; the on_kill DELETE still goes out."""
+        """the main thread is stuck in a slow token fetch; the on_kill DELETE still goes out."""
         release = threading.Event()
         token = json_body({"access_token": "tok-kill-77aa", "expires_in": 3599})
         server.on("POST", "/oauth/token", [Reply(body=token, hold=release), Reply(body=token)])
@@ -437,7 +437,7 @@ class TestPoint7OnKill:
             main.join(10)
 
     def test_with_new_session_does_not_look_the_connection_up(self, server, use_conn, monkeypatch):
-        """Point 7: in the signal handler, with_new_session() must not read the connection."""
+        """in the signal handler, with_new_session() must not read the connection."""
         hook = use_conn()
         lookups: list[str] = []
         real_lookup = ZuoraAquaHook.get_connection
@@ -453,11 +453,11 @@ class TestPoint7OnKill:
         assert lookups == [CONN_ID]
 
 
-class TestPoint9JobIds:
-    """Point 9: every job JSON the hook returns has a valid id."""
+class TestJobIds:
+    """every job JSON the hook returns has a valid id."""
 
     def test_invalid_id_in_a_submit_answer_is_refused(self, server, use_conn):
-        """Point 9: '../../v1/x' in a submit answer raises before submit_job returns it."""
+        """'../../v1/x' in a submit answer raises before submit_job returns it."""
         server.on("POST", "/v1/batch-query/", Reply(body=json_body(job_json("submitted", job_id="../../v1/x"))))
         with pytest.raises(AquaError, match="job id"):
             use_conn().submit_job(QUERY)
@@ -466,7 +466,7 @@ class TestPoint9JobIds:
     @pytest.mark.parametrize("bad_id", ["../../v1/x", 12345, "", None, ["x"]])
     @pytest.mark.parametrize("path", ["get", "cancel", "aget"])
     async def test_invalid_or_other_id_in_a_job_answer_is_refused(self, server, use_conn, bad_id, path):
-        """Point 9: get_job, cancel_job and aget_job refuse an answer whose id is invalid."""
+        """get_job, cancel_job and aget_job refuse an answer whose id is invalid."""
         server.on("GET", JOB_PATH, Reply(body=json_body(job_json("cancelled", job_id=bad_id))))
         server.on("DELETE", JOB_PATH, Reply(body=json_body(job_json("cancelled", job_id=bad_id))))
         hook = use_conn(max_retries=0)
@@ -479,18 +479,18 @@ class TestPoint9JobIds:
                 await hook.aget_job(JOB_ID)
 
     def test_an_answer_about_another_job_is_refused(self, server, use_conn):
-        """Point 9: GET job A answered with job B's JSON is not returned as job A."""
+        """GET job A answered with job B's JSON is not returned as job A."""
         server.on("GET", JOB_PATH, Reply(body=json_body(job_json("completed", job_id="b" * 32))))
         with pytest.raises(AquaError, match="job id"):
             use_conn(max_retries=0).get_job(JOB_ID)
 
 
-class TestPoint11SmallerInputs:
-    """Point 11: odd Track-Ids and hosts are refused before any request, with our error."""
+class TestSmallerInputs:
+    """odd Track-Ids and hosts are refused before any request, with our error."""
 
     @pytest.mark.parametrize("track_id", [" lead", "trail ", "\ttab"])
     def test_track_id_with_surrounding_space_is_refused_before_sending(self, server, use_conn, track_id):
-        """Point 11: the submit is refused up front, not reported as possibly sent."""
+        """the submit is refused up front, not reported as possibly sent."""
         with pytest.raises(AquaConfigurationError, match="track_id"):
             use_conn().submit_job(QUERY, track_id=track_id)
         assert server.requests == []

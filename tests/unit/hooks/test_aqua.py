@@ -10,7 +10,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobNotFoundError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from tests.conftest import connection_json
+from tests.support.credentials import connection_json
 
 BASE = "https://rest.test.zuora.com"
 JOB_ID = "e20b07474688ad5001468daf10e501de"

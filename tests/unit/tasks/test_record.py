@@ -7,7 +7,7 @@ import pytest
 from airflow_provider_zuora_aqua.client.wire import validate_idempotency_key, validate_track_id
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
 from airflow_provider_zuora_aqua.tasks.record import task_idempotency_key, task_track_id
-from tests.fakes import FakeTaskInstance
+from tests.support.fakes import FakeTaskInstance
 
 
 def test_the_key_names_the_try_and_differs_by_try_and_map_index():

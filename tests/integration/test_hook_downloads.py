@@ -31,7 +31,7 @@ from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, download_job_results
 from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 
 ACCOUNTS = {"name": "accounts", "query": "select Id, Name, Notes from Account"}
 MIB = 1024 * 1024

@@ -11,11 +11,11 @@ from unittest import mock
 import pytest
 from airflow.sdk import DAG
 from airflow.serialization import serialized_objects
-from airflow_provider_zuora_aqua import compat
 
+from airflow_provider_zuora_aqua import compat
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
-from tests.fakes import QUERIES
+from tests.support.fakes import QUERIES
 
 #: Airflow 3.0: BaseHook has no aget_connection and the SDK no amask_secret; compat adds both.
 SHIMMED_AGET_CONNECTION = compat.BaseHook.__module__ == compat.__name__

@@ -1,4 +1,4 @@
-"""AquaJobTrigger, AquaJobSensor and the deferrable operator against the simulator."""
+"""AquaJobTrigger against the simulator."""
 
 from __future__ import annotations
 
@@ -9,31 +9,19 @@ from unittest import mock
 
 import pytest
 from airflow import __version__ as airflow_version
-from airflow.providers.common.compat.sdk import AirflowSensorTimeout, TaskDeferred
 from packaging.version import Version
 
-from airflow_provider_zuora_aqua.exceptions import AquaError, AquaJobFailedError, AquaJobTimeoutError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
-from airflow_provider_zuora_aqua.sensors.aqua import AquaJobSensor
 from airflow_provider_zuora_aqua.triggers import aqua as triggers
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
-from tests.conftest import CLIENT_SECRET, CONN_ID
-from tests.fakes import QUERIES, FakeStateStore, FakeTaskInstance, context, submit
+from tests.support.credentials import CLIENT_SECRET, CONN_ID
+from tests.support.fakes import submit
+from tests.support.jobs import collect, finish_later
 
 AIRFLOW_VERSION = Version(airflow_version)
+
+
 RUNNING = ("submitted", "executing")
-
-
-async def collect(trigger: AquaJobTrigger, timeout: float = 20) -> list[dict]:
-    async def run() -> list[dict]:
-        return [event.payload async for event in trigger.run()]
-
-    return await asyncio.wait_for(run(), timeout)
-
-
-def finish_later(sim, job_id: str, status: str, delay: float = 0.3, message: str = "") -> None:
-    asyncio.get_running_loop().call_later(delay, sim.finish_job, job_id, status, message)
 
 
 class TestTrigger:
@@ -172,155 +160,6 @@ class TestTrigger:
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert (simulator.get_job(job_id)["status"] == "cancelled") is cancelled
-
-
-class TestDeferrableOperator:
-    def test_defers_after_recording_the_job(self, simulator, aqua_conn):
-        ti = FakeTaskInstance("export")
-        store = FakeStateStore()
-        operator = AquaSubmitJobOperator(
-            task_id="export", queries=QUERIES, deferrable=True, timeout=60, poll_interval=7
-        )
-        with pytest.raises(TaskDeferred) as deferred:
-            operator.execute(context(ti, task_state_store=store))
-
-        trigger = deferred.value.trigger
-        assert isinstance(trigger, AquaJobTrigger)
-        assert trigger.job_id == ti.xcom["aqua_job_id"] == store["aqua_job_id"]
-        assert trigger.poll_interval == 7 and trigger.cancel_on_kill
-        assert time.time() + 55 < trigger.end_time <= time.time() + 60
-        assert deferred.value.timeout is None  # the trigger enforces the timeout, so the job gets cancelled
-        assert deferred.value.method_name == "execute_complete"
-
-    def test_execution_timeout_bounds_the_deferred_wait(self, simulator, aqua_conn):
-        from datetime import datetime, timedelta, timezone
-
-        ti = FakeTaskInstance("export")
-        ti.start_date = datetime.now(timezone.utc)
-        operator = AquaSubmitJobOperator(
-            task_id="export", queries=QUERIES, deferrable=True, execution_timeout=timedelta(seconds=20)
-        )
-        with pytest.raises(TaskDeferred) as deferred:
-            operator.execute(context(ti))
-        assert abs(deferred.value.trigger.end_time - (ti.start_date.timestamp() + 20)) < 0.01
-
-        event = {"status": "timeout", "job_id": operator.job_id, "job": None, "message": "", "request_id": None}
-        with pytest.raises(AquaJobTimeoutError, match="execution_timeout of 0:00:20"):
-            operator.execute_complete(context(ti), event)
-        assert simulator.get_job(operator.job_id)["status"] == "cancelled"
-
-    async def test_full_deferred_path_returns_the_job(self, simulator, aqua_conn):
-        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, poll_interval=0.1)
-        store = FakeStateStore()
-        with pytest.raises(TaskDeferred) as deferred:
-            operator.execute(context(FakeTaskInstance("export"), task_state_store=store))
-        finish_later(simulator, deferred.value.trigger.job_id, "completed")
-        [event] = await collect(deferred.value.trigger)
-
-        job = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True).execute_complete(
-            context(FakeTaskInstance("export"), task_state_store=store), event
-        )
-        assert job == simulator.get_job(event["job_id"])
-        assert store == {}
-        assert simulator.requests_for("file") == []
-
-    def test_timeout_event_cancels_then_fails(self, simulator, aqua_conn):
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        operator = AquaSubmitJobOperator(task_id="export", queries=QUERIES, deferrable=True, timeout=5)
-        event = {
-            "status": "timeout",
-            "job_id": job_id,
-            "job": simulator.get_job(job_id),
-            "message": "late",
-            "request_id": "rid",
-        }
-        with pytest.raises(AquaJobTimeoutError):
-            operator.execute_complete(context(FakeTaskInstance("export")), event)
-        assert simulator.get_job(job_id)["status"] == "cancelled"
-
-    def test_failed_job_event_fails_with_batch_messages(self, simulator, aqua_conn):
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        simulator.finish_job(job_id, "error", "Invalid field Foo")
-        event = {
-            "status": "error",
-            "job_id": job_id,
-            "job": simulator.get_job(job_id),
-            "message": "",
-            "request_id": "rid-9",
-        }
-        with pytest.raises(AquaJobFailedError, match="Invalid field Foo.*rid-9"):
-            AquaSubmitJobOperator(task_id="export", queries=QUERIES).execute_complete(
-                context(FakeTaskInstance("export")), event
-            )
-
-    def test_poll_failed_event_cancels_then_fails(self, simulator, aqua_conn):
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        event = {
-            "status": "poll_failed",
-            "job_id": job_id,
-            "job": None,
-            "message": "Could not read",
-            "request_id": None,
-        }
-        with pytest.raises(AquaError, match="Could not read"):
-            AquaSubmitJobOperator(task_id="export", queries=QUERIES).execute_complete(
-                context(FakeTaskInstance("export")), event
-            )
-        assert simulator.get_job(job_id)["status"] == "cancelled"
-
-
-class TestSensor:
-    def test_poke_mode_succeeds_with_the_job(self, simulator, aqua_conn):
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        sensor = AquaJobSensor(task_id="wait", job_id=job_id, poke_interval=0.1, timeout=10)
-        assert sensor.poke(context(FakeTaskInstance("wait"))).is_done is False
-        simulator.finish_job(job_id, "completed")
-        result = sensor.poke(context(FakeTaskInstance("wait")))
-        assert result.is_done and result.xcom_value == simulator.get_job(job_id)
-
-    @pytest.mark.parametrize("status", ["error", "aborted", "cancelled"])
-    def test_poke_mode_fails_on_failed_job(self, simulator, aqua_conn, status):
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        simulator.finish_job(job_id, status, "went wrong")
-        with pytest.raises(AquaJobFailedError, match="went wrong"):
-            AquaJobSensor(task_id="wait", job_id=job_id).poke(context(FakeTaskInstance("wait")))
-
-    async def test_deferrable_mode(self, simulator, aqua_conn):
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        sensor = AquaJobSensor(task_id="wait", job_id=job_id, deferrable=True, poke_interval=0.1, timeout=30)
-        with pytest.raises(TaskDeferred) as deferred:
-            sensor.execute(context(FakeTaskInstance("wait")))
-        trigger = deferred.value.trigger
-        assert trigger.cancel_on_kill is False  # the sensor does not own the job
-        finish_later(simulator, job_id, "completed")
-        [event] = await collect(trigger)
-        assert sensor.execute_complete(context(), event) == simulator.get_job(job_id)
-
-    def test_deferrable_mode_done_at_first_check_does_not_defer(self, simulator, aqua_conn):
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        simulator.finish_job(job_id, "completed")
-        sensor = AquaJobSensor(task_id="wait", job_id=job_id, deferrable=True)
-        assert sensor.execute(context(FakeTaskInstance("wait")))["status"] == "completed"
-
-    def test_deferred_timeout_and_failure(self, simulator, aqua_conn):
-        sensor = AquaJobSensor(task_id="wait", job_id="a" * 32, deferrable=True, timeout=3)
-        with pytest.raises(AirflowSensorTimeout):
-            sensor.execute_complete(
-                context(), {"status": "timeout", "job_id": "a" * 32, "job": None, "message": "", "request_id": None}
-            )
-        job_id = submit(ZuoraAquaHook(aqua_conn))
-        simulator.finish_job(job_id, "aborted", "stopped")
-        with pytest.raises(AquaJobFailedError, match="aborted"):
-            sensor.execute_complete(
-                context(),
-                {
-                    "status": "aborted",
-                    "job_id": job_id,
-                    "job": simulator.get_job(job_id),
-                    "message": "",
-                    "request_id": None,
-                },
-            )
 
 
 @pytest.mark.skipif(AIRFLOW_VERSION < Version("3.1"), reason="Airflow 3.0: no async lookup, see test_airflow_versions")

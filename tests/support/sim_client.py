@@ -6,9 +6,12 @@ import selectors
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
+
+from airflow_provider_zuora_aqua.simulator import AquaSimulator
 
 # 36 characters: the Zuora SDK refuses client ids of any other length.
 CLIENT_ID = "5f1c1a0e-7b7d-4b1e-9d59-6a8c0e3f2b11"
@@ -95,3 +98,7 @@ class Client:
                 return job
             assert time.monotonic() < deadline, f"job still {job['status']}, wanted {status}"
             time.sleep(0.02)
+
+
+#: The ``make_sim`` fixture: starts simulators with the test credentials.
+SimFactory = Callable[..., AquaSimulator]

@@ -1,4 +1,4 @@
-"""JobWatch, the waiting rules the operator's poll loop and the trigger share, on a clock the test drives."""
+"""Job status rules and the waiting policy."""
 
 from __future__ import annotations
 
@@ -18,6 +18,46 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.jobs.status import FIRST_POLL_SECONDS, POLL_JITTER, JobWatch
+from airflow_provider_zuora_aqua.sensors.aqua import AquaJobSensor
+from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
+
+
+def test_poll_delays_back_off_to_the_interval_with_jitter():
+    from itertools import islice
+
+    from airflow_provider_zuora_aqua.jobs.status import poll_delays
+
+    delays = list(islice(poll_delays(30), 400))
+    for delay, base in zip(delays, [2, 4, 8, 16, 30, 30]):
+        assert 0.9 * base <= delay <= 1.1 * base
+    steady = delays[4:]
+    assert len(set(steady)) > 1  # spread, not lockstep
+    assert abs(sum(steady) / len(steady) - 30) < 1
+
+
+JOB_ID = "e20b07474688ad5001468daf10e501de"
+
+
+class TestIntervals:
+    """intervals <= 0 are refused when the trigger or the sensor is built."""
+
+    @pytest.mark.parametrize("interval", [0, -1, 0.0, float("nan")])
+    def test_trigger_refuses_a_non_positive_poll_interval(self, interval):
+        """AquaJobTrigger(poll_interval<=0) raises, naming poll_interval."""
+        with pytest.raises(AquaConfigurationError, match="poll_interval"):
+            AquaJobTrigger(job_id=JOB_ID, poll_interval=interval)
+
+    @pytest.mark.parametrize("interval", [0, 0.0])
+    def test_sensor_refuses_a_non_positive_poke_interval(self, interval):
+        """AquaJobSensor(poke_interval<=0) raises, naming poke_interval."""
+        with pytest.raises(AquaConfigurationError, match="poke_interval"):
+            AquaJobSensor(task_id="wait", job_id=JOB_ID, poke_interval=interval)
+
+    def test_positive_intervals_are_kept(self):
+        """ordinary values pass."""
+        assert AquaJobTrigger(job_id=JOB_ID, poll_interval=0.1).poll_interval == 0.1
+        assert AquaJobSensor(task_id="wait", job_id=JOB_ID, poke_interval=5).poke_interval == 5
+
 
 JOB_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
 

@@ -1,0 +1,60 @@
+"""The submit request built from operator arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaConfigurationError,
+)
+from airflow_provider_zuora_aqua.jobs.request import build_job_request
+
+
+class TestJobRequest:
+    def build(self, **overrides):
+        arguments = {
+            "queries": {"accounts": "select Id from Account"},
+            "job_name": None,
+            "format": "csv",
+            "version": "1.0",
+            "partner": None,
+            "project": None,
+            "use_query_labels": None,
+            "date_time_utc": None,
+            "job_options": None,
+        }
+        return build_job_request(**{**arguments, **overrides})
+
+    def test_mapping_of_queries(self):
+        body = self.build(job_name="nightly", use_query_labels=True)
+        assert body == {
+            "format": "csv",
+            "version": "1.0",
+            "encrypted": "none",
+            "name": "nightly",
+            "useQueryLabels": True,
+            "queries": [{"name": "accounts", "query": "select Id from Account", "type": "zoqlexport"}],
+        }
+
+    @pytest.mark.parametrize(
+        ("overrides", "argument"),
+        [
+            ({"queries": {}}, "queries"),
+            ({"queries": [{"query": f"select Id from Account where Id = '{i}'"} for i in range(51)]}, "queries"),
+            ({"queries": "select Id from Account"}, "queries"),
+            ({"queries": [{"name": "a"}]}, "queries\\[0\\]"),
+            ({"queries": [{"name": "a", "query": "q"}, {"name": "a", "query": "q"}]}, "queries\\[1\\]"),
+            ({"format": "parquet"}, "format"),
+            ({"version": "2.0"}, "version"),
+            ({"version": "1.1", "partner": "p"}, "partner/project"),
+            ({"job_name": "x" * 33}, "job_name"),
+            ({"job_options": {"format": "zip"}}, "job_options"),
+        ],
+    )
+    def test_invalid_arguments_are_named(self, overrides, argument):
+        with pytest.raises(AquaConfigurationError, match=f"argument {argument}"):
+            self.build(**overrides)
+
+    def test_stateful(self):
+        body = self.build(version="1.1", partner="salesforce", project="00170000011K3Ub", format="GZIP")
+        assert (body["partner"], body["project"], body["format"]) == ("salesforce", "00170000011K3Ub", "gzip")
