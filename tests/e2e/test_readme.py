@@ -1,11 +1,14 @@
-"""The README's code, copied verbatim, run with real Airflow against the simulator."""
+"""The README's code, copied verbatim, run with real Airflow against the simulator (docs/ blocks: tests/docs)."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,36 +30,91 @@ def quick_simulator():
         yield sim
 
 
-def test_usage_snippet_runs_as_written(migrated_home: AirflowHome, quick_simulator: AquaSimulator, tmp_path: Path):
-    snippet = code_blocks("Usage", "python")[0]  # the DAG that opens the section; operators follow
+#: The folder the README's Usage writes to and reads from; tests swap in their own.
+README_EXPORTS = "/tmp/zuora-exports"
+
+
+def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
+    migrated_home: AirflowHome, quick_simulator: AquaSimulator, tmp_path: Path
+):
+    dag_snippet, manifest_snippet = code_blocks("Usage", "python")
+    [run_command] = code_blocks("Usage", "bash")
+    assert run_command.split() == ["airflow", "dags", "test", USAGE_DAG_ID]
+    exports = tmp_path / "exports"
+    for snippet in (dag_snippet, manifest_snippet):
+        assert snippet.count(README_EXPORTS) == 1  # the one line the test swaps
     dags_folder = tmp_path / "dags"
     dags_folder.mkdir()
-    (dags_folder / "zuora_exports.py").write_text(snippet)
+    (dags_folder / "zuora_exports.py").write_text(dag_snippet.replace(README_EXPORTS, str(exports)))
     home = dataclasses.replace(
         migrated_home.copy_to(
             tmp_path / "airflow", AIRFLOW_CONN_ZUORA_AQUA_DEFAULT=connection_json(quick_simulator.base_url)
         ),
         dags_folder=dags_folder,
     )
+    env = {**home.env, "PATH": f"{Path(AIRFLOW_BIN).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
-    process = home.spawn("dags", "test", USAGE_DAG_ID, log_name="dags-test.out")
-    try:
-        returncode = process.wait(240)
-    finally:
-        stop_process_group(process)
-    log = home.read_log("dags-test.out")
+    # The README's run command, verbatim.
+    log_path = home.root / "dags-test.out"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            ["bash", "-c", run_command],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            returncode = process.wait(240)
+        finally:
+            stop_process_group(process)
+    log = log_path.read_text(errors="replace")
     assert returncode == 0, log[-5000:]
+    assert "state=success" in log
 
     [job] = quick_simulator.jobs()
     assert job["status"] == "completed"
     assert re.fullmatch(r"accounts-\d{8}", job["name"])
     [batch] = job["batches"]
     assert re.search(r"UpdatedDate >= '\d{4}-\d{2}-\d{2}'", batch["query"])  # {{ ds }} was rendered
-    # The downstream task got the job JSON and returned the file id of each batch.
-    assert f"'accounts': '{batch['fileId']}'" in log
-    assert "state=success" in log
     assert quick_simulator.requests_for("delete_job") == []
     assert_no_secret(home.all_logs(), quick_simulator)
+    # The files are on disk, one folder per run date, the manifest beside them.
+    [manifest_file] = exports.glob("*/_manifest.json")
+    assert re.fullmatch(r"\d{8}", manifest_file.parent.name)
+    [data_file] = manifest_file.parent.glob("accounts*")
+
+    # The README's manifest reader, verbatim but for the folder.
+    reader = tmp_path / "read_manifest.py"
+    reader.write_text(manifest_snippet.replace(README_EXPORTS, str(exports)))
+    result = subprocess.run([sys.executable, str(reader)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads(manifest_file.read_text())
+    [entry] = manifest["files"]
+    assert result.stdout.splitlines() == [
+        f"job {job['id']} -> {manifest['destination']}",
+        f"  accounts: {batch['recordCount']} records, {data_file.stat().st_size} bytes, "
+        f"sha256 {hashlib.sha256(data_file.read_bytes()).hexdigest()}, {data_file.as_uri()}",
+    ]
+    assert entry["file_id"] == batch["fileId"]
+
+
+def test_install_pins_a_supported_airflow_with_its_own_constraints():
+    [install] = code_blocks("Install", "bash")
+    version = re.search(r"^AIRFLOW_VERSION=(\d+)\.(\d+)\.(\d+)$", install, re.MULTILINE)
+    assert version, install
+    assert (3, 0, 6) <= tuple(map(int, version.groups())) < (3, 4, 0)  # pyproject: apache-airflow>=3.0.6,<3.4
+    assert (
+        "https://raw.githubusercontent.com/apache/airflow/constraints-${AIRFLOW_VERSION}/constraints-${PYTHON_VERSION}.txt"
+        in install
+    )
+    commands = [line.split("#")[0].strip() for line in install.splitlines()]
+    order = ["python3 -m venv", 'pip install "apache-airflow==', "pip install .", "airflow db migrate", "mkdir -p"]
+    positions = [next(i for i, line in enumerate(commands) if line.startswith(command)) for command in order]
+    assert positions == sorted(positions)
+    syntax = subprocess.run(["bash", "-n", "-c", install], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr
 
 
 def test_connections_test_command_runs_as_written(migrated_home: AirflowHome, tmp_path: Path):

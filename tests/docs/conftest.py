@@ -1,0 +1,87 @@
+"""Fixtures for running the docs' code blocks: a migrated Airflow home, the simulator, an S3 server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_zuora_aqua.simulator import AquaSimulator
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, free_port, wait_for
+from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
+from tests.docs.blocks import EXAMPLE_DAGS, S3_BUCKET, s3_client
+
+
+@pytest.fixture(scope="session")
+def docs_migrated_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
+    """One migrated Airflow database per session; each block runs in a copy of it."""
+    home = AirflowHome(tmp_path_factory.mktemp("docs-airflow-template"), EXAMPLE_DAGS)
+    home.migrate()
+    return home
+
+
+@pytest.fixture
+def docs_simulator() -> Iterator[AquaSimulator]:
+    """Jobs complete after a second, so that DAG runs end quickly."""
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=1) as sim:
+        yield sim
+
+
+@pytest.fixture
+def exports_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def docs_home(
+    docs_migrated_home: AirflowHome, docs_simulator: AquaSimulator, exports_folder: Path, tmp_path: Path
+) -> AirflowHome:
+    """
+    A home whose DAGs folder holds the example DAGs (a test adds its block), with the connection
+    to the simulator and the example DAGs' export folder under the test's own tmp_path.
+    """
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for path in EXAMPLE_DAGS.glob("*.py"):
+        (dags / path.name).write_text(path.read_text())
+    home = docs_migrated_home.copy_to(
+        tmp_path / "airflow",
+        AIRFLOW_CONN_ZUORA_AQUA_DEFAULT=connection_json(docs_simulator.base_url),
+        ZUORA_EXPORT_FOLDER=str(exports_folder),
+    )
+    return AirflowHome(home.root, dags, home.extra_env)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3-compatible server on loopback, with the bucket the docs write to."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        client = s3_client(endpoint)
+
+        def bucket_made() -> bool:
+            try:
+                client.create_bucket(Bucket=S3_BUCKET)
+            except Exception:  # not listening yet
+                assert process.poll() is None, "moto_server exited"
+                time.sleep(0.1)
+                return False
+            return True
+
+        wait_for(bucket_made, timeout=30, what="moto_server")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
