@@ -82,6 +82,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,6 +113,8 @@ RUNNING_JOB = ("submitted", "executing")
 ENDED_TASK = ("success", "failed", "upstream_failed", "skipped", "removed")
 ACTIVE_TASK = ("running", "deferred", "queued", "scheduled", "restarting")
 ENDED_RUN = ("success", "failed")
+#: Try states of a try that failed (``up_for_retry``: it failed and a retry followed).
+FAILED_TRY = ("failed", "up_for_retry")
 #: Delays (seconds) drawn by the driver: stop after the job appeared; finish after a try watches its job.
 STOP_DELAY = (0.0, 4.0)
 FINISH_DELAY = (2.0, 10.0)
@@ -207,6 +210,8 @@ class Report:
     task_instances: dict[str, int] = field(default_factory=dict)
     task_tries: int = 0
     unplanned_failures: list[str] = field(default_factory=list)
+    #: Where the logs of those tries were kept (they outlive the soak's scratch folder).
+    failure_logs: str | None = None
     jobs_submitted: int = 0
     jobs_completed: int = 0
     jobs_cancelled: int = 0
@@ -264,7 +269,7 @@ class Report:
             ("runs ended / triggered", f"{self.runs_ended} / {self.runs_triggered}"),
             ("task instances by final state", _counts(self.task_instances)),
             ("task tries that submitted", self.task_tries),
-            ("failures without a planned stop", len(self.unplanned_failures)),
+            ("failed tries without a planned stop", len(self.unplanned_failures)),
             ("jobs submitted", self.jobs_submitted),
             ("jobs completed", self.jobs_completed),
             ("jobs cancelled", self.jobs_cancelled),
@@ -285,6 +290,8 @@ class Report:
         ]
         width = max(len(name) for name, _ in rows)
         lines = [f"{name.ljust(width)}  {value}" for name, value in rows]
+        if self.failure_logs:
+            lines.append(f"logs of the failed tries without a planned stop: {self.failure_logs}")
         for title, items in (
             ("duplicates", self.duplicates),
             ("orphans", self.orphans),
@@ -606,8 +613,43 @@ def check_download(folder: Path, xcom: Any, jobs: dict[str, dict[str, Any]]) -> 
     return None
 
 
-def account(report: Report, driver: SoakDriver, downloads: Path) -> None:
-    """Fill the report's figures from the final reads of the driver."""
+def unplanned_failed_tries(driver: SoakDriver) -> list[tuple[str, str, int]]:
+    """
+    Every try that failed although no stop was planned for it: ``(run_id, task_id, try_number)``.
+
+    A failed try that a retry made good is hidden in the final state, so every task instance
+    that failed or ran more than once has its tries read.
+    """
+    failed: list[tuple[str, str, int]] = []
+    for (run_id, task_id), ti in sorted(driver.tis.items()):
+        if ti.get("state") != "failed" and (ti.get("try_number") or 0) <= 1:
+            continue
+        status, body = driver.stack.api("GET", f"/dags/{SOAK_DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/tries")
+        tries = body.get("task_instances", []) if status == 200 and isinstance(body, dict) else [ti]
+        stop = driver.stops.get((run_id, task_id))
+        for one in tries:
+            number = one.get("try_number")
+            if one.get("state") not in FAILED_TRY or (stop is not None and number == STOPPED_TRY):
+                continue
+            failed.append((run_id, task_id, number))
+    return failed
+
+
+def keep_failure_logs(home: AirflowHome, tries: Iterable[tuple[str, str, int]], keep_in: Path) -> Path | None:
+    """Copy the task logs (trigger logs included) of ``tries`` to ``keep_in``; None when there are none."""
+    kept = False
+    for run_id, task_id, try_number in tries:
+        folder = home.root / "logs" / f"dag_id={SOAK_DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+        for log_file in sorted(folder.glob(f"attempt={try_number}.log*")):
+            target = keep_in / run_id / task_id / log_file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log_file, target)
+            kept = True
+    return keep_in if kept else None
+
+
+def account(report: Report, driver: SoakDriver, downloads: Path) -> list[tuple[str, str, int]]:
+    """Fill the report's figures from the final reads of the driver; return the unplanned failed tries."""
     requests, jobs = driver.requests, driver.jobs
     report.requests = len(requests)
     report.faults = dict(Counter(entry["fault"] for entry in requests if entry.get("fault")))
@@ -644,11 +686,8 @@ def account(report: Report, driver: SoakDriver, downloads: Path) -> None:
     report.orphaned_jobs = len(report.orphans)
 
     report.task_instances = dict(Counter(str(ti.get("state")) for ti in driver.tis.values()))
-    report.unplanned_failures = sorted(
-        f"{run_id}.{task_id} try {ti.get('try_number')}"
-        for (run_id, task_id), ti in driver.tis.items()
-        if ti.get("state") == "failed" and (run_id, task_id) not in driver.stops
-    )
+    failed_tries = unplanned_failed_tries(driver)
+    report.unplanned_failures = [f"{run_id}.{task_id} try {try_number}" for run_id, task_id, try_number in failed_tries]
     report.stops_planned = dict(Counter(stop.kind for stop in driver.stops.values()))
     report.stops_applied = dict(Counter(stop.kind for stop in driver.stops.values() if stop.applied))
     report.stops_missed = sorted(stop.missed for stop in driver.stops.values() if stop.missed)
@@ -665,6 +704,7 @@ def account(report: Report, driver: SoakDriver, downloads: Path) -> None:
         if reason:
             report.lost.append(f"{run_id}.{task_id}: {reason}")
     report.results_lost = len(report.lost)
+    return failed_tries
 
 
 # -- the soak -----------------------------------------------------------------------------
@@ -691,6 +731,7 @@ def run_soak(
     max_minutes: float = 40.0,
     work_dir: Path | None = None,
     template_home: AirflowHome | None = None,
+    failure_logs: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Report:
     """
@@ -703,6 +744,8 @@ def run_soak(
     :param max_minutes: the bound on wall time; past it the soak stops and fails.
     :param work_dir: where the Airflow home, logs and downloads go (default: a temporary folder, removed after).
     :param template_home: a migrated home to copy the database from (default: migrate a new one).
+    :param failure_logs: where the logs of tries that failed without a planned stop are kept
+        (default: ``soak-failures-seed<seed>`` in the current folder; created only when there are any).
     :param log: receives progress lines.
     """
     if jobs < 1 or not 0.0 <= stop_rate <= 1.0 or max_minutes <= 0:
@@ -738,6 +781,10 @@ def run_soak(
             driver.refresh(every_run=True)
             report.runs_ended = sum(driver.run_states.get(run_id) in ENDED_RUN for run_id in run_ids)
             account(report, driver, downloads)
+            kept = keep_failure_logs(
+                home, unplanned_failed_tries(driver), failure_logs or Path(f"soak-failures-seed{seed}")
+            )
+            report.failure_logs = str(kept.resolve()) if kept else None
         finally:
             if stack is not None:
                 _stop_stack(stack)
@@ -814,6 +861,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-rate", type=float, default=0.2, help="share of task instances stopped (default 0.2)")
     parser.add_argument("--max-minutes", type=float, default=40.0, help="wall-time bound (default 40)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON to this file")
+    parser.add_argument(
+        "--failure-logs",
+        type=Path,
+        default=None,
+        help="keep the logs of tries that failed without a planned stop here (default soak-failures-seed<N>)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the Airflow home, logs and downloads here")
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so that the process groups started here are stopped.
@@ -825,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
         stop_rate=args.stop_rate,
         max_minutes=args.max_minutes,
         work_dir=args.keep,
+        failure_logs=args.failure_logs,
         log=lambda line: print(line, flush=True),
     )
     print(report.table())

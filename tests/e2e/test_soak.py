@@ -27,10 +27,12 @@ from benchmarks.soak import (
     account,
     check_download,
     fault_rules,
+    keep_failure_logs,
     plan_stops,
     run_soak,
     try_from_job_name,
     try_from_track_id,
+    unplanned_failed_tries,
 )
 
 #: 16 jobs (2 runs of 8 tasks) whose plan stops the first try with every kind, SIGKILL with and without retries.
@@ -55,6 +57,7 @@ def test_ci_sized_soak_leaves_no_duplicate_no_orphan_and_no_lost_result(migrated
         max_minutes=12,
         work_dir=tmp_path,
         template_home=migrated_home,
+        failure_logs=tmp_path / "failure-logs",
     )
 
     print(report.table())
@@ -71,6 +74,8 @@ def test_ci_sized_soak_leaves_no_duplicate_no_orphan_and_no_lost_result(migrated
     reattached = sum(1 for (_, task), kind in plan.items() if kind == SIGKILL and RETRIES[task])
     assert report.jobs_cancelled >= len(plan) - reattached
     assert report.passed, report.failures
+    # Faults are retried and stops are planned: no try fails otherwise (the logs are kept to say why).
+    assert report.unplanned_failures == [], (report.unplanned_failures, report.failure_logs)
 
 
 def test_fault_rules_hit_about_the_fault_rate():
@@ -136,6 +141,41 @@ def _submit(run_id: str, task_id: str, try_number: int) -> dict[str, Any]:
     return {"route": "submit", "headers": {"Zuora-Track-Id": f"airflow.aqua_soak.{task_id}.{run_id}.{try_number}"}}
 
 
+def _api(path: str, xcoms: dict[str, Any], tries: dict[str, list[dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+    """The REST answers ``account`` reads: a task instance's tries, or its return value."""
+    parts = path.split("/")
+    if parts[-1] == "tries":
+        return 200, {"task_instances": tries[parts[-2]]}
+    return 200, {"value": xcoms[parts[-3]]}
+
+
+def test_a_try_that_failed_unplanned_is_found_although_a_retry_made_it_good():
+    tis = {("r0", "sync_retry"): {"state": "success", "try_number": 2}, ("r0", "sync_csv"): {"state": "success"}}
+    tries = {"sync_retry": [{"try_number": 1, "state": "up_for_retry"}, {"try_number": 2, "state": "success"}]}
+    driver = SimpleNamespace(tis=tis, stops={}, stack=SimpleNamespace(api=lambda method, path: _api(path, {}, tries)))
+
+    assert unplanned_failed_tries(driver) == [("r0", "sync_retry", 1)]
+    driver.stops = {("r0", "sync_retry"): StopState(SIGKILL, applied=True)}  # planned: not counted
+    assert unplanned_failed_tries(driver) == []
+
+
+def test_the_logs_of_unplanned_failures_are_kept_beside_their_trigger_logs(tmp_path: Path):
+    home = SimpleNamespace(root=tmp_path / "home")
+    task_logs = home.root / "logs" / "dag_id=aqua_soak" / "run_id=r0" / "task_id=defer_zip"
+    task_logs.mkdir(parents=True)
+    for name in ("attempt=1.log", "attempt=1.log.trigger.7.log", "attempt=2.log"):
+        (task_logs / name).write_text(name)
+
+    kept = keep_failure_logs(home, [("r0", "defer_zip", 1)], tmp_path / "kept")
+
+    assert kept == tmp_path / "kept"
+    assert sorted(path.name for path in (kept / "r0" / "defer_zip").iterdir()) == [
+        "attempt=1.log",
+        "attempt=1.log.trigger.7.log",
+    ]
+    assert keep_failure_logs(home, [], tmp_path / "none") is None and not (tmp_path / "none").exists()
+
+
 def test_account_counts_duplicates_orphans_and_lost_results(tmp_path: Path):
     jobs = {
         "j1": _job("j1", "r0.sync_csv.1", "completed"),  # delivered in full
@@ -156,6 +196,11 @@ def test_account_counts_duplicates_orphans_and_lost_results(tmp_path: Path):
         ("r0", "defer_plain"): {"state": "deferred", "try_number": 1},
         ("r0", "sync_plain"): {"state": "failed", "try_number": 1},
     }
+    # sync_retry: its first try was SIGKILLed as planned, its second failed unplanned.
+    tries = {
+        "sync_retry": [{"try_number": 1, "state": "up_for_retry"}, {"try_number": 2, "state": "failed"}],
+        "sync_plain": [{"try_number": 1, "state": "failed"}],
+    }
     requests = [_submit("r0", task_id, 1) for task_id in ("sync_csv", "defer_zip", "sync_retry", "defer_plain")]
     requests.append({"route": "get_job", "headers": {}, "fault": "503"})
     driver = SimpleNamespace(
@@ -165,7 +210,7 @@ def test_account_counts_duplicates_orphans_and_lost_results(tmp_path: Path):
         stops={("r0", "sync_retry"): StopState(SIGKILL, applied=True)},
         finished={"j1", "j2"},
         tasks={task.task_id: task for task in SOAK_TASKS},
-        stack=SimpleNamespace(api=lambda method, path: (200, {"value": xcoms[path.split("/")[-3]]})),
+        stack=SimpleNamespace(api=lambda method, path: _api(path, xcoms, tries)),
     )
     report = Report(jobs_requested=8, seed=0, fault_rate=0.2, stop_rate=0.2)
 
@@ -175,7 +220,7 @@ def test_account_counts_duplicates_orphans_and_lost_results(tmp_path: Path):
     assert report.orphaned_jobs == 1 and "j3" in report.orphans[0]
     assert report.results_checked == 2
     assert report.results_lost == 1 and "defer_zip" in report.lost[0] and "records" in report.lost[0]
-    assert report.unplanned_failures == ["r0.sync_plain try 1"]
+    assert report.unplanned_failures == ["r0.sync_plain try 1", "r0.sync_retry try 2"]
     assert report.faults == {"503": 1} and report.requests == 5 and report.task_tries == 4
     report.judge()
     assert not report.passed and len(report.failures) == 3
