@@ -12,8 +12,8 @@ import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, free_port, wait_for
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
 from tests.docs.blocks import EXAMPLE_DAGS, S3_BUCKET, s3_client
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, connection_json
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import AIRFLOW_BIN, AirflowHome, stop_process_group
-from tests.conftest import CLIENT_ID, CLIENT_SECRET, connection_json
-from tests.e2e.conftest import assert_no_secret
 from tests.readme import README_SIMULATOR_PORT, code_blocks, connection_lines
+from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, connection_json
+from tests.support.e2e import assert_no_secret
 
 pytestmark = pytest.mark.airflow_e2e
 
