@@ -1,0 +1,167 @@
+"""
+Half-open export windows on a cursor column, in whole UTC seconds.
+
+A window ``[start, end)`` holds the records whose cursor (``UpdatedDate``) is at or after
+``start`` and before ``end``. Zuora keeps date-times to the second and compares them so: every
+bound here is a whole second in UTC, so adjacent windows share one bound and tile the time line
+with no gap and no overlap whatever Zuora truncates, and an explicit ``+00:00`` offset leaves
+nothing to the tenant's time zone (which would shift or repeat an hour around a DST change).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
+
+UTC = timezone.utc
+ONE_SECOND = timedelta(seconds=1)
+
+
+def whole_second(value: datetime | str, *, field: str) -> datetime:
+    """
+    ``value`` (a datetime, or an ISO 8601 string) in UTC, truncated to the second.
+
+    :param field: the argument's name, for the error.
+    :raises AquaConfigurationError: not a date-time, or one without a time zone.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            # Python 3.10 reads no "Z".
+            value = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+        except ValueError:
+            raise AquaConfigurationError(
+                f"{field}={text!r} is not an ISO 8601 date-time; write it like '2024-01-01T00:00:00Z'"
+            ) from None
+    if not isinstance(value, datetime):
+        raise AquaConfigurationError(f"{field} must be a datetime or an ISO 8601 string, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise AquaConfigurationError(
+            f"{field}={value.isoformat()!r} has no time zone: Zuora would read it in the tenant's zone; "
+            "give one, e.g. '2024-01-01T00:00:00Z' or datetime(..., tzinfo=timezone.utc)"
+        )
+    return value.astimezone(UTC).replace(microsecond=0)
+
+
+def duration(value: timedelta | float | int, *, field: str, minimum: timedelta = timedelta(0)) -> timedelta:
+    """
+    ``value`` (a timedelta, or seconds) as whole seconds of at least ``minimum``.
+
+    :raises AquaConfigurationError: not a duration, not finite, or below ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise AquaConfigurationError(f"{field} must be a timedelta or a number of seconds, not {value!r}")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not math.isfinite(seconds) or seconds < minimum.total_seconds():
+        raise AquaConfigurationError(f"{field}={value!r} must be at least {minimum.total_seconds():g} seconds")
+    return timedelta(seconds=int(seconds))
+
+
+def iso(instant: datetime) -> str:
+    """The ISO 8601 form with an explicit offset that manifests and ZOQL literals use: ``2024-01-01T00:00:00+00:00``."""
+    return instant.astimezone(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """The records whose cursor is in ``[start, end)``; both bounds whole UTC seconds."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        for bound in (self.start, self.end):
+            if bound.utcoffset() != timedelta(0) or bound.microsecond:
+                raise ValueError(f"window bounds must be whole UTC seconds, not {bound!r}")
+        if self.start >= self.end:
+            raise ValueError(f"a window ends after it starts: [{iso(self.start)}, {iso(self.end)})")
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+    def bisect(self) -> tuple[Window, Window]:
+        """The two halves, split on a whole second.
+
+        :raises AquaIntegrityError: a one-second window cannot be split.
+        """
+        if self.length < 2 * ONE_SECOND:
+            raise AquaIntegrityError(
+                f"window [{iso(self.start)}, {iso(self.end)}) is one second long and cannot be split further"
+            )
+        middle = self.start + timedelta(seconds=int(self.length.total_seconds()) // 2)
+        return Window(self.start, middle), Window(middle, self.end)
+
+    def to_json(self, cursor: str) -> dict[str, str]:
+        """The manifest's ``window``."""
+        return {"cursor": cursor, "start": iso(self.start), "end": iso(self.end)}
+
+    @classmethod
+    def from_json(cls, data: object) -> Window:
+        """A manifest's ``window``; :class:`ValueError` for any other shape."""
+        if not isinstance(data, dict) or not isinstance(data.get("start"), str) or not isinstance(data.get("end"), str):
+            raise ValueError(f"a window is {{'cursor', 'start', 'end'}}, not {str(data)[:200]!r}")
+        try:
+            start, end = (whole_second(data[key], field=f"window.{key}") for key in ("start", "end"))
+        except AquaConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+        return cls(start, end)
+
+    @property
+    def slug(self) -> str:
+        """A folder name that sorts in time order: ``20240101T000000Z_20240102T000000Z``."""
+        return f"{self.start:%Y%m%dT%H%M%SZ}_{self.end:%Y%m%dT%H%M%SZ}"
+
+
+def cut(start: datetime, end: datetime, longest: timedelta) -> list[Window]:
+    """``[start, end)`` in consecutive windows of at most ``longest`` (the last may be shorter)."""
+    windows = []
+    while start < end:
+        windows.append(Window(start, min(end, start + longest)))
+        start = windows[-1].end
+    return windows
+
+
+def plan_windows(published: Iterable[Window], start: datetime, end: datetime, longest: timedelta) -> list[Window]:
+    """
+    The windows still to export so that ``[start, end)`` is covered exactly once: the gaps the
+    ``published`` windows leave, each cut to at most ``longest``.
+
+    A window published by a run that died before it could say so is not exported again; the gap
+    before it (a window of that run that never finished) is.
+
+    :raises AquaIntegrityError: two published windows overlap (their records would be doubled).
+    """
+    ordered = sorted(published)
+    for before, after in zip(ordered, ordered[1:]):
+        if after.start < before.end:
+            raise AquaIntegrityError(
+                f"published windows [{iso(before.start)}, {iso(before.end)}) and "
+                f"[{iso(after.start)}, {iso(after.end)}) overlap: a consumer would read their common records twice"
+            )
+    todo: list[Window] = []
+    position = start
+    for window in ordered:
+        if window.end <= position:
+            continue
+        if window.start > position:
+            todo += cut(position, min(window.start, end), longest)
+        position = max(position, window.end)
+        if position >= end:
+            break
+    return todo + cut(position, end, longest)
+
+
+def contiguous_end(published: Iterable[Window], start: datetime) -> datetime:
+    """The watermark: the end of the run of published windows that tile ``[start, mark)`` with no gap."""
+    mark = start
+    for window in sorted(published):
+        if window.start <= mark < window.end:
+            mark = window.end
+        elif window.start > mark:
+            break
+    return mark

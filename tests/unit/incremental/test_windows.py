@@ -1,0 +1,119 @@
+"""Half-open windows in whole UTC seconds: parsing bounds, tiling, gaps, the watermark."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
+from airflow_provider_zuora_aqua.incremental.windows import (
+    UTC,
+    Window,
+    contiguous_end,
+    cut,
+    duration,
+    iso,
+    plan_windows,
+    whole_second,
+)
+
+DAY = timedelta(days=1)
+
+
+def at(day: int, hour: int = 0, second: int = 0) -> datetime:
+    return datetime(2024, 1, day, hour, 0, second, tzinfo=UTC)
+
+
+class TestBounds:
+    @pytest.mark.parametrize(
+        "value",
+        ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00+01:00", "2024-01-01T00:00:00.999999+00:00"],
+    )
+    def test_strings_with_an_offset_become_whole_utc_seconds(self, value):
+        assert whole_second(value, field="start") == at(1)
+
+    def test_a_date_time_without_a_zone_is_refused_naming_the_field(self):
+        with pytest.raises(AquaConfigurationError, match=r"start=.*no time zone.*2024-01-01T00:00:00Z"):
+            whole_second("2024-01-01T00:00:00", field="start")
+        with pytest.raises(AquaConfigurationError, match="start"):
+            whole_second(datetime(2024, 1, 1), field="start")
+
+    @pytest.mark.parametrize("value", ["yesterday", 17, None])
+    def test_other_values_are_refused(self, value):
+        with pytest.raises(AquaConfigurationError, match="start"):
+            whole_second(value, field="start")
+
+    def test_iso_carries_an_explicit_offset(self):
+        assert iso(datetime(2024, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == "2024-01-01T00:00:00+00:00"
+
+    @pytest.mark.parametrize(("value", "seconds"), [(timedelta(minutes=5), 300), (90, 90), (1.9, 1)])
+    def test_durations_in_whole_seconds(self, value, seconds):
+        assert duration(value, field="lag") == timedelta(seconds=seconds)
+
+    @pytest.mark.parametrize("value", [-1, timedelta(seconds=-5), float("nan"), True, "5m"])
+    def test_bad_durations_are_refused(self, value):
+        with pytest.raises(AquaConfigurationError, match="lag"):
+            duration(value, field="lag")
+
+
+class TestWindow:
+    def test_bounds_must_be_whole_utc_seconds_in_order(self):
+        with pytest.raises(ValueError, match="whole UTC seconds"):
+            Window(at(1).replace(microsecond=5), at(2))
+        with pytest.raises(ValueError, match="ends after it starts"):
+            Window(at(2), at(2))
+
+    def test_bisect_splits_on_a_whole_second_and_the_halves_tile(self):
+        first, second = Window(at(1), at(1, second=3)).bisect()
+        assert (first.start, first.end, second.end) == (at(1), at(1, second=1), at(1, second=3))
+
+    def test_a_one_second_window_cannot_be_split(self):
+        with pytest.raises(AquaIntegrityError, match="one second"):
+            Window(at(1), at(1, second=1)).bisect()
+
+    def test_json_round_trip_and_slug(self):
+        window = Window(at(1), at(2))
+        data = window.to_json("UpdatedDate")
+        assert data == {
+            "cursor": "UpdatedDate",
+            "start": "2024-01-01T00:00:00+00:00",
+            "end": "2024-01-02T00:00:00+00:00",
+        }
+        assert Window.from_json(data) == window
+        assert window.slug == "20240101T000000Z_20240102T000000Z"
+
+    @pytest.mark.parametrize("data", [None, {}, {"start": "x", "end": "2024-01-02T00:00:00Z"}, {"start": 1, "end": 2}])
+    def test_odd_manifest_windows_are_refused(self, data):
+        with pytest.raises(ValueError):
+            Window.from_json(data)
+
+
+class TestPlanning:
+    def test_cut_tiles_the_span_with_a_shorter_last_window(self):
+        windows = cut(at(1), at(3, hour=12), DAY)
+        assert [(w.start, w.end) for w in windows] == [(at(1), at(2)), (at(2), at(3)), (at(3), at(3, hour=12))]
+
+    def test_nothing_published_plans_the_whole_span(self):
+        assert plan_windows([], at(1), at(3), DAY) == [Window(at(1), at(2)), Window(at(2), at(3))]
+
+    def test_gaps_between_published_windows_are_planned_and_published_ones_are_not(self):
+        published = [Window(at(1), at(2)), Window(at(3), at(4))]  # a run died after publishing the third day
+        assert plan_windows(published, at(1), at(5), DAY) == [Window(at(2), at(3)), Window(at(4), at(5))]
+
+    def test_planned_and_published_windows_tile_the_span_exactly(self):
+        published = [Window(at(2, hour=5), at(2, hour=7)), Window(at(4), at(6))]
+        planned = plan_windows(published, at(1), at(8), DAY)
+        ordered = sorted(planned + published)
+        assert ordered[0].start == at(1) and ordered[-1].end == at(8)
+        assert all(left.end == right.start for left, right in zip(ordered, ordered[1:]))
+
+    def test_overlapping_published_windows_are_an_error(self):
+        with pytest.raises(AquaIntegrityError, match="overlap"):
+            plan_windows([Window(at(1), at(3)), Window(at(2), at(4))], at(1), at(5), DAY)
+
+    def test_the_mark_stops_at_the_first_gap(self):
+        published = [Window(at(1), at(2)), Window(at(2), at(3)), Window(at(4), at(5))]
+        assert contiguous_end(published, at(1)) == at(3)
+        assert contiguous_end([], at(1)) == at(1)
+        assert contiguous_end(published[2:], at(1)) == at(1)
