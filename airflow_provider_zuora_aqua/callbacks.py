@@ -8,13 +8,17 @@ keep running on Zuora's side. Airflow then runs failure callbacks elsewhere: a D
 when the whole worker died, the task's own ``on_failure_callback``.
 
 * As a task's callback (``AquaSubmitJobOperator`` installs it by default), it cancels the job
-  that task instance recorded in XCom (key ``aqua_job_id``), if it still runs.
+  that task instance recorded (see :class:`~airflow_provider_zuora_aqua.tasks.record.TaskJobRecord`),
+  if it still runs.
 * At DAG level, ``DAG(..., on_failure_callback=cancel_aqua_job_on_failure)``, it cancels every
-  AQuA job that any task of the failed run recorded and that still runs: a DAG-level callback
-  is called once for the run, even when several AQuA tasks died.
+  AQuA job that any task instance of the failed run recorded, every map index of a mapped task
+  on its own, and that still runs: a DAG-level callback is called once for the run, even when
+  several AQuA tasks died.
 
-It is idempotent (Airflow was seen to run a callback twice for one failure), bounded in time
-(``CALLBACK_CANCEL_SECONDS`` in all) and never raises. It is deliberately not an
+Each job is cancelled through the rendered connection id recorded with it. A task instance that
+died after recording a submit but before recording its job id is found by sending that keyed
+submit again. It is idempotent (Airflow was seen to run a callback twice for one failure),
+bounded in time (``CALLBACK_CANCEL_SECONDS`` in all) and never raises. It is deliberately not an
 ``on_retry_callback``: the next try re-attaches to a running job.
 """
 
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.exceptions import AquaSubmitInProgressError
@@ -31,7 +35,8 @@ from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus
 from airflow_provider_zuora_aqua.tasks.record import (
     AQUA_CONN_ID_XCOM_KEY,
     AQUA_JOB_ID_XCOM_KEY,
-    AQUA_SUBMIT_XCOM_KEY,
+    TaskJobRecord,
+    map_index_of,
     task_track_id,
 )
 
@@ -56,27 +61,30 @@ def cancel_aqua_job_on_failure(context: Context | None) -> None:
     ti = context["ti"]
     deadline = time.monotonic() + CALLBACK_CANCEL_SECONDS
     try:
-        recorded = _recorded(context)
+        records = [record for record in _recorded(context) if record.names_a_job]
     except ImportError:
         # ``airflow dags test`` runs DAG callbacks without a task supervisor, and XCom is read through it.
         log.warning("AQuA failure callback: XCom cannot be read in this process, so no AQuA job is cancelled here")
         return
     except Exception as exc:
-        log.error("AQuA failure callback could not read the recorded AQuA job ids: %s", exc)
+        log.error("AQuA failure callback could not read the recorded AQuA jobs: %s", exc)
+        return
+    if not records:
+        log.info("Task %s recorded no AQuA job: nothing to cancel", ti.task_id)
         return
     track_id = task_track_id(ti)
-    jobs = recorded.jobs + [
-        job for submit in recorded.unanswered_submits if (job := _job_of_submit(submit, track_id, deadline))
-    ]
-    if not jobs:
-        log.info("Task %s recorded no AQuA job id: nothing to cancel", ti.task_id)
-        return
-    for job_id, conn_id in dict.fromkeys(jobs):
+    cancelled: set[tuple[str, str]] = set()
+    for record in records:
+        # Per map index: its recorded job id, or else the job its recorded submit names.
+        job_id = record.job_id or _job_of_submit(record, track_id, deadline)
+        if job_id is None or record.conn_id is None or (job_id, record.conn_id) in cancelled:
+            continue
+        cancelled.add((job_id, record.conn_id))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             log.warning("AQuA failure callback ran out of time before AQuA job %s", job_id)
             continue
-        _cancel_if_running(job_id, conn_id, track_id, remaining)
+        _cancel_if_running(job_id, record.conn_id, track_id, remaining)
 
 
 def _cancel_if_running(job_id: str, conn_id: str, track_id: str, max_seconds: float) -> None:
@@ -94,90 +102,76 @@ def _cancel_if_running(job_id: str, conn_id: str, track_id: str, max_seconds: fl
         log.error("AQuA failure callback could not cancel AQuA job %s: %s", job_id, exc)
 
 
-def _job_of_submit(submit: dict[str, Any], track_id: str, deadline: float) -> tuple[str, str] | None:
+def _job_of_submit(record: TaskJobRecord, track_id: str, deadline: float) -> str | None:
     """
-    A task died after recording a submit but before recording its job id: send that keyed
-    submit again, and Zuora names the job the first request created (if that request never
+    A task instance died after recording a submit but before recording its job id: send that
+    keyed submit again, and Zuora names the job the first request created (if that request never
     left, this creates the job, which is then cancelled with the others). Never raises.
     """
-    hook = ZuoraAquaHook(zuora_conn_id=submit["conn_id"])
+    if record.submit_key is None or record.submit_body is None or record.conn_id is None:
+        return None
+    hook = ZuoraAquaHook(zuora_conn_id=record.conn_id)
     while (remaining := deadline - time.monotonic()) > 0:
         try:
             job = hook.submit_job(
-                submit["body"], idempotency_key=submit["key"], track_id=track_id, max_seconds=remaining
+                record.submit_body, idempotency_key=record.submit_key, track_id=track_id, max_seconds=remaining
             )
         except AquaSubmitInProgressError:
             # The dead task's own request is still being processed: its answer will name the job.
             time.sleep(min(_IN_PROGRESS_WAIT_SECONDS, max(0.0, deadline - time.monotonic())))
             continue
         except Exception as exc:
-            log.error("AQuA failure callback could not find the job of submit %s: %s", submit.get("key"), exc)
+            log.error("AQuA failure callback could not find the job of submit %s: %s", record.submit_key, exc)
             return None
-        log.info("AQuA failure callback: submit %s created AQuA job %s", submit["key"], job["id"])
-        return job["id"], submit["conn_id"]
-    log.warning("AQuA failure callback ran out of time before the job of submit %s", submit.get("key"))
+        log.info("AQuA failure callback: submit %s created AQuA job %s", record.submit_key, job["id"])
+        return str(job["id"])
+    log.warning("AQuA failure callback ran out of time before the job of submit %s", record.submit_key)
     return None
 
 
-@dataclass
-class _Recorded:
-    #: ``(job id, connection id)`` of the jobs whose ids were recorded.
-    jobs: list[tuple[str, str]] = field(default_factory=list)
-    #: Submits (``{"key", "body", "conn_id"}``) that may have created a job whose id was never recorded.
-    unanswered_submits: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _recorded(context: Context) -> _Recorded:
+def _recorded(context: Context) -> Iterator[TaskJobRecord]:
     """
-    What to look at: the failed task instance's own job, or, for a DAG-level callback (its
-    context has a ``reason``), the jobs of every task of the run.
+    The records to look at: the failed task instance's own, or, for a DAG-level callback (its
+    context has a ``reason``), those of every map index of every AQuA task of the run.
     """
     ti = context["ti"]
     if "reason" not in context or context.get("dag") is None:
-        default_conn = getattr(context.get("task"), "zuora_conn_id", ZuoraAquaHook.default_conn_name)
-        job_id, conn_id = _pull_one(ti, AQUA_JOB_ID_XCOM_KEY), _pull_one(ti, AQUA_CONN_ID_XCOM_KEY)
-        if isinstance(job_id, str) and job_id:
-            return _Recorded(jobs=[(job_id, conn_id if isinstance(conn_id, str) else default_conn)])
-        submit = _valid_submit(_pull_one(ti, AQUA_SUBMIT_XCOM_KEY))
-        return _Recorded(unanswered_submits=[submit] if submit else [])
+        yield TaskJobRecord.pull(ti, ti.task_id, map_index_of(ti), _fallback_conn_id(context.get("task")))
+        return
     dag = context["dag"]
-    recorded = _Recorded()
     for task_id in dag.task_ids:
         task = dag.task_dict.get(task_id)
-        if task is None or not hasattr(task, "zuora_conn_id"):
+        if task is None or not _records_aqua_jobs(task):
             continue
-        # One list per task, over all its map indexes, in the same order for every key.
-        job_ids = [value for value in _pull_all(ti, task_id, AQUA_JOB_ID_XCOM_KEY) if isinstance(value, str) and value]
-        conn_ids = _pull_all(ti, task_id, AQUA_CONN_ID_XCOM_KEY)
-        if len(conn_ids) != len(job_ids):
-            conn_ids = [None] * len(job_ids)
-        recorded.jobs += [
-            (job_id, conn_id if isinstance(conn_id, str) else task.zuora_conn_id)
-            for job_id, conn_id in zip(job_ids, conn_ids)
-        ]
-        submits = [submit for value in _pull_all(ti, task_id, AQUA_SUBMIT_XCOM_KEY) if (submit := _valid_submit(value))]
-        if len(submits) > len(job_ids):
-            # Some map index died before recording its job id; a resend of a known job's key
-            # only names that job again.
-            recorded.unanswered_submits += submits
-    return recorded
+        for map_index in _map_indexes(ti, task):
+            yield TaskJobRecord.pull(ti, task_id, map_index, _fallback_conn_id(task))
 
 
-def _valid_submit(value: object) -> dict[str, Any] | None:
-    if isinstance(value, dict) and isinstance(value.get("key"), str) and isinstance(value.get("body"), dict):
-        conn_id = value.get("conn_id")
-        return {**value, "conn_id": conn_id if isinstance(conn_id, str) else ZuoraAquaHook.default_conn_name}
-    return None
+def _records_aqua_jobs(task: Any) -> bool:
+    """Whether the task (or, mapped, its operator class) keeps a :class:`TaskJobRecord`."""
+    # Imported here: the operators module imports this one.
+    from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+
+    operator_class = getattr(task, "operator_class", type(task))
+    return isinstance(operator_class, type) and issubclass(operator_class, AquaSubmitJobOperator)
 
 
-def _pull_all(ti: Any, task_id: str, key: str) -> list[Any]:
-    values = ti.xcom_pull(task_ids=[task_id], key=key)
-    return [value for value in values or [] if value is not None]
+def _map_indexes(ti: Any, task: Any) -> range:
+    """The map indexes of a task in the failed run: ``-1`` alone for a task that is not mapped."""
+    if not getattr(task, "is_mapped", False):
+        return range(-1, 0)
+    count = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[task.task_id], run_ids=[ti.run_id])
+    return range(count)
 
 
-def _pull_one(ti: Any, key: str) -> Any:
-    map_index = getattr(ti, "map_index", -1)
-    kwargs: dict[str, Any] = {"task_ids": ti.task_id, "key": key}
-    if map_index is not None and map_index >= 0:
-        kwargs["map_indexes"] = map_index
-    return ti.xcom_pull(**kwargs)
+def _fallback_conn_id(task: Any) -> str:
+    """
+    The connection of a job recorded without one (an older release recorded none): the task's
+    own, unless it is a template, which cannot be rendered here; then the default connection.
+    """
+    conn_id = getattr(task, "zuora_conn_id", None)
+    if conn_id is None:
+        conn_id = (getattr(task, "partial_kwargs", None) or {}).get("zuora_conn_id")
+    if isinstance(conn_id, str) and conn_id and "{{" not in conn_id:
+        return conn_id
+    return ZuoraAquaHook.default_conn_name

@@ -7,7 +7,9 @@ from typing import Any
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
 
-FORMATS = ("csv", "zip", "gzip")
+#: Result formats of a job, as its ``format`` names them (and its result files come in).
+CSV, ZIP, GZIP = "csv", "zip", "gzip"
+FORMATS = (CSV, ZIP, GZIP)
 VERSIONS = ("1.0", "1.1")
 QUERY_TYPES = ("zoqlexport", "zoql")
 MAX_QUERIES = 50

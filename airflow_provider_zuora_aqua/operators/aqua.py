@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -32,22 +32,53 @@ from airflow_provider_zuora_aqua.jobs.status import (
     check_job_succeeded,
     job_failure_reason,
 )
-from airflow_provider_zuora_aqua.results.delivery import download_job_results
-from airflow_provider_zuora_aqua.results.lineage import export_lineage, job_queries, outlet_extra, record_outlet_extras
-from airflow_provider_zuora_aqua.tasks.record import (
-    AQUA_CONN_ID_XCOM_KEY,
-    AQUA_JOB_ID_XCOM_KEY,
-    AQUA_SUBMIT_XCOM_KEY,
-    JobRecord,
-    task_idempotency_key,
-    task_track_id,
-)
+from airflow_provider_zuora_aqua.results.delivery import Manifest, download_job_results
+from airflow_provider_zuora_aqua.results.lineage import export_lineage, record_outlet_extras
+from airflow_provider_zuora_aqua.tasks.record import TaskJobRecord, task_idempotency_key, task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
 #: Total time ``on_kill`` may spend cancelling: Airflow sends SIGKILL a few seconds after SIGTERM.
 ON_KILL_CANCEL_SECONDS = 3.0
+
+
+class Phase(enum.Enum):
+    """The phases of :class:`AquaSubmitJobOperator`, in order; ``on_kill`` cancels in the first three."""
+
+    #: Looking for an earlier try's job (recorded id, or a recorded submit sent again).
+    REATTACH = "re-attach"
+    #: Sending this try's keyed submit.
+    SUBMIT = "submit"
+    #: The job runs: polled here or in the triggerer.
+    WAIT = "wait"
+    #: The job ended: its result is checked and, with a destination, its files downloaded.
+    DELIVER = "deliver"
+    #: The job's end is handled: its record is dropped.
+    FORGET = "forget"
+
+
+class _DeliveringOperator(BaseOperator):
+    """What both operators that deliver a job's result share: the hook, and the lineage of what they delivered."""
+
+    zuora_conn_id: str
+    #: The job delivered and the manifest of its files (None: none downloaded).
+    _delivery: tuple[Mapping[str, Any], Manifest | None] = ({}, None)
+
+    @cached_property
+    def hook(self) -> ZuoraAquaHook:
+        return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
+
+    def _delivered(self, context: Context, job: Mapping[str, Any], manifest: Manifest | None) -> None:
+        """Keep the delivery for lineage, and put its files on the asset event of each outlet."""
+        self._delivery = (job, manifest)
+        if manifest is not None:
+            record_outlet_extras(context, self.outlets, manifest)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs: the Zuora objects the job's queries read; outputs: the files written, if any."""
+        job, manifest = self._delivery
+        return export_lineage(self.hook.settings.base_url, job, manifest)
 
 
 class AquaCancelJobOperator(BaseOperator):
@@ -101,7 +132,7 @@ class AquaCancelJobOperator(BaseOperator):
             return exc.job
 
 
-class AquaSubmitJobOperator(BaseOperator):
+class AquaSubmitJobOperator(_DeliveringOperator):
     """
     Submit a Zuora AQuA job, wait for it, and never leave it running when the task stops.
 
@@ -241,104 +272,41 @@ class AquaSubmitJobOperator(BaseOperator):
         if cancel_on_task_failure:
             self.on_failure_callback = _add_callback(self.on_failure_callback, cancel_aqua_job_on_failure)
         self.job_id: str | None = None
-        self._job_finished = False
-        #: True while the files of a completed job are being downloaded: its id stays recorded.
-        self._delivering = False
-        #: The completed job and the files written, for lineage.
-        self._delivered: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])
-        self._resolved_track_id: str | None = None
+        self._phase = Phase.REATTACH
+        self._track_id: str | None = None
 
     @cached_property
     def _stopped(self) -> threading.Event:
         """Set by ``on_kill``; made on first use, as Airflow 3.0 deep-copies operators and a lock cannot be."""
         return threading.Event()
 
-    @cached_property
-    def hook(self) -> ZuoraAquaHook:
-        return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
-
     def execute(self, context: Context) -> dict[str, Any]:
-        body = build_job_request(
-            queries=self.queries,
-            job_name=self.job_name,
-            format=self.format,
-            version=self.version,
-            partner=self.partner,
-            project=self.project,
-            use_query_labels=self.use_query_labels,
-            date_time_utc=self.date_time_utc,
-            job_options=self.job_options,
-        )
-        self._resolved_track_id = self.track_id or task_track_id(context["ti"])
-        record = self._job_record(context)
-
+        body = self._job_request()
         ti = context["ti"]
-        # The failure callback may run where templates are not rendered: give it the real conn id.
-        ti.xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=self.zuora_conn_id)
-        job = self._previous_try_job(record)
-        if job is None:
-            key = task_idempotency_key(ti)
-            # Recorded before sending: whatever kills the task from here on, the key names its job.
-            record.submitting(key, body)
-            ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value={"key": key, "body": body, "conn_id": self.zuora_conn_id})
-            job = self.hook.submit_job(body, track_id=self._resolved_track_id, idempotency_key=key)
-            self.log.info(
-                "Submitted AQuA job %s (Idempotency-Key %s, Zuora-Request-Id %s)",
-                job["id"],
-                key,
-                self.hook.last_request_id,
-            )
-        self.job_id = job["id"]
-        ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=self.job_id)
-        record.submitted(self.job_id)
-        if self._stopped.is_set():
-            # SIGTERM came while the submit was in flight, when on_kill had no job id to cancel.
-            self._cancel("the task was killed while submitting it")
-            raise AquaError(f"AQuA job {self.job_id} was cancelled: the task was killed while submitting it")
+        self._track_id = self.track_id or task_track_id(ti)
+        record = self._open_record(context)
+        job = self._reattach(record) or self._submit(record, body, ti)
+        job_id = self._hold(job, record)
         if not self.wait_for_completion:
             return job
         if self.deferrable:
-            # Imported only when deferring: DAG files import this module at every parse.
-            from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
-
-            self.defer(
-                trigger=AquaJobTrigger(
-                    job_id=self.job_id,
-                    zuora_conn_id=self.zuora_conn_id,
-                    poll_interval=self.poll_interval,
-                    end_time=self._deferral_deadline(context),
-                    track_id=self._resolved_track_id,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
-                # No defer timeout: the trigger enforces ``timeout`` itself, so that the job is
-                # cancelled (a deferral timeout would fail the task without touching the job).
-                method_name="execute_complete",
-            )
-
-        with self._forget_job_once_finished(record):
-            try:
-                job = self._wait(self.job_id)
-            except BaseException as exc:
-                # Whatever stops the wait (an error, AirflowTaskTimeout, the task being stopped),
-                # the job must not outlive the task.
-                if not self._job_finished:
-                    self._cancel(f"waiting stopped ({type(exc).__name__})")
-                raise
-            return self._result(job, self.hook.last_request_id, context)
+            self._defer(context, job_id)
+        job, request_id = self._wait(record, lambda: self._poll_until_finished(job_id))
+        result = self._deliver(job, request_id, context)
+        self._forget(record)
+        return result
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger: the job's result, a clear failure, or cancel on timeout."""
         checked = AquaJobEvent.from_payload(event)
-        self.job_id = checked.job_id
-        self._resolved_track_id = self.track_id or task_track_id(context["ti"])
-        with self._forget_job_once_finished(self._job_record(context)):
-            if checked.status == TIMEOUT:
-                raise self._cancel_after_timeout(checked.job or {"id": checked.job_id}, checked.request_id)
-            if checked.status == POLL_FAILED:
-                self._cancel("its status could not be read")
-                raise checked.error_to_raise()
-            self._job_finished = True
-            return self._result(checked.job or {"id": checked.job_id}, checked.request_id, context)
+        self._track_id = self.track_id or task_track_id(context["ti"])
+        record = self._open_record(context)
+        self._use_connection(record.conn_id)
+        self.job_id, self._phase = checked.job_id, Phase.WAIT
+        job, request_id = self._wait(record, lambda: self._outcome_of(checked))
+        result = self._deliver(job, request_id, context)
+        self._forget(record)
+        return result
 
     def on_kill(self) -> None:
         """
@@ -351,7 +319,7 @@ class AquaSubmitJobOperator(BaseOperator):
         """
         self._stopped.set()
         try:
-            if self.job_id is None or self._job_finished:
+            if not self._job_may_run:
                 self.log.info("on_kill: no running AQuA job to cancel")
                 return
             if not self.cancel_on_kill:
@@ -371,16 +339,147 @@ class AquaSubmitJobOperator(BaseOperator):
         except Exception as exc:
             self.log.error("on_kill: could not cancel AQuA job %s: %s", self.job_id, exc)
 
-    def _job_record(self, context: Context) -> JobRecord:
-        return JobRecord(context.get("task_state_store") if self.durable else None)
+    # -- the phases, in order ---------------------------------------------------------------
 
-    def _previous_try_job(self, record: JobRecord) -> dict[str, Any] | None:
-        """The job of an earlier try to re-attach to, or None to submit a new one."""
-        previous_id = record.job_id or self._resend_previous_submit(record)
-        if not previous_id:
-            return None
+    def _reattach(self, record: TaskJobRecord) -> dict[str, Any] | None:
+        """
+        Re-attach phase: the job of an earlier try to go on with (running, or completed), found
+        through the connection it was submitted with; None to submit a new one.
+        """
+        self._phase = Phase.REATTACH
+        rendered = self.zuora_conn_id
+        self._use_connection(record.conn_id)
+        previous_id = record.job_id or self._resend_recorded_submit(record)
+        job = self._previous_job(previous_id) if previous_id else None
+        if job is None:
+            self._use_connection(rendered)
+        return job
+
+    def _submit(self, record: TaskJobRecord, body: dict[str, Any], ti: Any) -> dict[str, Any]:
+        """Submit phase: one keyed submit, recorded before it is sent."""
+        self._phase = Phase.SUBMIT
+        key = task_idempotency_key(ti)
+        # Recorded before sending: whatever kills the task from here on, the key names its job.
+        record.submitting(key, body, self.zuora_conn_id)
+        job = self.hook.submit_job(body, track_id=self._track_id, idempotency_key=key)
+        self.log.info(
+            "Submitted AQuA job %s (Idempotency-Key %s, Zuora-Request-Id %s)", job["id"], key, self.hook.last_request_id
+        )
+        return job
+
+    def _hold(self, job: dict[str, Any], record: TaskJobRecord) -> str:
+        """The task holds its job from here on: its id is recorded, and a kill before now cancels it."""
+        job_id = self.job_id = str(job["id"])
+        record.submitted(job_id)
+        self._phase = Phase.WAIT
+        if self._stopped.is_set():
+            # SIGTERM came while the submit was in flight, when on_kill had no job id to cancel.
+            self._cancel("the task was killed while submitting it")
+            raise AquaError(f"AQuA job {job_id} was cancelled: the task was killed while submitting it")
+        return job_id
+
+    def _defer(self, context: Context, job_id: str) -> None:
+        """Wait phase in the triggerer: the task resumes in :meth:`execute_complete`."""
+        # Imported only when deferring: DAG files import this module at every parse.
+        from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
+
+        self.defer(
+            trigger=AquaJobTrigger(
+                job_id=job_id,
+                zuora_conn_id=self.zuora_conn_id,
+                poll_interval=self.poll_interval,
+                end_time=self._deferral_deadline(context),
+                track_id=self._track_id,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            # No defer timeout: the trigger enforces ``timeout`` itself, so that the job is
+            # cancelled (a deferral timeout would fail the task without touching the job).
+            method_name="execute_complete",
+        )
+
+    def _wait(
+        self, record: TaskJobRecord, until_finished: Callable[[], tuple[dict[str, Any], str | None]]
+    ) -> tuple[dict[str, Any], str | None]:
+        """
+        Wait phase: the job that completed and the request id that saw it. Whatever else ends the
+        wait (the job failed, an error, a timeout, the task being stopped), the job is ended and
+        forgotten, or, when it cannot be cancelled, left recorded for the next try.
+        """
         try:
-            job = self.hook.get_job(previous_id, track_id=self._resolved_track_id)
+            job, request_id = until_finished()
+            self._phase = Phase.DELIVER
+            check_job_succeeded(job, request_id)
+            return job, request_id
+        except BaseException as exc:
+            if self._phase is Phase.WAIT:
+                self._cancel(f"waiting stopped ({type(exc).__name__})")
+            if self._phase is not Phase.WAIT:
+                self._forget(record)
+            raise
+
+    def _deliver(self, job: dict[str, Any], request_id: str | None, context: Context) -> dict[str, Any]:
+        """
+        Deliver phase: the job JSON, or with a ``destination`` the manifest of its verified files.
+        Until they landed the job stays recorded: a retry downloads again, never submits again.
+        """
+        for batch in batches_of(job):
+            self.log.info(
+                "AQuA job %s batch %r completed: %s records, file %s",
+                job.get("id"),
+                batch.get("name"),
+                batch.get("recordCount"),
+                batch.get("fileId") or batch.get("segments"),
+            )
+        if self.destination is None:
+            self._delivered(context, job, None)
+            return job
+        manifest = download_job_results(
+            self.hook.fetch_file,
+            job,
+            self.destination,
+            destination_conn_id=self.destination_conn_id,
+            track_id=self._track_id,
+        )
+        self._delivered(context, job, manifest)
+        return manifest.to_json()
+
+    def _forget(self, record: TaskJobRecord) -> None:
+        """Forget phase: the job's end is handled, so a later clear of the task submits anew."""
+        self._phase = Phase.FORGET
+        record.forget()
+
+    # -- what the phases use ----------------------------------------------------------------
+
+    def _job_request(self) -> dict[str, Any]:
+        """The submit body, checked before anything is sent."""
+        return build_job_request(
+            queries=self.queries,
+            job_name=self.job_name,
+            format=self.format,
+            version=self.version,
+            partner=self.partner,
+            project=self.project,
+            use_query_labels=self.use_query_labels,
+            date_time_utc=self.date_time_utc,
+            job_options=self.job_options,
+        )
+
+    def _open_record(self, context: Context) -> TaskJobRecord:
+        store = context.get("task_state_store") if self.durable else None
+        return TaskJobRecord.open(context["ti"], store, self.zuora_conn_id)
+
+    def _use_connection(self, conn_id: str | None) -> None:
+        """Talk to Zuora through ``conn_id`` from now on: a recorded job lives where it was submitted."""
+        if conn_id is None or conn_id == self.zuora_conn_id:
+            return
+        self.log.info("Using connection %s, the one the recorded AQuA job was submitted with", conn_id)
+        self.zuora_conn_id = conn_id
+        self.__dict__.pop("hook", None)
+
+    def _previous_job(self, previous_id: str) -> dict[str, Any] | None:
+        """The earlier try's job if it runs or completed; None if it ended otherwise or is gone."""
+        try:
+            job = self.hook.get_job(previous_id, track_id=self._track_id)
         except AquaJobNotFoundError:
             self.log.warning("AQuA job %s of an earlier try no longer exists: submitting a new job", previous_id)
             return None
@@ -396,28 +495,26 @@ class AquaSubmitJobOperator(BaseOperator):
         self.log.info("AQuA job %s of an earlier try ended %s: submitting a new job", previous_id, status)
         return None
 
-    def _resend_previous_submit(self, record: JobRecord) -> str | None:
+    def _resend_recorded_submit(self, record: TaskJobRecord) -> str | None:
         """
         An earlier try sent (or was about to send) a submit, then died before recording the job
         id: send that submit again, with its key and body, and Zuora names the job it created.
         A key Zuora no longer knows (24 hours) creates the job now; a refused one gives None.
         """
-        key = record.submit_key
-        if key is None:
-            return None
-        body = record.submit_body
-        if body is None:
+        if record.submit_key is None or record.submit_body is None:
             return None
         try:
-            job = self.hook.submit_job(body, track_id=self._resolved_track_id, idempotency_key=key)
+            job = self.hook.submit_job(record.submit_body, track_id=self._track_id, idempotency_key=record.submit_key)
         except AquaIdempotencyKeyReusedError as exc:
             self.log.warning("The submit of an earlier try cannot be sent again (%s): submitting a new job", exc)
             return None
-        self.log.info("The submit of an earlier try (Idempotency-Key %s) names AQuA job %s", key, job["id"])
+        self.log.info(
+            "The submit of an earlier try (Idempotency-Key %s) names AQuA job %s", record.submit_key, job["id"]
+        )
         record.submitted(job["id"])
-        return job["id"]
+        return str(job["id"])
 
-    def _wait(self, job_id: str) -> dict[str, Any]:
+    def _poll_until_finished(self, job_id: str) -> tuple[dict[str, Any], str | None]:
         """Poll with backoff until the job finishes; on ``timeout`` cancel it and fail."""
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         watch = JobWatch(
@@ -425,17 +522,25 @@ class AquaSubmitJobOperator(BaseOperator):
         )
         while True:
             try:
-                watch.saw(self.hook.get_job(job_id, track_id=self._resolved_track_id))
+                watch.saw(self.hook.get_job(job_id, track_id=self._track_id))
             except AquaError as exc:
                 if not watch.tolerate(exc):
                     raise
             if watch.finished:
-                self._job_finished = True
-                return watch.job
+                return watch.job, self.hook.last_request_id
             if watch.timed_out:
                 raise self._cancel_after_timeout(watch.job, self.hook.last_request_id)
             if self._stopped.wait(watch.next_wait()):
                 raise AquaError(f"Stopped waiting for AQuA job {job_id}: the task was killed")
+
+    def _outcome_of(self, event: AquaJobEvent) -> tuple[dict[str, Any], str | None]:
+        """What the trigger saw: the finished job, or (timeout, status unreadable) cancel and fail."""
+        if event.status == TIMEOUT:
+            raise self._cancel_after_timeout(event.job or {"id": event.job_id}, event.request_id)
+        if event.status == POLL_FAILED:
+            self._cancel("its status could not be read")
+            raise event.error_to_raise()
+        return event.job or {"id": event.job_id}, event.request_id
 
     def _deferral_deadline(self, context: Context) -> float | None:
         """
@@ -460,65 +565,26 @@ class AquaSubmitJobOperator(BaseOperator):
             request_id=request_id,
         )
 
-    @contextmanager
-    def _forget_job_once_finished(self, record: JobRecord) -> Iterator[None]:
-        """
-        Forget the recorded job once its end is handled, so that a later clear submits anew;
-        a completed job whose files could not be delivered stays recorded for the retry.
-        """
-        try:
-            yield
-        finally:
-            if self._job_finished and not self._delivering:
-                record.forget()
-
-    def _result(self, job: dict[str, Any], request_id: str | None, context: Context) -> dict[str, Any]:
-        """The job JSON of a job that succeeded, or the manifest of its files with a ``destination``."""
-        check_job_succeeded(job, request_id)
-        for batch in batches_of(job):
-            self.log.info(
-                "AQuA job %s batch %r completed: %s records, file %s",
-                job.get("id"),
-                batch.get("name"),
-                batch.get("recordCount"),
-                batch.get("fileId") or batch.get("segments"),
-            )
-        if self.destination is None:
-            self._delivered = (job, [])
-            return job
-        self._delivering = True
-        manifest = download_job_results(
-            self.hook,
-            job,
-            self.destination,
-            destination_conn_id=self.destination_conn_id,
-            track_id=self._resolved_track_id,
-        )
-        self._delivering = False
-        self._delivered = (job, manifest["files"])
-        record_outlet_extras(context, self.outlets, outlet_extra(job.get("id"), manifest["files"]))
-        return manifest
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Inputs: the Zuora objects the job's queries read; outputs: the files written, if any."""
-        job, files = self._delivered
-        return export_lineage(self.hook.settings.base_url, job_queries(job), files)
+    @property
+    def _job_may_run(self) -> bool:
+        """A job is held and its end not seen yet: stopping the task must cancel it."""
+        return self.job_id is not None and self._phase in (Phase.REATTACH, Phase.SUBMIT, Phase.WAIT)
 
     def _cancel(
         self, reason: str, *, hook: ZuoraAquaHook | None = None, max_seconds: float | None = None
     ) -> dict[str, Any] | None:
         """Cancel the job once; log what happened and never raise (the task is stopping anyway)."""
-        if self.job_id is None or self._job_finished:
+        job_id = self.job_id
+        if job_id is None or not self._job_may_run:
             self.log.info("No running AQuA job to cancel (%s)", reason)
             return None
         try:
-            job = (hook or self.hook).cancel_job_if_running(
-                self.job_id, track_id=self._resolved_track_id, max_seconds=max_seconds
-            )
+            job = (hook or self.hook).cancel_job_if_running(job_id, track_id=self._track_id, max_seconds=max_seconds)
         except Exception as exc:
             self.log.error("Could not cancel AQuA job %s after %s: %s", self.job_id, reason, exc)
             return None
-        self._job_finished = AquaJobStatus.is_terminal(job.get("status"))
+        if AquaJobStatus.is_terminal(job.get("status")):
+            self._phase = Phase.FORGET
         self.log.warning("Cancelled AQuA job %s because %s: it is now %s", self.job_id, reason, job.get("status"))
         return job
 
@@ -531,7 +597,7 @@ def _add_callback(existing: Any, callback: Any) -> list[Any]:
     return callbacks
 
 
-class AquaDownloadResultsOperator(BaseOperator):
+class AquaDownloadResultsOperator(_DeliveringOperator):
     """
     Download every result file of a completed AQuA job into a folder, verified, with a manifest.
 
@@ -581,12 +647,6 @@ class AquaDownloadResultsOperator(BaseOperator):
         self.destination_conn_id = destination_conn_id
         self.zuora_conn_id = zuora_conn_id
         self.track_id = track_id
-        self._job: dict[str, Any] = {}
-        self._manifest: dict[str, Any] = {}
-
-    @cached_property
-    def hook(self) -> ZuoraAquaHook:
-        return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         track_id = self.track_id or task_track_id(context["ti"])
@@ -604,12 +664,7 @@ class AquaDownloadResultsOperator(BaseOperator):
                 job=job,
             )
         manifest = download_job_results(
-            self.hook, job, self.destination, destination_conn_id=self.destination_conn_id, track_id=track_id
+            self.hook.fetch_file, job, self.destination, destination_conn_id=self.destination_conn_id, track_id=track_id
         )
-        self._job, self._manifest = job, manifest
-        record_outlet_extras(context, self.outlets, outlet_extra(job.get("id"), manifest["files"]))
-        return manifest
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Inputs: the Zuora objects the job's queries read; outputs: the files written."""
-        return export_lineage(self.hook.settings.base_url, job_queries(self._job), self._manifest.get("files", []))
+        self._delivered(context, job, manifest)
+        return manifest.to_json()

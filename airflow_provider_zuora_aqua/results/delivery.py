@@ -13,7 +13,7 @@ File names come from batch (query) names, made safe:
    N from 1 in Zuora's order: ``accounts.part1.csv.gz``, ``accounts.part2.csv.gz``.
 
 The folder gets ``_manifest.json`` last, once every file is in place: its presence means the
-export is complete. The same manifest is returned::
+export is complete. The same manifest is returned, as a :class:`Manifest`, whose JSON is::
 
     {"job_id": ..., "destination": <folder URI>,
      "files": [{"batch", "file_id", "uri", "format", "bytes", "records", "sha256"}, ...]}
@@ -25,23 +25,59 @@ export is complete. The same manifest is returned::
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaIntegrityError
+from airflow_provider_zuora_aqua.jobs.request import FORMATS
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, batches_of
-from airflow_provider_zuora_aqua.results.records import FORMATS
 from airflow_provider_zuora_aqua.results.staging import Destination, StagedFile, resolve_destination
 
-if TYPE_CHECKING:
-    from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_manifest.json"
 EXTENSIONS = {"csv": ".csv", "gzip": ".csv.gz", "zip": ".zip"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _EDGE = "._-"
 _MAX_NAME = 100
+
+
+class FileFetcher(Protocol):
+    """
+    Streams one result file into a staged file, verified, and says what it wrote (``file_id``,
+    ``uri``, ``format``, ``bytes``, ``records``, ``sha256``): ``ZuoraAquaHook.fetch_file``.
+    """
+
+    def __call__(
+        self,
+        file_id: str,
+        staged: StagedFile,
+        *,
+        track_id: str | None,
+        expected_records: int | None,
+        file_format: str | None,
+    ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """
+    What one delivery wrote: the job, the folder (its URI) and an entry per file, in batch order.
+
+    Each entry is ``{"batch", "file_id", "uri", "format", "bytes", "records", "sha256"}``, and
+    ``segment`` (N) for a file of a segmented batch. :meth:`to_json` is ``_manifest.json``.
+    """
+
+    job_id: str | None
+    destination: str
+    files: Sequence[Mapping[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "destination": self.destination, "files": [dict(file) for file in self.files]}
 
 
 def safe_file_stem(batch_name: object, index: int) -> str:
@@ -94,13 +130,13 @@ def plan_files(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def download_job_results(
-    hook: ZuoraAquaHook,
+    fetch_file: FileFetcher,
     job: dict[str, Any],
     destination: object,
     *,
     destination_conn_id: str | None = None,
     track_id: str | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """
     Download every file of every completed batch of ``job`` into the folder ``destination``.
 
@@ -108,6 +144,7 @@ def download_job_results(
     together; ``_manifest.json`` is written last. A failed check raises
     :class:`AquaIntegrityError` and publishes nothing of that batch, nor the manifest.
 
+    :param fetch_file: streams one file into a staged file (``hook.fetch_file``).
     :param destination: a local folder, a ``file://`` or object storage URI (``s3://bucket/prefix/``)
         or an ``airflow.sdk.ObjectStoragePath``.
     :param destination_conn_id: the Airflow connection of the object store.
@@ -118,17 +155,17 @@ def download_job_results(
     plan = plan_files(job)
     files: list[dict[str, Any]] = []
     for batch in plan:
-        files.extend(_download_batch(hook, folder, batch, file_format, track_id))
-    manifest = {"job_id": job.get("id"), "destination": folder.uri, "files": files}
+        files.extend(_download_batch(fetch_file, folder, batch, file_format, track_id))
+    manifest = Manifest(job_id=job.get("id"), destination=folder.uri, files=files)
     with StagedFile(folder.child(MANIFEST_NAME)) as staged:
-        staged.write(json.dumps(manifest, indent=2).encode("utf-8"))
+        staged.write(json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
         staged.publish()
-    hook.log.info("AQuA job %s: %d files written to %s", job.get("id"), len(files), folder.uri)
+    log.info("AQuA job %s: %d files written to %s", job.get("id"), len(files), folder.uri)
     return manifest
 
 
 def _download_batch(
-    hook: ZuoraAquaHook, folder: Destination, batch: dict[str, Any], file_format: str, track_id: str | None
+    fetch_file: FileFetcher, folder: Destination, batch: dict[str, Any], file_format: str, track_id: str | None
 ) -> list[dict[str, Any]]:
     single = len(batch["files"]) == 1 and "segment" not in batch["files"][0]
     entries = []
@@ -136,7 +173,7 @@ def _download_batch(
         staged_files = []
         for planned in batch["files"]:
             staged = stack.enter_context(StagedFile(folder.child(planned["name"])))
-            result = hook.fetch_file(
+            result = fetch_file(
                 planned["file_id"],
                 staged,
                 track_id=track_id,

@@ -21,6 +21,8 @@ from airflow_provider_zuora_aqua.results.staging import lineage_dataset_name
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
+    from airflow_provider_zuora_aqua.results.delivery import Manifest
+
 ZUORA_SCHEME = "zuora"
 _FROM_OBJECT = re.compile(r"\bfrom\s+([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
 # String literals may hold the word "from": blank them out before looking for the clause.
@@ -47,13 +49,13 @@ def zuora_namespace(base_url: str) -> str:
     return f"{ZUORA_SCHEME}://{urlsplit(base_url).netloc}"
 
 
-def export_lineage(base_url: str, queries: Iterable[object], files: Sequence[Mapping[str, Any]]) -> OperatorLineage:
+def export_lineage(base_url: str, job: Mapping[str, Any], manifest: Manifest | None) -> OperatorLineage:
     """
     The ``OperatorLineage`` of an export: Zuora objects in, written files out.
 
     :param base_url: the tenant's REST base URL.
-    :param queries: the ZOQL of the job's queries.
-    :param files: manifest entries (``uri``, ``records``, ``bytes``).
+    :param job: the job JSON, whose batches name the queries.
+    :param manifest: the files delivered (``uri``, ``records``, ``bytes`` of each); None: none.
     """
     from airflow.providers.common.compat.openlineage.facet import (
         Dataset,
@@ -64,14 +66,14 @@ def export_lineage(base_url: str, queries: Iterable[object], files: Sequence[Map
 
     namespace = zuora_namespace(base_url)
     outputs = []
-    for file in files:
+    for file in manifest.files if manifest is not None else ():
         file_namespace, name = lineage_dataset_name(file["uri"])
         statistics = OutputStatisticsOutputDatasetFacet(rowCount=file.get("records"), size=file.get("bytes"))
         outputs.append(
             OutputDataset(namespace=file_namespace, name=name, outputFacets={"outputStatistics": statistics})
         )
     return OperatorLineage(
-        inputs=[Dataset(namespace=namespace, name=name) for name in query_objects(queries)],
+        inputs=[Dataset(namespace=namespace, name=name) for name in query_objects(job_queries(job))],
         outputs=outputs,
     )
 
@@ -85,9 +87,10 @@ def outlet_extra(job_id: object, files: Sequence[Mapping[str, Any]]) -> dict[str
     }
 
 
-def record_outlet_extras(context: Mapping[str, Any], outlets: Iterable[object], extra: Mapping[str, Any]) -> None:
+def record_outlet_extras(context: Mapping[str, Any], outlets: Iterable[object], manifest: Manifest) -> None:
     """
-    Put ``extra`` on the asset event of each of the task's outlets (``context["outlet_events"]``).
+    Put the manifest's :func:`outlet_extra` on the asset event of each of the task's outlets
+    (``context["outlet_events"]``).
 
     Asset aliases are left alone: which asset an alias stands for is the DAG author's choice.
     """
@@ -96,6 +99,7 @@ def record_outlet_extras(context: Mapping[str, Any], outlets: Iterable[object], 
     events = context.get("outlet_events")
     if events is None:
         return
+    extra = outlet_extra(manifest.job_id, manifest.files)
     for outlet in outlets or ():
         if not isinstance(outlet, AssetAlias):
             events[outlet].extra.update(extra)

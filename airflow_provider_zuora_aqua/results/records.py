@@ -18,15 +18,14 @@ import zlib
 from os import PathLike
 from typing import BinaryIO, Protocol
 
+from airflow_provider_zuora_aqua.jobs.request import CSV, FORMATS, GZIP, ZIP
+
 _QUOTE = b'"'
 _NEWLINE = b"\n"
 _BLANK_LINE = b"\n\n"
 _COMMA = b","
 _CR = b"\r"
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in _QUOTE + _COMMA + _CR + _NEWLINE)
-#: Formats of AQuA result files, as the job's ``format`` names them.
-CSV, GZIP, ZIP = "csv", "gzip", "zip"
-FORMATS = (CSV, GZIP, ZIP)
 #: Largest piece of decompressed data held at once, whatever the compression ratio.
 _MAX_INFLATE_CHUNK = 1024 * 1024
 _GZIP_WBITS = 31  # zlib: gzip header and trailer, CRC-32 and length checked

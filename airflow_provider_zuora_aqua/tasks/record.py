@@ -1,11 +1,32 @@
-"""The names under which tasks record their AQuA jobs: XCom keys and task state store keys.
+"""What a task records about its AQuA job: one :class:`TaskJobRecord`, in the task state store and XCom.
 
-One place, because the operator writes them and the failure callback, the retry and external
-tools read them.
+A task instance (one map index of a mapped task) records, before and while it talks to Zuora:
+
+* the rendered connection id it submits with;
+* the submit it is about to send (its ``Idempotency-Key`` and body), before sending it;
+* the job id, the moment Zuora names it.
+
+Both stores hold the same fields under the same names; only the submit is split in the task
+state store, as it always was:
+
+============  ==========================================  =======================================
+field         task state store (survives tries; 3.3+)     XCom (this try; read by the callbacks)
+============  ==========================================  =======================================
+job id        ``aqua_job_id``                             ``aqua_job_id``
+conn id       ``aqua_conn_id``                            ``aqua_conn_id``
+submit        ``aqua_submit_key``, ``aqua_submit_body``   ``aqua_submit``: ``{"key", "body",
+                                                          "conn_id", "map_index"}``
+============  ==========================================  =======================================
+
+The operator opens the record of its task instance (what earlier tries left in the state store,
+mirrored into this try's XCom) and writes through it; the failure callback pulls the record of
+each map index from XCom. A record names its job by its job id, or, without one, by its submit:
+sent again with its key, Zuora answers with the job the first request created.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -13,15 +34,18 @@ from airflow_provider_zuora_aqua.client.wire import make_idempotency_key, make_t
 
 #: XCom key (and task state store key) under which a task records the id of its AQuA job.
 AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"
-#: XCom key of the rendered connection id the job was submitted with.
+#: XCom key (and task state store key) of the rendered connection id the job was submitted with.
 AQUA_CONN_ID_XCOM_KEY = "aqua_conn_id"
 #: Task state store key of the ``Idempotency-Key`` of a try's submit, recorded before it is sent.
 AQUA_SUBMIT_KEY_STATE_KEY = "aqua_submit_key"
 #: Task state store key of the body of that submit, so that a retry can send it again unchanged.
 AQUA_SUBMIT_BODY_STATE_KEY = "aqua_submit_body"
-#: XCom key of a submit about to be sent (``{"key", "body", "conn_id"}``): a failure callback
-#: that finds no job id sends that keyed submit again to learn the job, then cancels it.
+#: XCom key of a submit about to be sent (``{"key", "body", "conn_id", "map_index"}``): a failure
+#: callback that finds no job id sends that keyed submit again to learn the job, then cancels it.
 AQUA_SUBMIT_XCOM_KEY = "aqua_submit"
+
+#: Zuora forgets an Idempotency-Key 24 hours after it was set: so does the record.
+SUBMIT_KEY_RETENTION = timedelta(hours=24)
 
 
 def task_track_id(ti: Any) -> str:
@@ -39,59 +63,139 @@ def task_idempotency_key(ti: Any) -> str:
     return make_idempotency_key("airflow-aqua-submit", *_try_parts(ti))
 
 
-def _try_parts(ti: Any) -> tuple[object, ...]:
+def map_index_of(ti: Any) -> int:
+    """The task instance's map index; -1 when it is not mapped."""
     map_index = getattr(ti, "map_index", -1)
-    task = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}[{map_index}]"
+    return map_index if isinstance(map_index, int) else -1
+
+
+def _try_parts(ti: Any) -> tuple[object, ...]:
+    map_index = map_index_of(ti)
+    task = ti.task_id if map_index < 0 else f"{ti.task_id}[{map_index}]"
     return ti.dag_id, task, ti.run_id, ti.try_number
 
 
-#: Zuora forgets an Idempotency-Key 24 hours after it was set: so does the record.
-SUBMIT_KEY_RETENTION = timedelta(hours=24)
-
-
-class JobRecord:
+@dataclass
+class TaskJobRecord:
     """
-    The AQuA job of a task instance, as recorded in its task state store.
+    The AQuA job of one task instance (one map index): the one reader and writer of both stores.
 
-    :param store: ``context["task_state_store"]``; None (Airflow < 3.3, or ``durable=False``)
-        records nothing and finds nothing.
+    :param map_index: the task instance's map index (-1: not mapped).
+    :param conn_id: the rendered connection id of the job (or of the submit about to be sent).
+    :param job_id: the job's id, once Zuora named it.
+    :param submit_key: the ``Idempotency-Key`` of the submit, recorded before it is sent.
+    :param submit_body: the body of that submit.
     """
 
-    def __init__(self, store: Any) -> None:
-        self._store = store
+    map_index: int = -1
+    conn_id: str | None = None
+    job_id: str | None = None
+    submit_key: str | None = None
+    submit_body: dict[str, Any] | None = None
+    #: Where a record opened by a task writes: its task instance (XCom) and task state store.
+    _ti: Any = field(default=None, repr=False, compare=False)
+    _store: Any = field(default=None, repr=False, compare=False)
 
-    @property
-    def job_id(self) -> str | None:
-        return self._get(AQUA_JOB_ID_XCOM_KEY)
+    # -- the task: open, then write --------------------------------------------------------
 
-    @property
-    def submit_key(self) -> str | None:
-        return self._get(AQUA_SUBMIT_KEY_STATE_KEY)
+    @classmethod
+    def open(cls, ti: Any, store: Any, conn_id: str) -> TaskJobRecord:
+        """
+        The record of the running task instance, mirrored into this try's XCom.
 
-    @property
-    def submit_body(self) -> dict[str, Any] | None:
-        body = None if self._store is None else self._store.get(AQUA_SUBMIT_BODY_STATE_KEY)
-        return body if isinstance(body, dict) else None
+        :param store: ``context["task_state_store"]``; None (Airflow < 3.3, or ``durable=False``):
+            nothing of earlier tries is found, and only XCom is written.
+        :param conn_id: the task's rendered connection id, for a job it is about to submit.
+        """
+        record = cls(map_index=map_index_of(ti), conn_id=conn_id, _ti=ti, _store=store)
+        if store is not None:
+            record.job_id = _text(store.get(AQUA_JOB_ID_XCOM_KEY))
+            record.submit_key, record.submit_body = _submit(
+                store.get(AQUA_SUBMIT_KEY_STATE_KEY), store.get(AQUA_SUBMIT_BODY_STATE_KEY)
+            )
+            if record.job_id or record.submit_key:
+                # The connection an earlier try submitted with (none recorded before this field existed).
+                record.conn_id = _text(store.get(AQUA_CONN_ID_XCOM_KEY)) or conn_id
+        # The failure callback may run where templates are not rendered: it reads the real conn id here.
+        ti.xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=record.conn_id)
+        if record.submit_key:
+            ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=record._submit_xcom())
+        if record.job_id:
+            ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=record.job_id)
+        return record
 
-    def submitting(self, key: str, body: dict[str, Any]) -> None:
-        """Record a submit before it is sent; an older job id is dropped, so it cannot hide the new key."""
-        if self._store is None:
-            return
-        self._store.delete(AQUA_JOB_ID_XCOM_KEY)
-        self._store.set(AQUA_SUBMIT_KEY_STATE_KEY, key, retention=SUBMIT_KEY_RETENTION)
-        self._store.set(AQUA_SUBMIT_BODY_STATE_KEY, body, retention=SUBMIT_KEY_RETENTION)
+    def submitting(self, key: str, body: dict[str, Any], conn_id: str) -> None:
+        """
+        Record a submit before it is sent. An older job id is dropped from both stores, so that
+        it cannot hide the new submit from a retry or from the failure callback.
+        """
+        had_job_id = self.job_id is not None
+        self.job_id, self.submit_key, self.submit_body, self.conn_id = None, key, body, conn_id
+        if self._store is not None:
+            self._store.delete(AQUA_JOB_ID_XCOM_KEY)
+            self._store.set(AQUA_CONN_ID_XCOM_KEY, conn_id)
+            self._store.set(AQUA_SUBMIT_KEY_STATE_KEY, key, retention=SUBMIT_KEY_RETENTION)
+            self._store.set(AQUA_SUBMIT_BODY_STATE_KEY, body, retention=SUBMIT_KEY_RETENTION)
+        self._ti.xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=conn_id)
+        self._ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=self._submit_xcom())
+        if had_job_id:
+            self._ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=None)
 
     def submitted(self, job_id: str) -> None:
+        """Record the job id the moment it is known (once: a re-attached job was recorded before)."""
+        if job_id == self.job_id:
+            return
+        self.job_id = job_id
+        self._ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=job_id)
         if self._store is not None:
             self._store.set(AQUA_JOB_ID_XCOM_KEY, job_id)
+            self._store.set(AQUA_CONN_ID_XCOM_KEY, self.conn_id)
 
     def forget(self) -> None:
-        """The job's end was handled: a later clear of the task exports anew."""
+        """
+        The job's end was handled: a later clear of the task exports anew. XCom keeps the try's
+        job id for downstream tasks (a sensor, a download).
+        """
         if self._store is None:
             return
-        for key in (AQUA_JOB_ID_XCOM_KEY, AQUA_SUBMIT_KEY_STATE_KEY, AQUA_SUBMIT_BODY_STATE_KEY):
+        for key in (AQUA_JOB_ID_XCOM_KEY, AQUA_CONN_ID_XCOM_KEY, AQUA_SUBMIT_KEY_STATE_KEY, AQUA_SUBMIT_BODY_STATE_KEY):
             self._store.delete(key)
 
-    def _get(self, key: str) -> str | None:
-        value = None if self._store is None else self._store.get(key)
-        return value if isinstance(value, str) and value else None
+    # -- the failure callback: pull ---------------------------------------------------------
+
+    @classmethod
+    def pull(cls, ti: Any, task_id: str, map_index: int, fallback_conn_id: str) -> TaskJobRecord:
+        """
+        The record a task instance of this run left in XCom (read-only).
+
+        :param ti: a task instance of the run, whose ``xcom_pull`` reads it.
+        :param fallback_conn_id: the connection of a job recorded without one (by an older release).
+        """
+
+        def pull(key: str) -> Any:
+            return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=map_index)
+
+        submit = pull(AQUA_SUBMIT_XCOM_KEY)
+        submit = submit if isinstance(submit, dict) else {}
+        submit_key, submit_body = _submit(submit.get("key"), submit.get("body"))
+        conn_id = _text(pull(AQUA_CONN_ID_XCOM_KEY)) or _text(submit.get("conn_id")) or fallback_conn_id
+        return cls(map_index, conn_id, _text(pull(AQUA_JOB_ID_XCOM_KEY)), submit_key, submit_body)
+
+    @property
+    def names_a_job(self) -> bool:
+        """Whether the record names a job: by its id, or by a submit that may have created it."""
+        return bool(self.job_id or self.submit_key)
+
+    def _submit_xcom(self) -> dict[str, Any]:
+        return {"key": self.submit_key, "body": self.submit_body, "conn_id": self.conn_id, "map_index": self.map_index}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _submit(key: object, body: object) -> tuple[str | None, dict[str, Any] | None]:
+    """A submit record is whole (a key and a body) or absent."""
+    if isinstance(key, str) and key and isinstance(body, dict):
+        return key, body
+    return None, None

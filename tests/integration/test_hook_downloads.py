@@ -270,7 +270,7 @@ class TestDownloadJobResults:
         [batch] = job["batches"]
         assert len(batch["segments"]) == 3
 
-        manifest = download_job_results(hook, job, tmp_path)
+        manifest = download_job_results(hook.fetch_file, job, tmp_path).to_json()
 
         names = ["accounts.part1.csv.gz", "accounts.part2.csv.gz", "accounts.part3.csv.gz"]
         assert listing(tmp_path) == [MANIFEST_NAME, *names]
@@ -292,7 +292,7 @@ class TestDownloadJobResults:
         queries = [ACCOUNTS, {"name": "invoices", "query": "select Id, Amount from Invoice"}]
         job = completed_job(hook, "zip", queries)
 
-        manifest = download_job_results(hook, job, str(tmp_path / "new" / "folder"))
+        manifest = download_job_results(hook.fetch_file, job, str(tmp_path / "new" / "folder")).to_json()
 
         folder = tmp_path / "new" / "folder"
         assert manifest["job_id"] == job["id"]
@@ -313,7 +313,7 @@ class TestDownloadJobResults:
         folder = tmp_path / "inner" / "out"
         before = sorted(str(path) for path in tmp_path.rglob("*"))
 
-        manifest = download_job_results(hook, job, folder)
+        manifest = download_job_results(hook.fetch_file, job, folder).to_json()
 
         expected = ["x.csv", "etc_x.csv", "batch3.csv", "X-2.csv", "a_.._.._b.csv", "hidden.csv", "accounts.csv"]
         assert [Path(file["uri"]).name for file in manifest["files"]] == expected
@@ -329,7 +329,7 @@ class TestDownloadJobResults:
         job["batches"][1]["recordCount"] += 1
 
         with pytest.raises(AquaIntegrityError, match=job["batches"][1]["fileId"]):
-            download_job_results(hook, job, tmp_path)
+            download_job_results(hook.fetch_file, job, tmp_path)
 
         assert listing(tmp_path) == ["accounts.csv"]  # the verified batch only: no temp file, no manifest
 
@@ -340,7 +340,7 @@ class TestDownloadJobResults:
         job["batches"][0]["recordCount"] = 119
 
         with pytest.raises(AquaIntegrityError, match="3 segments .* hold 120 records, but Zuora reported 119"):
-            download_job_results(hook, job, tmp_path)
+            download_job_results(hook.fetch_file, job, tmp_path)
 
         assert listing(tmp_path) == []
 
@@ -349,7 +349,7 @@ class TestDownloadJobResults:
         hook = ZuoraAquaHook()
         job = completed_job(hook, "csv")
 
-        manifest = download_job_results(hook, job, (tmp_path / "by uri").as_uri())
+        manifest = download_job_results(hook.fetch_file, job, (tmp_path / "by uri").as_uri()).to_json()
 
         assert manifest["destination"] == (tmp_path / "by uri").as_uri()
         assert listing(tmp_path / "by uri") == [MANIFEST_NAME, "accounts.csv"]
@@ -449,8 +449,8 @@ class TestObjectStorage:
         job = completed_job(hook, "gzip", queries)
 
         manifest = download_job_results(
-            hook, job, f"s3://{s3_bucket.bucket_name}/zuora/run-1/", destination_conn_id="aws_moto"
-        )
+            hook.fetch_file, job, f"s3://{s3_bucket.bucket_name}/zuora/run-1/", destination_conn_id="aws_moto"
+        ).to_json()
 
         bucket = s3_bucket.bucket_name
         keys = sorted(item["Key"] for item in s3_bucket.list_objects_v2(Bucket=bucket)["Contents"])
@@ -472,7 +472,7 @@ class TestObjectStorage:
         job["batches"][0]["recordCount"] = 21
 
         with pytest.raises(AquaIntegrityError):
-            download_job_results(hook, job, f"s3://aws_moto@{s3_bucket.bucket_name}/out/")
+            download_job_results(hook.fetch_file, job, f"s3://aws_moto@{s3_bucket.bucket_name}/out/")
 
         assert s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name).get("KeyCount") == 0
         assert spools and not any(spool.exists() for spool in spools)
@@ -483,7 +483,7 @@ class TestObjectStorage:
         job = completed_job(hook, "csv", version="1.1", partner="p", project="q")
         destination = f"s3://aws_moto@{s3_bucket.bucket_name}/segments/"
 
-        manifest = download_job_results(hook, job, destination)
+        manifest = download_job_results(hook.fetch_file, job, destination).to_json()
 
         keys = sorted(item["Key"] for item in s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name)["Contents"])
         parts = [f"segments/accounts.part{number}.csv" for number in (1, 2, 3)]
@@ -499,7 +499,7 @@ class TestObjectStorage:
         job["batches"][0]["recordCount"] = 131
 
         with pytest.raises(AquaIntegrityError, match="none of them was published"):
-            download_job_results(hook, job, f"s3://aws_moto@{s3_bucket.bucket_name}/segments/")
+            download_job_results(hook.fetch_file, job, f"s3://aws_moto@{s3_bucket.bucket_name}/segments/")
 
         # The verified segments waited under hidden names: removed, like the local spools.
         assert s3_bucket.list_objects_v2(Bucket=s3_bucket.bucket_name).get("KeyCount") == 0

@@ -10,10 +10,24 @@ from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 QUERIES = {"accounts": "select Id, Name from Account"}
 
 
-class FakeTaskInstance(SimpleNamespace):
-    """What the operators read from ``context["ti"]``, with an XCom store."""
+class FakeRun:
+    """The XCom of one dag run, by task id, map index and key, shared by its task instances."""
 
-    def __init__(self, task_id: str = "cancel", try_number: int = 1, map_index: int = -1) -> None:
+    def __init__(self) -> None:
+        self.xcom: dict[tuple[str, int, str], object] = {}
+        self.map_indexes: dict[str, set[int]] = {}
+
+    def task_instance(self, task_id: str, map_index: int = -1, try_number: int = 1) -> FakeTaskInstance:
+        self.map_indexes.setdefault(task_id, set()).add(map_index)
+        return FakeTaskInstance(task_id, try_number=try_number, map_index=map_index, run=self)
+
+
+class FakeTaskInstance(SimpleNamespace):
+    """What the operators and callbacks read from ``context["ti"]``: its own XCom (``xcom``) and the run's."""
+
+    def __init__(
+        self, task_id: str = "cancel", try_number: int = 1, map_index: int = -1, run: FakeRun | None = None
+    ) -> None:
         super().__init__(
             dag_id="dag",
             task_id=task_id,
@@ -21,13 +35,19 @@ class FakeTaskInstance(SimpleNamespace):
             try_number=try_number,
             map_index=map_index,
             xcom={},
+            run=run or FakeRun(),
         )
 
     def xcom_push(self, key: str, value: object) -> None:
         self.xcom[key] = value
+        self.run.xcom[(self.task_id, self.map_index, key)] = value
 
-    def xcom_pull(self, task_ids: str, key: str, **_: object) -> object:
-        return self.xcom.get(key)
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None, **_: object) -> object:
+        map_index = self.map_index if map_indexes is None else map_indexes
+        return self.run.xcom.get((task_ids, map_index, key))
+
+    def get_ti_count(self, dag_id: str, task_ids: list[str], run_ids: list[str], **_: object) -> int:
+        return sum(len(self.run.map_indexes.get(task_id, ())) for task_id in task_ids)
 
 
 class FakeStateStore(dict):
