@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
+
 from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 from airflow_provider_zuora_aqua.tasks.record import (
     AQUA_JOB_ID_XCOM_KEY,
+    TaskJobRecord,
     task_idempotency_key,
 )
 from tests.support.credentials import connection_json
-from tests.support.fakes import FakeTaskInstance, submit
+from tests.support.fakes import QUERIES, FakeRun, FakeTaskInstance, context, submit
 from tests.support.jobs import BODY
 
 
@@ -49,3 +53,72 @@ def test_the_failure_callback_finds_and_cancels_the_job_of_a_submit_whose_answer
 
     assert simulator.job_ids() == [created["id"]]
     assert simulator.get_job(created["id"])["status"] == "cancelled"
+
+
+class TestDagLevelCallbackPerMapIndex:
+    """A mapped AQuA task: every map index's record is read on its own, with its own connection."""
+
+    @pytest.fixture
+    def mapped_dag(self):
+        from airflow.sdk import DAG
+
+        from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+
+        with DAG("dag", schedule=None) as dag:
+            AquaSubmitJobOperator.partial(
+                task_id="export", queries={"a": "select Id from Account"}, zuora_conn_id="zuora_{{ var.value.env }}"
+            ).expand(job_name=["first", "second"])
+        return dag
+
+    @pytest.fixture
+    def rendered_conn(self, simulator, monkeypatch):
+        """``zuora_{{ var.value.env }}`` as the task rendered it; the default connection goes nowhere."""
+        monkeypatch.setenv("AIRFLOW_CONN_ZUORA_PROD", connection_json(simulator.base_url))
+        monkeypatch.setenv("AIRFLOW_CONN_ZUORA_AQUA_DEFAULT", connection_json("http://127.0.0.1:9", max_retries=0))
+        return "zuora_prod"
+
+    def test_a_reattached_index_and_an_index_killed_in_its_submit_window_both_have_their_jobs_cancelled(
+        self, simulator, rendered_conn, mapped_dag
+    ):
+        hook, run = ZuoraAquaHook(rendered_conn), FakeRun()
+        # Map index 0 re-attached on its retry: this try recorded the job id, and no submit of its own.
+        first = run.task_instance("export", map_index=0, try_number=2)
+        first_job = hook.submit_job(BODY, idempotency_key=task_idempotency_key(FakeTaskInstance("export", 1, 0)))
+        TaskJobRecord.open(first, None, rendered_conn).submitted(first_job["id"])
+        # Map index 1 recorded its submit and sent it; the task died before the answer came back.
+        second = run.task_instance("export", map_index=1)
+        TaskJobRecord.open(second, None, rendered_conn).submitting(task_idempotency_key(second), BODY, rendered_conn)
+        second_job = hook.submit_job(BODY, idempotency_key=task_idempotency_key(second))
+
+        cancel_aqua_job_on_failure({"ti": second, "dag": mapped_dag, "reason": "task_failure"})
+
+        assert simulator.get_job(first_job["id"])["status"] == "cancelled"
+        assert simulator.get_job(second_job["id"])["status"] == "cancelled"
+        assert sorted(simulator.job_ids()) == sorted([first_job["id"], second_job["id"]])  # the resend named it
+
+    def test_a_task_level_callback_uses_the_rendered_connection_recorded_with_the_job(
+        self, simulator, rendered_conn, mapped_dag
+    ):
+        ti = FakeRun().task_instance("export", map_index=1)
+        job_id = submit(ZuoraAquaHook(rendered_conn))
+        TaskJobRecord.open(ti, None, rendered_conn).submitted(job_id)
+
+        cancel_aqua_job_on_failure({"ti": ti, "task": mapped_dag.task_dict["export"]})
+
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+
+    def test_the_submit_operator_records_the_rendered_connection_the_callback_cancels_through(
+        self, simulator, rendered_conn, mapped_dag
+    ):
+        run = FakeRun()
+        job_ids = []
+        for map_index in (0, 1):
+            # As the task runs it: templates rendered, so zuora_conn_id is the real connection id.
+            operator = AquaSubmitJobOperator(
+                task_id="export", queries=QUERIES, wait_for_completion=False, zuora_conn_id=rendered_conn
+            )
+            job_ids.append(operator.execute(context(run.task_instance("export", map_index=map_index)))["id"])
+
+        cancel_aqua_job_on_failure({"ti": run.task_instance("export", 0), "dag": mapped_dag, "reason": "failed"})
+
+        assert [simulator.get_job(job_id)["status"] for job_id in job_ids] == ["cancelled", "cancelled"]

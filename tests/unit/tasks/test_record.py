@@ -1,4 +1,4 @@
-"""Identifiers of a task try: Track-Id (64 characters) and Idempotency-Key (255 characters)."""
+"""What a task records: the identifiers of its try (Track-Id, Idempotency-Key) and its TaskJobRecord."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import pytest
 
 from airflow_provider_zuora_aqua.client.wire import validate_idempotency_key, validate_track_id
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
-from airflow_provider_zuora_aqua.tasks.record import task_idempotency_key, task_track_id
-from tests.support.fakes import FakeTaskInstance
+from airflow_provider_zuora_aqua.tasks.record import (
+    AQUA_CONN_ID_XCOM_KEY,
+    AQUA_JOB_ID_XCOM_KEY,
+    AQUA_SUBMIT_BODY_STATE_KEY,
+    AQUA_SUBMIT_KEY_STATE_KEY,
+    AQUA_SUBMIT_XCOM_KEY,
+    TaskJobRecord,
+    task_idempotency_key,
+    task_track_id,
+)
+from tests.support.fakes import FakeRun, FakeStateStore, FakeTaskInstance
 
 
 def test_the_key_names_the_try_and_differs_by_try_and_map_index():
@@ -29,3 +38,77 @@ def test_long_ids_are_cut_with_a_digest_that_keeps_them_apart():
 def test_invalid_keys_are_refused_before_sending(key):
     with pytest.raises(AquaConfigurationError, match="Idempotency-Key"):
         validate_idempotency_key(key)
+
+
+class TestTaskJobRecord:
+    """One record, one shape in both stores, per map index."""
+
+    def test_a_submit_then_its_job_are_written_to_both_stores_under_the_documented_keys(self):
+        ti, store = FakeTaskInstance("export", map_index=1), FakeStateStore()
+        record = TaskJobRecord.open(ti, store, "zuora_prod")
+        assert ti.xcom == {AQUA_CONN_ID_XCOM_KEY: "zuora_prod"} and store == {}
+
+        record.submitting("key-1", {"format": "csv"}, "zuora_prod")
+        record.submitted("job-1")
+
+        assert ti.xcom == {
+            AQUA_CONN_ID_XCOM_KEY: "zuora_prod",
+            AQUA_SUBMIT_XCOM_KEY: {"key": "key-1", "body": {"format": "csv"}, "conn_id": "zuora_prod", "map_index": 1},
+            AQUA_JOB_ID_XCOM_KEY: "job-1",
+        }
+        assert store == {
+            AQUA_CONN_ID_XCOM_KEY: "zuora_prod",
+            AQUA_SUBMIT_KEY_STATE_KEY: "key-1",
+            AQUA_SUBMIT_BODY_STATE_KEY: {"format": "csv"},
+            AQUA_JOB_ID_XCOM_KEY: "job-1",
+        }
+        pulled = TaskJobRecord.pull(FakeTaskInstance("other", run=ti.run), "export", 1, "fallback")
+        assert pulled == TaskJobRecord(1, "zuora_prod", "job-1", "key-1", {"format": "csv"})
+
+    def test_the_next_try_finds_the_record_with_its_connection_and_mirrors_it_into_its_xcom(self):
+        store = FakeStateStore()
+        first = TaskJobRecord.open(FakeTaskInstance("export", map_index=0), store, "zuora_prod")
+        first.submitting("key-1", {"format": "csv"}, "zuora_prod")
+        first.submitted("job-1")
+
+        ti = FakeTaskInstance("export", try_number=2, map_index=0)
+        second = TaskJobRecord.open(ti, store, "zuora_staging")  # the template renders otherwise now
+
+        assert (second.job_id, second.conn_id, second.submit_key) == ("job-1", "zuora_prod", "key-1")
+        assert ti.xcom[AQUA_JOB_ID_XCOM_KEY] == "job-1" and ti.xcom[AQUA_CONN_ID_XCOM_KEY] == "zuora_prod"
+        assert ti.xcom[AQUA_SUBMIT_XCOM_KEY]["key"] == "key-1"
+
+    def test_a_new_submit_drops_the_old_job_id_from_both_stores_and_forget_empties_the_state_store(self):
+        store = FakeStateStore({AQUA_JOB_ID_XCOM_KEY: "ended-job"})
+        ti = FakeTaskInstance("export", try_number=2)
+        record = TaskJobRecord.open(ti, store, "zuora_prod")
+        assert ti.xcom[AQUA_JOB_ID_XCOM_KEY] == "ended-job"
+
+        record.submitting("key-2", {"format": "csv"}, "zuora_prod")
+
+        assert AQUA_JOB_ID_XCOM_KEY not in store and ti.xcom[AQUA_JOB_ID_XCOM_KEY] is None
+        pulled = TaskJobRecord.pull(ti, "export", -1, "fallback")
+        assert pulled.job_id is None and pulled.submit_key == "key-2" and pulled.names_a_job
+        record.submitted("job-2")
+        record.forget()
+        assert store == {} and ti.xcom[AQUA_JOB_ID_XCOM_KEY] == "job-2"  # XCom keeps it for downstream tasks
+
+    def test_without_a_state_store_only_xcom_is_written(self):
+        ti = FakeTaskInstance("export")
+        record = TaskJobRecord.open(ti, None, "zuora_prod")
+        record.submitting("key-1", {"format": "csv"}, "zuora_prod")
+        record.submitted("job-1")
+        record.forget()
+        assert ti.xcom[AQUA_JOB_ID_XCOM_KEY] == "job-1"
+
+    def test_pull_reads_each_map_index_on_its_own_and_falls_back_for_old_records(self):
+        run = FakeRun()
+        run.task_instance("export", map_index=0).xcom_push(AQUA_JOB_ID_XCOM_KEY, "job-0")  # no conn id: older release
+        run.task_instance("export", map_index=1).xcom_push(AQUA_SUBMIT_XCOM_KEY, {"key": "k", "body": {}})
+        reader = run.task_instance("other")
+
+        first, second = (TaskJobRecord.pull(reader, "export", index, "fallback") for index in (0, 1))
+
+        assert (first.job_id, first.conn_id, first.submit_key) == ("job-0", "fallback", None)
+        assert (second.job_id, second.conn_id, second.submit_key) == (None, "fallback", "k")
+        assert not TaskJobRecord.pull(reader, "export", 2, "fallback").names_a_job
