@@ -11,6 +11,7 @@ from typing import Any
 from . import faults
 from .faults import parse_fault_spec
 from .server import FILE_PURGE_SECONDS, IDEMPOTENCY_SECONDS, MAX_FILE_BYTES, AquaSimulator
+from .tenant import DEFAULT_TIME_ZONE
 
 
 def _fault(spec: str) -> dict[str, Any]:
@@ -80,6 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="gzip downloads over 1000 bytes for clients sending Accept-Encoding: gzip (no Range then)",
     )
+    tenant = parser.add_argument_group("tenant data (rows are written through the /_simulator/tables routes)")
+    tenant.add_argument(
+        "--time-zone",
+        default=DEFAULT_TIME_ZONE,
+        help=f"the tenant's time zone: ZOQL date-times without an offset are read in it (default {DEFAULT_TIME_ZONE})",
+    )
+    tenant.add_argument(
+        "--index-delay",
+        type=float,
+        default=0.0,
+        help="default seconds before a write is visible to queries (default 0)",
+    )
+    tenant.add_argument(
+        "--max-query-rows",
+        type=int,
+        default=None,
+        help="a batch with more records ends 'aborted' as if it ran past Zuora's 3 hours (default: no limit)",
+    )
     parser.add_argument(
         "--idempotency-seconds",
         type=float,
@@ -111,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             file_purge_seconds=args.file_purge_seconds,
             file_transport_gzip=args.file_transport_gzip,
             idempotency_seconds=args.idempotency_seconds,
+            time_zone=args.time_zone,
+            index_delay=args.index_delay,
+            max_query_rows=args.max_query_rows,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -19,6 +19,11 @@ CONCURRENT_JOB_LIMIT = "90028"
 # the simulator answers those with this one so clients still see an AQuA-shaped error.
 INVALID_FIELD = "90000"
 
+#: The message of a batch that the simulator aborts for running past Zuora's 3-hour query limit
+#: (``max_query_rows``). Zuora's exact wording is not documented; clients that split a window on
+#: a query timeout should match on "exceeded the maximum time limit".
+QUERY_TIME_LIMIT_MESSAGE = "Query execution exceeded the maximum time limit of 3 hours"
+
 # Zuora's general 8-digit codes: resource 500000 (generic) plus a category.
 GENERAL_PERMISSION_DENIED = 50000010
 GENERAL_INVALID_VALUE = 50000020

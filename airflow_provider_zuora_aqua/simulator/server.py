@@ -18,6 +18,7 @@ from .handler import AquaRequestHandler
 from .idempotency import IdempotencyStore
 from .recording import RecordedRequest, RequestLog
 from .state import AquaState
+from .tenant import DEFAULT_TIME_ZONE, Tenant
 
 _STOP_TIMEOUT = 5.0
 # Zuora's documented limits: files up to 2,047 MB, kept 3 days; idempotency keys kept 24 hours.
@@ -101,6 +102,14 @@ class AquaSimulator:
     clients sending ``Accept-Encoding: gzip`` (no ``Range`` then). A submit's
     ``Idempotency-Key`` answer is kept ``idempotency_seconds``.
 
+    ``tenant`` (:class:`~.tenant.Tenant`) holds the tenant's data: a query on an object that has
+    a table there exports its visible matching rows (``where`` evaluated) instead of generated
+    ones. ``time_zone`` is the tenant's time zone (ZOQL date-times without an offset are read in
+    it; default ``America/Los_Angeles``), ``index_delay`` the default seconds before a write is
+    visible to queries. ``max_query_rows`` (None: no limit) stands in for Zuora's 3-hour query
+    limit: a batch with more records ends ``aborted``, and its job with it, with
+    :data:`~.errors.QUERY_TIME_LIMIT_MESSAGE`.
+
     ``state``, ``api``, ``faults``, ``files`` and ``log`` are the parts the HTTP handler works
     with; tests should prefer the methods below.
     """
@@ -123,12 +132,22 @@ class AquaSimulator:
         file_purge_seconds: float = FILE_PURGE_SECONDS,
         file_transport_gzip: bool = False,
         idempotency_seconds: float = IDEMPOTENCY_SECONDS,
+        time_zone: str = DEFAULT_TIME_ZONE,
+        index_delay: float = 0.0,
+        max_query_rows: int | None = None,
     ) -> None:
         if job_seconds < 0 or token_seconds < 0 or (queue_seconds or 0) < 0:
             raise ValueError("job_seconds, token_seconds and queue_seconds must not be negative")
         _check_count("file_rows", file_rows, minimum=0)
         _check_count("segment_rows", segment_rows, minimum=1)
         _check_count("max_file_bytes", max_file_bytes, minimum=0)
+        _check_count("max_query_rows", max_query_rows, minimum=0)
+        if index_delay < 0:
+            raise ValueError("index_delay must not be negative")
+        try:
+            self.tenant = Tenant(time_zone, index_delay)
+        except (ValueError, LookupError) as exc:  # zoneinfo's errors for unknown zones
+            raise ValueError(f"unknown time zone {time_zone!r}") from exc
         if file_purge_seconds < 0 or idempotency_seconds < 0:
             raise ValueError("file_purge_seconds and idempotency_seconds must not be negative")
         self._address = (host, port)
@@ -142,6 +161,8 @@ class AquaSimulator:
             file_rows=file_rows,
             segment_rows=segment_rows,
             file_purge_seconds=file_purge_seconds,
+            tenant=self.tenant,
+            max_query_rows=max_query_rows,
         )
         self.files = FileStore(max_file_bytes)
         self.api = AquaApi(

@@ -10,6 +10,16 @@ forced outcome freezes the job at that moment.
 
 A completed batch's file (or each of its ``segments``) is downloadable until
 ``file_purge_seconds`` after the batch completed, or until the files are purged by hand.
+
+A query on an object with a table in the tenant (:mod:`.tenant`) exports the rows visible at
+submit (one snapshot per job, as AQuA runs a job's queries in one transaction); other objects
+export generated rows (:mod:`.results`).
+
+The query-time limit: a batch with more than ``max_query_rows`` records stands in for a query
+that ran past Zuora's 3 hours. It runs its share of the job, then ends ``aborted`` with
+:data:`~.errors.QUERY_TIME_LIMIT_MESSAGE`; the job ends ``aborted`` then too, the batches after
+it ``aborted`` without running (message empty). Batches before it completed and keep their
+files, as after a cancel.
 """
 
 from __future__ import annotations
@@ -19,11 +29,15 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from . import errors, results
-from .errors import AquaError
+from .errors import QUERY_TIME_LIMIT_MESSAGE, AquaError
 from .submit import JobSpec, QuerySpec
+from .tenant import DeletedExport, Tenant
+from .where import ZoqlValueError
+from .zoql import parse_datetime_literal
 
 TERMINAL_STATUSES = ("completed", "error", "aborted", "cancelled")
 _ACTIVE_STATUSES = ("submitted", "executing")
@@ -45,6 +59,9 @@ class _Batch:
     full: bool | None
     # File ids of the segments of a split stateful full load, in row order; empty if not split.
     segment_ids: tuple[str, ...] = ()
+    # The rendered rows of a query on a tenant table (None: generated rows) and extra header cells.
+    table_rows: tuple[tuple[str | None, ...], ...] | None = None
+    extra_header: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,13 @@ class _Job:
     submitted_wall: float
     job_seconds: float
     queue_seconds: float
+    max_query_rows: int | None = None
     outcome: _Outcome | None = None
     files_purged: bool = False
+    # The first batch over the query-time limit (it and the job end aborted), None if none.
+    abort_index: int | None = None
+    # The tenant clock at submit (the start of a stateful session's next increment).
+    tenant_submitted: datetime | None = None
     # Monotonic instants derived from the above, set in __post_init__.
     executing_at: float = field(init=False)
     done_at: float = field(init=False)
@@ -75,26 +97,41 @@ class _Job:
     def __post_init__(self) -> None:
         self.executing_at = self.submitted_at + min(self.queue_seconds, self.job_seconds)
         self.done_at = self.submitted_at + self.job_seconds
+        self.abort_index = next(
+            (i for i, batch in enumerate(self.batches) if batch.record_count > (self.max_query_rows or float("inf"))),
+            None,
+        )
+        if self.abort_index is not None:
+            # The job ends when the over-long batch does.
+            self.done_at = self.batch_bounds(self.abort_index)[1]
 
     def wall(self, monotonic: float) -> str:
         return zuora_timestamp(self.submitted_wall + (monotonic - self.submitted_at))
 
     def batch_bounds(self, index: int) -> tuple[float, float]:
-        share = (self.done_at - self.executing_at) / len(self.batches)
+        share = (self.submitted_at + self.job_seconds - self.executing_at) / len(self.batches)
         return self.executing_at + share * index, self.executing_at + share * (index + 1)
 
     def natural_status(self, now: float) -> str:
         if now >= self.done_at:
-            return "completed"
+            return "completed" if self.abort_index is None else "aborted"
         return "executing" if now >= self.executing_at else "submitted"
 
     def natural_batch_status(self, index: int, now: float) -> str:
         if self.natural_status(now) == "submitted":
             return "pending"
+        if self.abort_index is not None and index >= self.abort_index and now >= self.done_at:
+            return "aborted"
         start, end = self.batch_bounds(index)
         if now >= end:
             return "completed"
         return "executing" if now >= start else "pending"
+
+    def batch_message(self, index: int, now: float) -> str:
+        if self.outcome is not None:
+            return self.outcome.message
+        aborted = index == self.abort_index and self.natural_batch_status(index, now) == "aborted"
+        return QUERY_TIME_LIMIT_MESSAGE if aborted else ""
 
     def status(self, now: float) -> str:
         return self.outcome.status if self.outcome else self.natural_status(now)
@@ -139,6 +176,8 @@ class AquaState:
         file_rows: int | None = None,
         segment_rows: int | None = None,
         file_purge_seconds: float = float("inf"),
+        tenant: Tenant | None = None,
+        max_query_rows: int | None = None,
     ) -> None:
         self._client_id = client_id
         self._client_secret = client_secret
@@ -149,6 +188,8 @@ class AquaState:
         self._file_rows = file_rows
         self._segment_rows = segment_rows
         self._file_purge_seconds = file_purge_seconds
+        self.tenant = Tenant() if tenant is None else tenant
+        self._max_query_rows = max_query_rows
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}
         self._tokens_issued = 0
@@ -211,10 +252,26 @@ class AquaState:
         now = time.monotonic()
         with self._lock:
             self._check_concurrency(spec, now)
-            first_load = spec.stateful and self._last_completed(spec.partner, spec.project, now) is None
+            previous = self._last_completed(spec.partner, spec.project, now) if spec.stateful else None
+            first_load = spec.stateful and previous is None
+            since = None if previous is None else self._increment_start(spec, previous)
+            tenant_now = self.tenant.clock.now()
             # Stateful jobs export everything the first time, increments afterwards.
-            batches = [self._new_batch(query, first_load if spec.stateful else None) for query in spec.queries]
-            job = _Job(secrets.token_hex(16), spec, batches, now, time.time(), self._job_seconds, self._queue_seconds)
+            batches = [
+                self._new_batch(index, query, spec, first_load if spec.stateful else None, since)
+                for index, query in enumerate(spec.queries)
+            ]
+            job = _Job(
+                secrets.token_hex(16),
+                spec,
+                batches,
+                now,
+                time.time(),
+                self._job_seconds,
+                self._queue_seconds,
+                self._max_query_rows,
+                tenant_submitted=tenant_now,
+            )
             self._jobs[job.job_id] = job
             for index, batch in enumerate(batches):
                 # A split batch is downloadable only as its segments.
@@ -224,13 +281,44 @@ class AquaState:
                     self._files[batch.file_id] = (job, index, None)
             return _render(job, now, submitted=True)
 
-    def _new_batch(self, query: QuerySpec, full: bool | None) -> _Batch:
-        count = results.record_count(query.query) if self._file_rows is None else self._file_rows
+    def _new_batch(
+        self, index: int, query: QuerySpec, spec: JobSpec, full: bool | None, since: datetime | None
+    ) -> _Batch:
+        deleted = None
+        # Deleted rows come with a stateful increment, or where forced (a stateless job must force).
+        if query.deleted is not None and (not full or query.deleted["forceExport"]):
+            deleted = DeletedExport(query.deleted["column"], query.deleted["format"])
+        try:
+            table = self.tenant.export(query.parsed, spec.date_time_utc, deleted, since)
+        except ZoqlValueError as exc:
+            raise AquaError(
+                errors.QUERY_SYNTAX_ERROR,
+                f"There is a syntax error in one of the queries in the AQuA input. Query {index + 1}: {exc}.",
+            ) from None
+        if table is not None:
+            count = len(table.rows)
+        else:
+            count = results.record_count(query.query) if self._file_rows is None else self._file_rows
         segments: tuple[str, ...] = ()
         # Zuora splits only a stateful full load, and only with segmentation enabled.
         if full and self._segment_rows is not None and count > self._segment_rows:
             segments = tuple(secrets.token_hex(16) for _ in range(-(-count // self._segment_rows)))
-        return _Batch(secrets.token_hex(16), secrets.token_hex(16), query, count, full, segments)
+        return _Batch(
+            secrets.token_hex(16),
+            secrets.token_hex(16),
+            query,
+            count,
+            full,
+            segments,
+            None if table is None else table.rows,
+            () if table is None else table.extra_header,
+        )
+
+    def _increment_start(self, spec: JobSpec, previous: _Job) -> datetime | None:
+        """Where a stateful increment starts: ``incrementalTime`` (tenant zone) or the last session."""
+        if spec.incremental_time is not None:
+            return parse_datetime_literal(spec.incremental_time, self.tenant.zone)
+        return previous.tenant_submitted
 
     def job_ids(self) -> list[str]:
         """Ids of every job, in submit order."""
@@ -297,6 +385,9 @@ class AquaState:
                 size = self._segment_rows or batch.record_count
                 first_row = 1 + (part - 1) * size
                 rows = min(size, batch.record_count - first_row + 1)
+            table_rows = batch.table_rows
+            if table_rows is not None:
+                table_rows = table_rows[first_row - 1 : first_row - 1 + rows]
             return results.FileContent(
                 batch_name=batch.spec.name,
                 parsed=batch.spec.parsed,
@@ -306,6 +397,8 @@ class AquaState:
                 use_query_labels=job.spec.use_query_labels,
                 null_replacement=job.spec.null_replacement,
                 part=part,
+                table_rows=table_rows,
+                extra_header=batch.extra_header,
             )
 
     def purge_files(self, job_id: str | None = None) -> list[str]:
@@ -358,7 +451,7 @@ def _render_batch(job: _Job, index: int, now: float, submitted: bool) -> dict[st
         "recordCount": batch.record_count if status == "completed" else 0,
     }
     if not submitted:
-        body["message"] = job.outcome.message if job.outcome else ""
+        body["message"] = job.batch_message(index, now)
     if status == "completed":
         if batch.segment_ids:
             body["segments"] = list(batch.segment_ids)

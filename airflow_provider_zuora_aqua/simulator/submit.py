@@ -119,17 +119,23 @@ def _incremental_time(payload: dict[str, Any]) -> str | None:
 
 
 def _deleted(item: dict[str, Any], stateful: bool) -> dict[str, Any] | None:
+    # The simulator's reading of Zuora's docs: a stateful job exports deleted records in its
+    # increments (a full load only with forceExport); a stateless job only with forceExport, which
+    # then exports the deleted records (kept 30 days) that match its query along with live ones.
     value = item.get("deleted")
     if value is None:
         return None
-    if not stateful:
-        raise AquaError(errors.STATELESS_DELETED_UNSUPPORTED, "Stateless AQuA does not support deleted columns.")
-    if not isinstance(value, dict) or not isinstance(value.get("column"), str):
+    force_export = value.get("forceExport", False) if isinstance(value, dict) else False
+    if not stateful and force_export is not True:
+        raise AquaError(
+            errors.STATELESS_DELETED_UNSUPPORTED,
+            "Stateless AQuA does not support deleted columns unless deleted.forceExport is true.",
+        )
+    if not isinstance(value, dict) or not isinstance(value.get("column"), str) or not value["column"]:
         raise _field_error("deleted", "expected an object with a 'column' string")
     deleted_format = value.get("format", "Boolean")
     if not isinstance(deleted_format, str) or deleted_format.lower() not in DELETED_FORMATS:
         raise _field_error("deleted.format", f"{deleted_format!r}; expected Numeric or Boolean")
-    force_export = value.get("forceExport", False)
     if not isinstance(force_export, bool):
         raise _field_error("deleted.forceExport", "expected true or false")
     return {"column": value["column"], "format": deleted_format, "forceExport": force_export}
