@@ -12,15 +12,19 @@ No authentication, never faulted, never recorded:
   result files answer 404 from now on. Answers ``{"purged": <number of file ids>}``.
 * ``POST /_simulator/tokens/expire``: every token issued so far is refused from now on.
 * ``GET /_simulator/tokens``: ``{"tokens_issued": n}``.
+* The tenant's clock and tables: see :mod:`.control_tenant`.
+
+Bad requests answer 400, unknown jobs, tables or rows 404, each with ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from . import control_tenant
+from .control_tenant import body as _body
 from .replies import Reply, json_reply
 
 if TYPE_CHECKING:
@@ -30,16 +34,17 @@ _FINISH = re.compile(r"/_simulator/jobs/(?P<job_id>[^/]+)/finish/?")
 _FAULT_SETTINGS = ("route", "kind", "count", "rate", "retry_after", "delay")
 
 
-def _body(raw: bytes) -> dict[str, Any]:
-    payload = json.loads(raw or b"{}")
-    if not isinstance(payload, dict):
-        raise ValueError("expected a JSON object")
-    return payload
-
-
-def handle(simulator: AquaSimulator, method: str, path: str, raw_body: bytes) -> Reply:
-    """Answer a control request."""
+def handle(simulator: AquaSimulator, method: str, path: str, raw_body: bytes, query: str = "") -> Reply:
+    """Answer a control request (``query``: the URL's query string)."""
     endpoint = (method, path.rstrip("/"))
+    try:
+        tenant_reply = control_tenant.handle(simulator, method, path.rstrip("/"), query, raw_body)
+    except KeyError as exc:
+        return json_reply(404, {"error": f"unknown table or row: {exc.args[0]}"})
+    except (TypeError, ValueError) as exc:
+        return json_reply(400, {"error": str(exc)})
+    if tenant_reply is not None:
+        return tenant_reply
     try:
         if endpoint == ("GET", "/_simulator/requests"):
             return json_reply(200, [dataclasses.asdict(entry) for entry in simulator.requests])

@@ -86,7 +86,7 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
             self._send(reply)
             return
         if is_control:
-            self._send(control.handle(simulator, self.command, url.path, raw))
+            self._send(control.handle(simulator, self.command, url.path, raw, url.query))
             return
         fault = simulator.faults.pick(match.route)
         kind = fault.kind if fault is not None else None

@@ -147,7 +147,7 @@ class AquaSimulator:
         try:
             self.tenant = Tenant(time_zone, index_delay)
         except (ValueError, LookupError) as exc:  # zoneinfo's errors for unknown zones
-            raise ValueError(f"unknown time zone {time_zone!r}") from exc
+            raise ValueError(f"time_zone {time_zone!r} is not a known IANA time zone") from exc
         if file_purge_seconds < 0 or idempotency_seconds < 0:
             raise ValueError("file_purge_seconds and idempotency_seconds must not be negative")
         self._address = (host, port)

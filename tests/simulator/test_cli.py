@@ -128,9 +128,39 @@ def test_file_and_idempotency_options(serve: Serve) -> None:
 
 @pytest.mark.parametrize(
     "option",
-    [["--segment-rows", "0"], ["--file-rows", "-1"], ["--max-file-bytes", "-5"], ["--idempotency-seconds", "-1"]],
+    [
+        ["--segment-rows", "0"],
+        ["--file-rows", "-1"],
+        ["--max-file-bytes", "-5"],
+        ["--idempotency-seconds", "-1"],
+        ["--time-zone", "Nowhere/City"],
+        ["--index-delay", "-1"],
+        ["--max-query-rows", "-1"],
+    ],
 )
 def test_bad_file_options_are_usage_errors(option: list[str]) -> None:
     result = subprocess.run([*MODULE, *CREDENTIALS, *option], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 2
     assert option[0].lstrip("-").replace("-", "_") in result.stderr and result.stdout == ""
+
+
+def test_tenant_options(serve: Serve) -> None:
+    _, base_url = serve(
+        *("--job-seconds", "0", "--time-zone", "Europe/Berlin", "--index-delay", "30", "--max-query-rows", "1")
+    )
+    control = f"{base_url}/_simulator"
+    tenant = requests.get(f"{control}/tenant", timeout=TIMEOUT).json()
+    assert (tenant["time_zone"], tenant["index_delay"]) == ("Europe/Berlin", 30)  # --time-zone, --index-delay
+    requests.post(f"{control}/tenant/clock", json={"now": "2024-01-01T00:00:00Z"}, timeout=TIMEOUT)
+    rows = [{"Id": "A1"}, {"Id": "A2"}]
+    requests.post(f"{control}/tables/Account/rows", json={"rows": rows}, timeout=TIMEOUT).raise_for_status()
+    assert requests.get(f"{control}/tables/Account/rows?visible=true", timeout=TIMEOUT).json() == []
+    requests.post(f"{control}/tenant/clock", json={"advance": 30}, timeout=TIMEOUT)
+    session = requests.Session()
+    token = session.post(f"{base_url}/oauth/token", data=token_form(), timeout=TIMEOUT).json()["access_token"]
+    session.headers["Authorization"] = f"Bearer {token}"
+    job_id = session.post(
+        f"{base_url}/v1/batch-query/", json=job_body("select Id from Account"), timeout=TIMEOUT
+    ).json()["id"]
+    job = session.get(f"{base_url}/v1/batch-query/jobs/{job_id}", timeout=TIMEOUT).json()
+    assert job["status"] == "aborted" and job["batches"][0]["status"] == "aborted"  # --max-query-rows

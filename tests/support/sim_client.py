@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import selectors
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +63,21 @@ def job_body(*queries: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def window_query(start: str, end: str, table: str = "Account", fields: str = "Id, Name, UpdatedDate") -> str:
+    """A half-open ``[start, end)`` window on ``UpdatedDate``, the way an incremental export asks."""
+    return f"select {fields} from {table} where UpdatedDate >= '{start}' and UpdatedDate < '{end}'"
+
+
+def csv_records(content: bytes, file_format: str = "csv") -> list[dict[str, str]]:
+    """The records of a result file (csv, gzip or zip), read with a CSV parser."""
+    if file_format == "gzip":
+        content = gzip.decompress(content)
+    elif file_format == "zip":
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            content = archive.read(archive.namelist()[0])
+    return list(csv.DictReader(io.StringIO(content.decode("utf-8"), newline="")))
+
+
 class Client:
     """Authenticated calls against one simulator."""
 
@@ -98,6 +117,30 @@ class Client:
                 return job
             assert time.monotonic() < deadline, f"job still {job['status']}, wanted {status}"
             time.sleep(0.02)
+
+    def export(self, *queries: str, **fields: Any) -> tuple[dict[str, Any], list[list[dict[str, str]]]]:
+        """Submit a stateless job, wait for it to end, and read every completed batch's file.
+
+        Returns the final job JSON and, per batch, its records (empty for a batch with no file).
+        """
+        return self.export_body(job_body(*queries, **fields))
+
+    def export_body(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[list[dict[str, str]]]]:
+        """:meth:`export` for a whole submit body."""
+        job_id = self.submit_job(body)["id"]
+        deadline = time.monotonic() + 10
+        while (job := self.get_job(job_id).json())["status"] in ("submitted", "executing"):
+            assert time.monotonic() < deadline, "the job did not end"
+            time.sleep(0.02)
+        files = []
+        for batch in job["batches"]:
+            if "fileId" not in batch:
+                files.append([])
+                continue
+            response = self.file(batch["fileId"])
+            assert response.status_code == 200, response.text
+            files.append(csv_records(response.content, str(body.get("format", "csv")).lower()))
+        return job, files
 
 
 #: The ``make_sim`` fixture: starts simulators with the test credentials.
