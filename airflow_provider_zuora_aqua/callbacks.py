@@ -156,12 +156,19 @@ def _records_aqua_jobs(task: Any) -> bool:
     return isinstance(operator_class, type) and issubclass(operator_class, AquaSubmitJobOperator)
 
 
-def _map_indexes(ti: Any, task: Any) -> range:
-    """The map indexes of a task in the failed run: ``-1`` alone for a task that is not mapped."""
+def _map_indexes(ti: Any, task: Any) -> list[int]:
+    """
+    The map indexes of a task in the failed run: ``-1`` alone for a task that is not mapped.
+
+    Asked through the task states of the run (keys ``<task id>_<map index>`` for a mapped task):
+    a DAG processor child cannot decode the answer to ``get_ti_count`` (seen on Airflow 3.3.2).
+    """
     if not getattr(task, "is_mapped", False):
-        return range(-1, 0)
-    count = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[task.task_id], run_ids=[ti.run_id])
-    return range(count)
+        return [-1]
+    states = ti.get_task_states(dag_id=ti.dag_id, task_ids=[task.task_id], run_ids=[ti.run_id])
+    prefix = f"{task.task_id}_"
+    keys = (states or {}).get(ti.run_id) or {}
+    return sorted(int(key[len(prefix) :]) for key in keys if key.startswith(prefix) and key[len(prefix) :].isdigit())
 
 
 def _fallback_conn_id(task: Any) -> str:

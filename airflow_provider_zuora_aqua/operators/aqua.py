@@ -136,9 +136,14 @@ class AquaSubmitJobOperator(_DeliveringOperator):
     """
     Submit a Zuora AQuA job, wait for it, and never leave it running when the task stops.
 
-    The job id goes to XCom (key ``aqua_job_id``) as soon as Zuora returns it, and on Airflow
-    3.3+ to the task state store. The task returns the final job JSON (XCom ``return_value``);
-    download the files with the batches' ``fileId``.
+    It runs in phases, in order: *re-attach* (to an earlier try's job), *submit*, *wait* (here,
+    or in the triggerer), *deliver* (the job JSON, or its files) and *forget* (the record).
+
+    The job id goes to XCom (key ``aqua_job_id``) as soon as Zuora returns it, with the rendered
+    connection id (``aqua_conn_id``) and, before it is sent, the submit (``aqua_submit``); on
+    Airflow 3.3+ the same record goes to the task state store
+    (:class:`~airflow_provider_zuora_aqua.tasks.record.TaskJobRecord`). The task returns the
+    final job JSON (XCom ``return_value``); download the files with the batches' ``fileId``.
 
     When the task stops, the job stops with it:
 

@@ -46,8 +46,14 @@ class FakeTaskInstance(SimpleNamespace):
         map_index = self.map_index if map_indexes is None else map_indexes
         return self.run.xcom.get((task_ids, map_index, key))
 
-    def get_ti_count(self, dag_id: str, task_ids: list[str], run_ids: list[str], **_: object) -> int:
-        return sum(len(self.run.map_indexes.get(task_id, ())) for task_id in task_ids)
+    def get_task_states(self, dag_id: str, task_ids: list[str], run_ids: list[str], **_: object) -> dict:
+        """As Airflow answers: ``{run_id: {"<task id>" or "<task id>_<map index>": state}}``."""
+        states = {
+            task_id if map_index < 0 else f"{task_id}_{map_index}": "failed"
+            for task_id in task_ids
+            for map_index in self.run.map_indexes.get(task_id, ())
+        }
+        return {run_id: states for run_id in run_ids}
 
 
 class FakeStateStore(dict):
