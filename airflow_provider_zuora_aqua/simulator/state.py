@@ -285,9 +285,11 @@ class AquaState:
         self, index: int, query: QuerySpec, spec: JobSpec, full: bool | None, since: datetime | None
     ) -> _Batch:
         deleted = None
-        # Deleted rows come with a stateful increment, or where forced (a stateless job must force).
-        if query.deleted is not None and (not full or query.deleted["forceExport"]):
-            deleted = DeletedExport(query.deleted["column"], query.deleted["format"])
+        # Deleted rows come with a stateful increment, or where forced (a stateless job must force);
+        # a full load without force has the column but no deleted rows.
+        if query.deleted is not None:
+            include = not full or query.deleted["forceExport"]
+            deleted = DeletedExport(query.deleted["column"], query.deleted["format"], include)
         try:
             table = self.tenant.export(query.parsed, spec.date_time_utc, deleted, since)
         except ZoqlValueError as exc:

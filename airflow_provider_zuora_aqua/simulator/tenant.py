@@ -151,10 +151,14 @@ class TableExport:
 
 @dataclass(frozen=True)
 class DeletedExport:
-    """The submit's ``deleted`` settings: the column's name and ``numeric`` or ``boolean``."""
+    """The submit's ``deleted`` settings: the column's name and ``numeric`` or ``boolean``.
+
+    ``include`` False keeps the column but leaves deleted rows out (a stateful full load).
+    """
 
     column: str
     format: str
+    include: bool = True
 
 
 class Tenant:
@@ -291,7 +295,7 @@ class Tenant:
             name, versions = self._tables[key]
             now = self.clock.now()
             selected = []
-            for version in self._current(versions, now, deleted is not None):
+            for version in self._current(versions, now, deleted is not None and deleted.include):
                 get = _getter(version.fields, name)
                 if since is not None and version.fields["UpdatedDate"] < since:
                     continue

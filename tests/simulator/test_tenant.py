@@ -9,7 +9,15 @@ import requests
 
 from airflow_provider_zuora_aqua.simulator import QUERY_TIME_LIMIT_MESSAGE, AquaSimulator
 from airflow_provider_zuora_aqua.simulator.tenant import Tenant
-from tests.support.sim_client import TIMEOUT, Client, SimFactory, csv_records, job_body, window_query
+from tests.support.sim_client import (
+    TIMEOUT,
+    Client,
+    SimFactory,
+    csv_records,
+    job_body,
+    stateful_body,
+    window_query,
+)
 
 UTC = timezone.utc
 NOW = datetime(2024, 1, 1, 12, 0, 0, 250_000, tzinfo=UTC)
@@ -272,6 +280,28 @@ def test_a_snapshot_is_taken_at_submit(make_sim: SimFactory) -> None:
     sim.tenant.insert("Account", {"Id": "A2"})
     done = client.wait_for(job["id"], "completed")
     assert csv_records(client.file(done["batches"][0]["fileId"]).content) == [{"Id": "A1"}]
+
+
+def test_a_stateful_session_exports_everything_then_what_changed(data_sim: AquaSimulator) -> None:
+    tenant, client = data_sim.tenant, Client(data_sim.base_url)
+    tenant.insert_many("Account", [{"Id": "A1"}, {"Id": "A2"}, {"Id": "A3"}])
+    tenant.delete("Account", "A3")
+    body = stateful_body("select Id from Account")
+    body["queries"][0]["deleted"] = {"column": "IsDeleted", "format": "Boolean"}
+    first, (full,) = client.export_body(body)
+    assert first["batches"][0]["full"] is True
+    assert full == [{"Id": "A1", "IsDeleted": "false"}, {"Id": "A2", "IsDeleted": "false"}]  # no deleted rows
+    tenant.clock.advance(60)
+    tenant.update("Account", "A1", {"Name": "changed"})
+    tenant.delete("Account", "A2")
+    tenant.insert("Account", {"Id": "A4"})
+    second, (increment,) = client.export_body(body)
+    assert second["batches"][0]["full"] is False
+    assert increment == [
+        {"Id": "A1", "IsDeleted": "false"},
+        {"Id": "A2", "IsDeleted": "true"},
+        {"Id": "A4", "IsDeleted": "false"},
+    ]
 
 
 # The control API
