@@ -179,13 +179,19 @@ class AirflowStack:
 
     :param home: a migrated home; the stack runs in it with its own settings added.
     :param triggerer: also start a triggerer (deferrable tasks need one).
+
+    Subclasses change the executor through :attr:`stack_env` and add processes in :meth:`start`
+    (see :class:`~airflow_provider_zuora_aqua.testing.distributed.CeleryStack`).
     """
+
+    #: Settings of every process of the stack (the API server's address is added to them).
+    stack_env: dict[str, str] = FULL_STACK_ENV
 
     def __init__(self, home: AirflowHome, *, triggerer: bool = False) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         stack_env = {
-            **FULL_STACK_ENV,
+            **self.stack_env,
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.base_url,
@@ -212,7 +218,11 @@ class AirflowStack:
         self.processes["dag-processor"] = spawn("dag-processor", log_name="dag-processor.out")
         if self.with_triggerer:
             self.start_triggerer()
+        self._start_more()
         wait_for(self._api_up, timeout=120, interval=0.5, what="the Airflow API server")
+
+    def _start_more(self) -> None:
+        """Start the processes a subclass adds (workers, more triggerers); none here."""
 
     def start_triggerer(self) -> None:
         self.processes["triggerer"] = self.home.spawn("triggerer", "--skip-serve-logs", log_name="triggerer.out")
