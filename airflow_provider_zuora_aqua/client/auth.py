@@ -1,4 +1,9 @@
-"""One OAuth token per connection per process, shared by every hook, thread and trigger."""
+"""
+The OAuth side of the HTTP clients: one token per connection per process, shared by every hook,
+thread and trigger; the token request and the reading of its answer; and the scrubbing of the
+client secret and the tokens from whatever a server sends back. Transport-free: the clients in
+:mod:`.session` and :mod:`.asession` send the token request.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,34 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
+
+from airflow_provider_zuora_aqua.client.wire import (
+    HttpAnswer,
+    access_token,
+    build_headers,
+    parse_answer,
+    token_lifetime,
+)
+from airflow_provider_zuora_aqua.compat import amask_secret, mask_secret
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaApiError,
+    AquaAuthenticationError,
+    AquaError,
+    AquaInvalidAnswerError,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 
 #: Refresh this long before expiry at most (a tenth of the lifetime for short-lived tokens).
 REFRESH_MARGIN_SECONDS = 60.0
 
+T = TypeVar("T")
 TokenKey = tuple[str, str, str]
 _RECENT_TOKENS = 3
 
@@ -141,9 +166,6 @@ os.register_at_fork(after_in_child=_reset_locks_after_fork)
 TOKEN_CACHE = TokenCache()
 
 
-if TYPE_CHECKING:
-    from airflow_provider_zuora_aqua.exceptions import AquaError
-
 #: What a secret is replaced with (as Airflow's masker does).
 MASK = "***"
 
@@ -215,3 +237,116 @@ class Scrubber:
             exc.job = self.json(job)  # type: ignore[attr-defined]
         exc.args = (exc._describe(),)
         return exc
+
+
+class Log(Protocol):
+    """What the clients need of a logger (the hook's ``self.log``)."""
+
+    def info(self, msg: Any, /, *args: Any) -> Any: ...
+
+
+TOKEN_PATH = "/oauth/token"
+TOKEN_HEADERS = {"Accept": "application/json", "Accept-Encoding": "gzip"}
+#: Longest wait of a bounded call (one with a deadline) for another thread's token fetch.
+TOKEN_LOCK_WAIT = 0.5
+
+
+class Credentials:
+    """
+    The OAuth credentials of one connection, as both HTTP clients use them.
+
+    :param settings: the connection.
+    :param log: where a new token and a replaced one are told (the hook's log: the task log).
+    """
+
+    def __init__(self, settings: AquaConnectionSettings, log: Log) -> None:
+        self.settings = settings
+        self.log = log
+        self._key = settings.token_cache_key
+
+    def token(self, fetch: Callable[[], tuple[str, float]], deadline: float | None = None) -> str:
+        """
+        The shared token, fetched with ``fetch`` when there is none. A call with a deadline
+        waits for another thread's fetch only briefly, then fetches its own: ``on_kill`` must not
+        wait for the thread it interrupted, which may be stuck in a slow token exchange while
+        holding the lock.
+        """
+        wait = None if deadline is None else min(TOKEN_LOCK_WAIT, max(0.0, deadline - time.monotonic()) / 2)
+        return TOKEN_CACHE.get(self._key, fetch, wait=wait)
+
+    async def atoken(self, fetch: Callable[[], Awaitable[tuple[str, float]]]) -> str:
+        """Async :meth:`token`."""
+        return await TOKEN_CACHE.aget(self._key, fetch)
+
+    def headers(self, token: str, track_id: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Headers of an AQuA call with ``token``, ``extra`` ones last."""
+        return {**build_headers(self.settings, token, track_id), **(extra or {})}
+
+    def refused(self, token: str, what: str) -> None:
+        """Zuora answered 401 to ``what`` sent with ``token``: drop it, so that the resend gets a new one."""
+        self.log.info("Zuora answered 401 to %s: fetching a new OAuth token and retrying once", what)
+        TOKEN_CACHE.invalidate(self._key, token)
+
+    def form(self) -> dict[str, str]:
+        """The body of the token request."""
+        return {
+            "client_id": self.settings.client_id,
+            "client_secret": self.settings.client_secret,
+            "grant_type": "client_credentials",
+        }
+
+    def read_token_answer(self, answer: HttpAnswer) -> tuple[str, float]:
+        """Token and lifetime from the OAuth answer; refused credentials get a message saying so."""
+        conn_id = self.settings.conn_id
+        try:
+            body = parse_answer(answer, what=f"POST {TOKEN_PATH}", required_key="access_token")
+        except AquaApiError as exc:
+            if exc.status_code not in (400, 401, 403):
+                raise
+            raise AquaAuthenticationError(
+                f"Zuora refused the OAuth client credentials of connection {conn_id!r} "
+                f"({exc.message}); check its Client ID and Client Secret",
+                status_code=exc.status_code,
+                error_code=exc.error_code,
+                request_id=exc.request_id,
+            ) from None
+        token = access_token(body)
+        if token is None:
+            raise AquaInvalidAnswerError(
+                f"Zuora's OAuth answer for connection {conn_id!r} holds no usable access_token "
+                "(a token is printable US-ASCII without spaces); its value is not shown",
+                status_code=answer.status,
+                request_id=answer.request_id,
+            )
+        expires_in = token_lifetime(body.get("expires_in"))
+        self.log.info("Fetched a Zuora OAuth token for connection %s (valid %d s)", conn_id, expires_in)
+        return token, expires_in
+
+    def mask(self, token: str) -> None:
+        """Register a new token with Airflow's secrets masker, in every form it may take."""
+        for form in secret_forms(token):
+            mask_secret(form)
+
+    async def amask(self, token: str) -> None:
+        """Async :meth:`mask` (a supervisor call that must not block the event loop)."""
+        for form in secret_forms(token):
+            await amask_secret(form)
+
+    @contextmanager
+    def scrubbing(self) -> Iterator[None]:
+        """
+        Errors raised inside, scrubbed of every form of the client secret and of this
+        connection's recent tokens: a server may echo them.
+        """
+        try:
+            yield
+        except AquaError as exc:
+            self._scrubber().error(exc)
+            raise
+
+    def scrubbed(self, value: T) -> T:
+        """A JSON result, scrubbed as :meth:`scrubbing` scrubs errors (tokens fetched meanwhile included)."""
+        return self._scrubber().json(value)
+
+    def _scrubber(self) -> Scrubber:
+        return Scrubber([self.settings.client_secret, *TOKEN_CACHE.recent(self._key)])

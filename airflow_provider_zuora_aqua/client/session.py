@@ -1,36 +1,319 @@
 """
-The HTTP clients' setup: the proxy rule both clients share, and a ``requests`` session whose
-exchanges can end at a wall-clock deadline.
+The sync HTTP client (``requests``): one send for every AQuA call, result files included.
 
-``requests`` only bounds each socket read, so a server that drips one byte at a time keeps a
-call alive indefinitely. Inside :class:`ExchangeDeadline`, the session's connections are shut
-down when the deadline passes, whatever phase the exchange is in (headers or body), which ends
-the blocked read. Outside it (file downloads, which may legitimately run long) nothing changes.
+:class:`AquaClient` holds, for sync callers, the one copy of
 
-Imported only where a call is made: ``requests`` and ``urllib3`` are not loaded at DAG parse.
+* the 401 rule: an exchange answered ``401`` gets a new token and is sent once more
+  (:meth:`AquaClient.send`);
+* the exchange deadline: an exchange ends within its bound of wall-clock time, whatever phase
+  it is in (:class:`ExchangeDeadline`). ``requests`` only bounds each socket read, so a server
+  that drips one byte at a time would otherwise keep a call alive indefinitely;
+* the mapping of transport failures onto :func:`~.wire.transport_error`
+  (:meth:`AquaClient.exchange`);
+* streaming: a result file goes to its receiver through the same send, the body of a file
+  bounded per read rather than in total (a file may legitimately take long).
+
+Its async twin is :mod:`.asession`. Imported only where a call is made: ``requests`` and
+``urllib3`` are not loaded at DAG parse.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import os
+import queue
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
 import requests.utils
+import tenacity
 import urllib3.connection
 import urllib3.connectionpool
+import urllib3.exceptions
 import urllib3.poolmanager
+from requests import Session
 
-from airflow_provider_zuora_aqua.client.settings import is_loopback
+from airflow_provider_zuora_aqua.client.auth import TOKEN_HEADERS, TOKEN_PATH, Credentials, Log
+from airflow_provider_zuora_aqua.client.retry import retry_policy
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, is_loopback
+from airflow_provider_zuora_aqua.client.wire import (
+    CONNECT_SECONDS,
+    FILES_PATH,
+    MAX_ERROR_BODY,
+    READ_CHUNK_BYTES,
+    AnswerReader,
+    CallRecord,
+    Failure,
+    HttpAnswer,
+    carries_file,
+    decode_prefix,
+    download_headers,
+    exchange_seconds,
+    file_error,
+    transport_error,
+    validate_track_id,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-_local = threading.local()
+    from airflow_provider_zuora_aqua.exceptions import AquaTransportError
+
+T = TypeVar("T")
+
+#: Bytes of a result file read from the network at a time: large reads keep Python's per-chunk cost negligible.
+FILE_CHUNK_BYTES = 1024 * 1024
+#: What ``requests`` and ``urllib3`` raise when an exchange gets no (complete) answer.
+_TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+class Receiver(Protocol):
+    """Where a result file goes (:class:`~airflow_provider_zuora_aqua.results.receiver.FileReceiver`)."""
+
+    received: int
+
+    @property
+    def resume_offset(self) -> int: ...
+
+    def begin(self, status: int, headers: Mapping[str, str], offset: int) -> None: ...
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class AquaClient:
+    """
+    The sync client of one connection, with its own HTTP session.
+
+    :param settings: the connection.
+    :param log: where tokens and resends are told (the hook's log, so the task log).
+    :param record: where each call leaves its ``Zuora-Request-Id`` and attempt count.
+    """
+
+    def __init__(self, settings: AquaConnectionSettings, *, log: Log, record: CallRecord | None = None) -> None:
+        self.settings = settings
+        self.auth = Credentials(settings, log)
+        self.record = CallRecord() if record is None else record
+        self.session = new_session()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        read: Callable[[HttpAnswer], T],
+        track_id: str | None = None,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool = True,
+        deadline: float | None = None,
+    ) -> T:
+        """
+        One AQuA call: :meth:`send`, the answer read by ``read``, retried within the retry
+        policy and ``deadline`` (a ``time.monotonic()`` instant); errors and result scrubbed.
+        """
+        track_id = validate_track_id(track_id)
+        max_seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.record.attempts = 0
+
+        def attempt() -> T:
+            self.record.attempts += 1
+            with self.auth.scrubbing():
+                answer = self.send(method, path, track_id=track_id, json=json, headers=headers, deadline=deadline)
+                return self.auth.scrubbed(read(answer))
+
+        policy = retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds)
+        return tenacity.Retrying(**policy)(attempt)
+
+    def download(self, file_id: str, receiver: Receiver, *, track_id: str | None = None) -> None:
+        """
+        Stream result file ``file_id`` into ``receiver``, retried within the retry policy: a
+        dropped connection is sent again from the receiver's ``resume_offset`` (``Range``).
+        """
+        track_id = validate_track_id(track_id)
+
+        def attempt() -> None:
+            with self.auth.scrubbing():
+                answer = self.send(
+                    "GET",
+                    f"{FILES_PATH}/{file_id}",
+                    track_id=track_id,
+                    headers=download_headers(receiver.resume_offset),
+                    receiver=receiver,
+                )
+                if not carries_file(answer.status, answer.headers):
+                    raise file_error(answer, file_id)
+
+        tenacity.Retrying(**retry_policy(self.settings))(attempt)
+
+    def access_token(self) -> str:
+        """The shared token, fetched within the retry policy when there is none."""
+        return tenacity.Retrying(**retry_policy(self.settings))(self.token)
+
+    def token(self, deadline: float | None = None) -> str:
+        """The shared token of this connection (see :meth:`~.auth.Credentials.token`)."""
+        return self.auth.token(lambda: self.fetch_token(deadline), deadline)
+
+    def fetch_token(self, deadline: float | None = None) -> tuple[str, float]:
+        """A new token and its lifetime, from one exchange (neither cached nor retried here)."""
+        with self.auth.scrubbing():
+            answer = self.exchange("POST", TOKEN_PATH, headers=TOKEN_HEADERS, data=self.auth.form(), deadline=deadline)
+            token, expires_in = self.auth.read_token_answer(answer)
+        self.auth.mask(token)
+        return token, expires_in
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        track_id: str | None,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        deadline: float | None = None,
+        receiver: Receiver | None = None,
+    ) -> HttpAnswer:
+        """
+        :meth:`exchange` with the shared token and the call's headers (``headers`` last); on a
+        ``401`` the token is replaced once and the exchange sent once more.
+        """
+
+        def exchange(token: str) -> HttpAnswer:
+            return self.exchange(
+                method,
+                path,
+                headers=self.auth.headers(token, track_id, headers),
+                json=json,
+                deadline=deadline,
+                receiver=receiver,
+            )
+
+        token = self.token(deadline)
+        answer = exchange(token)
+        if answer.status == 401:
+            self.auth.refused(token, f"{method} {path}")
+            answer = exchange(self.token(deadline))
+        self.record.request_id = answer.request_id
+        return answer
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str],
+        json: dict[str, Any] | None = None,
+        data: dict[str, str] | None = None,
+        deadline: float | None = None,
+        receiver: Receiver | None = None,
+    ) -> HttpAnswer:
+        """
+        One HTTP exchange, bounded: its answer within the connection's ``timeout`` (or what is
+        left to ``deadline``) of wall-clock time, its body within the answer cap of
+        :mod:`.wire`, decoded or not. Transport failures raise :func:`~.wire.transport_error`.
+
+        With a ``receiver``, an answer that carries the file is streamed into it (the answer
+        returned then has an empty body); of any other answer the first
+        :data:`~.wire.MAX_ERROR_BODY` bytes are read, for the error.
+        """
+        what = f"{method} {path}"
+        with ExchangeDeadline(exchange_seconds(self.settings.timeout, deadline)) as bound:
+            seconds = bound.seconds
+            try:
+                response = self.session.request(
+                    method,
+                    f"{self.settings.base_url}{path}",
+                    headers=headers,
+                    json=json,
+                    data=data,
+                    timeout=(min(CONNECT_SECONDS, seconds), seconds),
+                    allow_redirects=False,
+                    stream=True,
+                )
+            except _TRANSPORT_ERRORS as exc:
+                raise self._failed(what, exc, bound) from None
+            with response:
+                if receiver is not None and carries_file(response.status_code, response.headers):
+                    self._end_bound(what, bound)
+                    self._receive(what, response, receiver, bound)
+                    body = b""
+                else:
+                    body = self._read(what, response, bound, whole=receiver is None)
+                    self._end_bound(what, bound)
+        return HttpAnswer(response.status_code, response.headers, body)
+
+    def _end_bound(self, what: str, bound: ExchangeDeadline) -> None:
+        """
+        Stop the deadline; if it fired, what arrived is no answer: cut short by the shutdown,
+        a status line or a body may still parse (``http.client`` takes a truncated head).
+        """
+        bound.release()
+        if bound.fired:
+            raise transport_error(what, self.settings.base_url, Failure.DEADLINE, seconds=bound.seconds)
+
+    def _read(self, what: str, response: requests.Response, bound: ExchangeDeadline, *, whole: bool) -> bytes:
+        """The body: whole, within the answer cap; or the first bytes of an answer about a file."""
+        try:
+            if not whole:
+                # Raw and decoded alike bounded: a small gzip error body must not expand without limit.
+                raw = response.raw.read(MAX_ERROR_BODY, decode_content=False) or b""
+                return decode_prefix(raw, response.headers.get("Content-Encoding"), MAX_ERROR_BODY)
+            reader = AnswerReader(response.status_code, response.headers, what=what, deadline=bound.deadline)
+            for chunk in response.raw.stream(READ_CHUNK_BYTES, decode_content=False):
+                reader.feed(chunk)
+            return reader.finish()
+        except _TRANSPORT_ERRORS as exc:
+            raise self._failed(what, exc, bound) from None
+
+    def _receive(self, what: str, response: requests.Response, receiver: Receiver, bound: ExchangeDeadline) -> None:
+        """A file answer into the receiver; each read bounded by the timeout, the whole not."""
+        receiver.begin(response.status_code, response.headers, receiver.resume_offset)
+        chunks = response.iter_content(FILE_CHUNK_BYTES)  # decodes a transport gzip
+        while True:
+            try:  # only the network: a failure to store a chunk is not a transport failure
+                chunk = next(chunks, None)
+            except _TRANSPORT_ERRORS as exc:
+                raise self._failed(what, exc, bound, received=receiver.received) from None
+            if chunk is None:
+                break
+            receiver.write(chunk)
+        receiver.end()
+
+    def _failed(
+        self, what: str, exc: Exception, bound: ExchangeDeadline, *, received: int | None = None
+    ) -> AquaTransportError:
+        failure, detail = _failure(exc, deadline_passed=bound.fired)
+        return transport_error(what, self.settings.base_url, failure, detail, seconds=bound.seconds, received=received)
+
+
+def _failure(exc: Exception, *, deadline_passed: bool) -> tuple[Failure, str]:
+    """Where a ``requests`` exchange failed, for :func:`~.wire.transport_error`."""
+    first = exc.args[0] if exc.args else None
+    reason = getattr(first, "reason", None)  # urllib3's error inside requests' MaxRetryError
+    if isinstance(reason, urllib3.exceptions.ProxyError):  # the proxy itself could not be reached
+        reason = reason.original_error
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        cause = reason.__cause__  # the socket's own words, as aiohttp gives them
+        return Failure.NOT_CONNECTED, str(cause) if cause else str(reason).split(": ", 1)[-1]
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(
+        reason, urllib3.exceptions.ConnectTimeoutError
+    ):
+        return Failure.CONNECT_TIMEOUT, ""
+    if deadline_passed:
+        return Failure.DEADLINE, ""
+    if any(isinstance(error, urllib3.exceptions.ReadTimeoutError) for error in (exc, first, reason)) or isinstance(
+        exc, requests.exceptions.ReadTimeout
+    ):
+        return Failure.READ_TIMEOUT, ""
+    return Failure.BROKEN, f"{type(exc).__name__}: {reason or exc}"
 
 
 def proxy_for(url: str) -> str | None:
@@ -47,19 +330,26 @@ def proxy_for(url: str) -> str | None:
     return requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
 
 
-def new_session() -> requests.Session:
+def new_session() -> Session:
     """A session that applies :func:`proxy_for` and honours :class:`ExchangeDeadline`."""
-    session = requests.Session()
+    session = Session()
     adapter = _Adapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
 
 
+_local = threading.local()
+
+
 class ExchangeDeadline:
     """
     Within this block, the current thread's exchanges on a :func:`new_session` session end
     after ``seconds``: the connection is shut down and the pending read fails.
+
+    No thread per exchange: one watchdog thread per process ends every exchange whose deadline
+    passed. No lock either: a signal handler (``on_kill``) may run an exchange in the middle of
+    another one of its thread; the interrupted exchange's bound is restored when the handler's ends.
 
     :param seconds: wall-clock bound of the exchange, from entering the block.
     """
@@ -68,37 +358,96 @@ class ExchangeDeadline:
         self.seconds = seconds
         self.deadline = time.monotonic() + seconds
         self.fired = False
-        self._lock = threading.Lock()
+        self.over = False
         self._connection: urllib3.connection.HTTPConnection | None = None
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
+        self._outer: ExchangeDeadline | None = None
 
     def __enter__(self) -> ExchangeDeadline:
+        self._outer = getattr(_local, "exchange", None)
         _local.exchange = self
-        self._timer.start()
+        _WATCHDOG.watch(self)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._timer.cancel()
-        with self._lock:
-            self._connection = None
-        _local.exchange = None
+        self.release()
+        _local.exchange = self._outer
+
+    def release(self) -> None:
+        """Stop bounding the exchange (for a file's body, whose reads stay bounded one by one)."""
+        self.over = True
+        self._connection = None
 
     def watch(self, connection: urllib3.connection.HTTPConnection) -> None:
-        with self._lock:
-            self._connection = connection
-            fired = self.fired
-        if fired:
+        if self.over:
+            return
+        self._connection = connection
+        if self.fired:  # the watchdog came first: it may have missed this connection
             _shut(connection)
 
-    def _fire(self) -> None:
-        with self._lock:
-            self.fired = True
-            connection = self._connection
+    def fire(self) -> None:
+        """The deadline passed (called by the watchdog)."""
+        if self.over:
+            return
+        self.fired = True
+        connection = self._connection
         if connection is not None:
             _shut(connection)
+
+
+class _Watchdog:
+    """
+    One daemon thread that fires the deadlines of :class:`ExchangeDeadline` blocks.
+
+    Exchanges reach it through a ``SimpleQueue``, whose ``put`` is safe even in a signal
+    handler that interrupted another ``put``; only the watchdog thread touches its heap.
+    """
+
+    def __init__(self) -> None:
+        self._inbox: queue.SimpleQueue[ExchangeDeadline] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, exchange: ExchangeDeadline) -> None:
+        self._inbox.put(exchange)
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            # Two threads racing here may start two watchdogs; each exchange still goes to one.
+            self._thread = thread = threading.Thread(target=self._run, name="aqua-exchange-deadlines", daemon=True)
+            thread.start()
+
+    def _run(self) -> None:
+        pending: list[tuple[float, int, ExchangeDeadline]] = []
+        order = itertools.count()
+        for exchange in self._arrivals(pending):
+            heapq.heappush(pending, (exchange.deadline, next(order), exchange))
+
+    def _arrivals(self, pending: list[tuple[float, int, ExchangeDeadline]]) -> Iterator[ExchangeDeadline]:
+        """New exchanges, as they come; meanwhile fire the deadlines that pass and drop finished exchanges."""
+        while True:
+            wait = None
+            while pending:
+                deadline, _, exchange = pending[0]
+                wait = deadline - time.monotonic()
+                if wait > 0 and not exchange.over:
+                    break
+                heapq.heappop(pending)
+                if wait <= 0:
+                    exchange.fire()
+                wait = None
+            try:
+                yield self._inbox.get(timeout=wait)
+            except queue.Empty:
+                continue
+
+    def _after_fork(self) -> None:
+        # The child has no watchdog thread, and must never shut the parent's sockets.
+        self._inbox = queue.SimpleQueue()
+        self._thread = None
+
+
+_WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG._after_fork)
 
 
 def _shut(connection: urllib3.connection.HTTPConnection) -> None:

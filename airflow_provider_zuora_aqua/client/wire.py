@@ -1,8 +1,9 @@
-"""The AQuA wire rules shared by the sync hook and the async trigger.
+"""The AQuA wire rules shared by the sync and the async HTTP client.
 
-Input checks that run before any request, the headers every call sends, and the reading of an
-answer into either JSON or one of the provider's exceptions. Transport-free: the callers bring
-the HTTP client.
+Input checks that run before any request, the headers every call sends, the reading of an
+answer (a job, a token, a result file) into either data or one of the provider's exceptions,
+and what a failed exchange means (:func:`transport_error`). Transport-free: each client in
+:mod:`.session` and :mod:`.asession` brings its HTTP library and says how an exchange failed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
     AquaConfigurationError,
+    AquaError,
+    AquaFileAccessDeniedError,
+    AquaFileNotFoundError,
+    AquaFileTooLargeError,
     AquaInvalidAnswerError,
     AquaJobNotFoundError,
     AquaRateLimitError,
@@ -35,6 +41,9 @@ if TYPE_CHECKING:
 
     from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 
+JOBS_PATH = "/v1/batch-query/jobs"
+SUBMIT_PATH = "/v1/batch-query/"
+FILES_PATH = "/v1/files"
 REQUEST_ID_HEADER = "Zuora-Request-Id"
 TRACK_ID_HEADER = "Zuora-Track-Id"
 TRACK_ID_MAX_LENGTH = 64
@@ -69,6 +78,16 @@ class HttpAnswer:
     @property
     def request_id(self) -> str | None:
         return short_text(self.headers.get(REQUEST_ID_HEADER), _MAX_REQUEST_ID)
+
+
+@dataclass
+class CallRecord:
+    """What the last call of a hook leaves for error reports, whichever client sent it."""
+
+    #: ``Zuora-Request-Id`` of the last answer (support asks for it).
+    request_id: str | None = None
+    #: How many times the last call was sent (more than 1 after retries).
+    attempts: int = 0
 
 
 def validate_job_id(job_id: object) -> str:
@@ -449,3 +468,121 @@ def _decoder_wbits(content_encoding: str | None) -> int | None:
     if codings == ["deflate"]:
         return 32 + zlib.MAX_WBITS  # zlib or gzip wrapped, told apart by its header
     return _UNSUPPORTED
+
+
+# Result files: what a file answer means.
+
+#: At most this much of an answer that is not the file is read, raw and decoded.
+MAX_ERROR_BODY = 64 * 1024
+_MAX_OBJECT_SIZE = "max-object-size"
+
+
+def download_headers(offset: int) -> dict[str, str]:
+    """
+    What a file request sends besides :func:`build_headers`: any media type, and from
+    ``offset`` on a ``Range``.
+
+    A resumed request asks for the identity encoding: a byte range of a gzip transport
+    encoding would not continue the bytes already decoded.
+    """
+    headers = {"Accept": "*/*"}
+    if offset:
+        headers.update({"Range": f"bytes={offset}-", "Accept-Encoding": "identity"})
+    return headers
+
+
+def carries_file(status: int, headers: Mapping[str, str]) -> bool:
+    """Whether an answer to a file request is (part of) the file, for the receiver to judge."""
+    media_type = headers.get("Content-Type", "").lower()
+    return status in (200, 206, 416) and not media_type.startswith("application/json")
+
+
+def file_error(answer: HttpAnswer, file_id: str) -> AquaError:
+    """The error to raise for an answer that does not carry the file; its message names the file id."""
+    kwargs: dict[str, Any] = {"status_code": answer.status, "request_id": answer.request_id}
+    if answer.status == 404:
+        return AquaFileNotFoundError(
+            f"AQuA result file {file_id} does not exist: Zuora purges result files 72 hours after the job, "
+            "or the id never existed. Run the export again to get a new file.",
+            **kwargs,
+        )
+    if answer.status == 403:
+        if _MAX_OBJECT_SIZE in answer.body.decode("utf-8", "replace").lower():
+            return AquaFileTooLargeError(
+                f"AQuA result file {file_id} is over Zuora's 2,047 MB download cap (403 max-object-size). "
+                "Split the query into smaller ones, e.g. by UpdatedDate windows, and export again.",
+                **kwargs,
+            )
+        return AquaFileAccessDeniedError(
+            f"Zuora refused AQuA result file {file_id} (403): the user of this connection lacks the permission "
+            "to export data. Ask a Zuora administrator for the data export permission.",
+            **kwargs,
+        )
+    # Zuora's own error shapes (also inside a 200), retryable or not by the provider's rules.
+    try:
+        parse_answer(answer, what=f"GET {FILES_PATH}/{file_id}", required_key="file")
+    except AquaError as exc:
+        return exc
+    return AquaApiError(f"Zuora answered GET {FILES_PATH}/{file_id} with JSON instead of the file", **kwargs)
+
+
+# Exchanges that got no answer: the one wording and the one "may the request have arrived" rule.
+
+#: Longest wait for a connection to open (within the bound of the exchange).
+CONNECT_SECONDS = 10.0
+
+
+class Failure(Enum):
+    """Where an exchange failed without an answer, as its HTTP client tells it."""
+
+    #: No connection was made (refused, unreachable, name not found).
+    NOT_CONNECTED = "not connected"
+    #: The connection did not open in time.
+    CONNECT_TIMEOUT = "connect timeout"
+    #: Connected, then no byte came within the read timeout.
+    READ_TIMEOUT = "read timeout"
+    #: Connected, then the exchange passed its wall-clock bound.
+    DEADLINE = "deadline"
+    #: Connected, then the connection broke (reset, closed mid-answer, a malformed answer).
+    BROKEN = "broken"
+
+    @property
+    def request_may_have_arrived(self) -> bool:
+        """False only when no connection was made: then Zuora cannot have seen the request."""
+        return self not in (Failure.NOT_CONNECTED, Failure.CONNECT_TIMEOUT)
+
+
+def exchange_seconds(timeout: float, deadline: float | None) -> float:
+    """Wall-clock bound of one exchange: the connection's ``timeout``, within the call's ``deadline``."""
+    if deadline is None:
+        return timeout
+    return max(0.1, min(timeout, deadline - time.monotonic()))
+
+
+def transport_error(
+    what: str,
+    base_url: str,
+    failure: Failure,
+    detail: str = "",
+    *,
+    seconds: float | None = None,
+    received: int | None = None,
+) -> AquaTransportError:
+    """
+    The error of an exchange that got no (complete) answer; both clients raise this one.
+
+    :param what: the call, e.g. ``"GET /v1/batch-query/jobs/..."``.
+    :param failure: where the client saw it fail.
+    :param detail: the client's own words for a failure to connect or a broken connection.
+    :param seconds: the exchange's bound, for :attr:`Failure.DEADLINE`.
+    :param received: bytes of a file already received when the connection broke.
+    """
+    reasons = {
+        Failure.NOT_CONNECTED: f"could not connect: {detail}",
+        Failure.CONNECT_TIMEOUT: "timed out while connecting",
+        Failure.READ_TIMEOUT: "timed out waiting for the answer",
+        Failure.DEADLINE: f"timed out waiting for the answer (none complete within {seconds or 0:g} s)",
+        Failure.BROKEN: detail,
+    }
+    where = f"{what} to {base_url} failed" if received is None else f"{what} broke off after {received} bytes"
+    return AquaTransportError(f"{where}: {reasons[failure]}", request_sent=failure.request_may_have_arrived)

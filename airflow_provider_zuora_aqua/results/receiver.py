@@ -1,8 +1,10 @@
-"""The rules of one result-file download, apart from the HTTP client that the hook owns.
+"""Receiving one result file, apart from the HTTP client that fetches it (:mod:`.client.session`).
 
-What a file answer means (``200``, a resumed ``206``, or an error that says what to do), and
-what happens to the bytes: they go to a :class:`~.destinations.StagedFile` while their SHA-256
-and CSV records are computed, and they are checked before anything is published.
+How the bytes of a file answer are taken (``200``, or a resumed ``206`` that must continue
+exactly where the last attempt stopped), and what happens to them: they go to a
+:class:`~.staging.StagedFile` while their SHA-256 and CSV records are computed, and they are
+checked before anything is published. What an answer that is not the file means is
+:func:`.client.wire.file_error`.
 """
 
 from __future__ import annotations
@@ -12,14 +14,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_zuora_aqua.client.wire import HttpAnswer, parse_answer, validate_job_id
+from airflow_provider_zuora_aqua.client.wire import FILES_PATH, validate_job_id
 from airflow_provider_zuora_aqua.exceptions import (
-    AquaApiError,
     AquaConfigurationError,
-    AquaError,
-    AquaFileAccessDeniedError,
-    AquaFileNotFoundError,
-    AquaFileTooLargeError,
     AquaIntegrityError,
     AquaTransportError,
 )
@@ -34,14 +31,8 @@ from airflow_provider_zuora_aqua.results.records import (
 )
 from airflow_provider_zuora_aqua.results.staging import StagedFile
 
-FILES_PATH = "/v1/files"
-#: Bytes read from the network at a time: large reads keep Python's per-chunk cost negligible.
-CHUNK_BYTES = 1024 * 1024
 #: Twice Zuora's 2,047 MB cap: a server sending more than this is not sending an AQuA file.
 MAX_FILE_BYTES = 2 * 2047 * 1024 * 1024
-#: At most this much of an error answer is read.
-MAX_ERROR_BODY = 64 * 1024
-_MAX_OBJECT_SIZE = "max-object-size"
 _CONTENT_RANGE = re.compile(r"\s*bytes\s+(?P<start>\d+)-(?P<end>\d+)/(?P<size>\d+|\*)\s*", re.IGNORECASE)
 _SNIFF_BYTES = 4
 
@@ -55,48 +46,6 @@ def validate_file_id(file_id: object) -> str:
             f"file_id {file_id!r} is not a valid AQuA file id: pass the plain fileId (or segment id) of a "
             "completed batch (letters, digits, '-', '_' and '.'), without spaces, slashes, '..', '?', '#' or '%'."
         ) from None
-
-
-def download_headers(headers: dict[str, str], offset: int) -> dict[str, str]:
-    """
-    The headers of a file request: any media type, and from ``offset`` on a ``Range``.
-
-    A resumed request asks for the identity encoding: a byte range of a gzip transport
-    encoding would not continue the bytes already decoded.
-    """
-    headers = {**headers, "Accept": "*/*"}
-    if offset:
-        headers.update({"Range": f"bytes={offset}-", "Accept-Encoding": "identity"})
-    return headers
-
-
-def file_error(answer: HttpAnswer, file_id: str) -> AquaError:
-    """The error to raise for an answer that does not carry the file; its message names the file id."""
-    kwargs: dict[str, Any] = {"status_code": answer.status, "request_id": answer.request_id}
-    if answer.status == 404:
-        return AquaFileNotFoundError(
-            f"AQuA result file {file_id} does not exist: Zuora purges result files 72 hours after the job, "
-            "or the id never existed. Run the export again to get a new file.",
-            **kwargs,
-        )
-    if answer.status == 403:
-        if _MAX_OBJECT_SIZE in answer.body.decode("utf-8", "replace").lower():
-            return AquaFileTooLargeError(
-                f"AQuA result file {file_id} is over Zuora's 2,047 MB download cap (403 max-object-size). "
-                "Split the query into smaller ones, e.g. by UpdatedDate windows, and export again.",
-                **kwargs,
-            )
-        return AquaFileAccessDeniedError(
-            f"Zuora refused AQuA result file {file_id} (403): the user of this connection lacks the permission "
-            "to export data. Ask a Zuora administrator for the data export permission.",
-            **kwargs,
-        )
-    # Zuora's own error shapes (also inside a 200), retryable or not by the provider's rules.
-    try:
-        parse_answer(answer, what=f"GET {FILES_PATH}/{file_id}", required_key="file")
-    except AquaError as exc:
-        return exc
-    return AquaApiError(f"Zuora answered GET {FILES_PATH}/{file_id} with JSON instead of the file", **kwargs)
 
 
 class FileReceiver:

@@ -383,7 +383,7 @@ class TestOddShapes:
         server.on("POST", "/oauth/token", Reply(body=body.encode()))
         hook = use_conn(max_retries=0)
         assert hook.get_access_token() == "tok-life-91ab"
-        _, lifetime = hook._read_token_answer(hook._send("POST", "/oauth/token", headers={}, data={}))
+        _, lifetime = hook._client.fetch_token()
         assert 0 < lifetime < 100_000
 
     @pytest.mark.parametrize("batches", [{"a": 1}, ["x", "y"], 5, [None]])

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import struct
+import sys
 import threading
 import time
 import zlib
@@ -39,6 +42,8 @@ class Reply:
     :param drip_everything: drip the status line and headers too, one byte per ``drip_seconds``.
     :param hold: wait for this event before answering (released by the test or at shutdown).
     :param drop: close the connection without answering.
+    :param reset_after: send the status line, the headers and this many bytes of the body, then
+        reset the connection (TCP RST): an answer broken off midway.
     """
 
     status: int = 200
@@ -48,6 +53,7 @@ class Reply:
     drip_everything: bool = False
     hold: threading.Event | None = None
     drop: bool = False
+    reset_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,13 @@ def gzipped(reply: Reply) -> Reply:
     return reply
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that hung up (a refused answer is not read to its end): no traceback
+        super().handle_error(request, client_address)
+
+
 class HostileServer:
     """
     The server; use it as a context manager.
@@ -107,7 +120,7 @@ class HostileServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._holds: list[threading.Event] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._server.block_on_close = False
         self._thread = threading.Thread(target=self._server.serve_forever, name="hostile-server", daemon=True)
@@ -196,7 +209,9 @@ class HostileServer:
                 head += [f"{name}: {value}" for name, value in headers.items()]
                 raw_head = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
                 try:
-                    if reply.drip_everything:
+                    if reply.reset_after is not None:
+                        self._reset(raw_head + reply.body[: reply.reset_after])
+                    elif reply.drip_everything:
                         self._drip(raw_head + reply.body, reply.drip_seconds)
                     else:
                         self.wfile.write(raw_head)
@@ -204,6 +219,14 @@ class HostileServer:
                         self._drip(reply.body, reply.drip_seconds)
                 except OSError:
                     self.close_connection = True
+
+            def _reset(self, data: bytes) -> None:
+                self.wfile.write(data)
+                self.wfile.flush()
+                # Linger 0: closing sends a RST instead of the orderly FIN.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
 
             def _drip(self, data: bytes, pause: float) -> None:
                 if not pause:

@@ -1,4 +1,4 @@
-"""The wire rules: track ids and idempotency keys, answers parsed and refused."""
+"""The wire rules: track ids and idempotency keys, answers parsed and refused, file answers, failed exchanges."""
 
 from __future__ import annotations
 
@@ -7,19 +7,29 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_provider_zuora_aqua.client.wire import (
+    Failure,
     HttpAnswer,
+    carries_file,
+    download_headers,
+    exchange_seconds,
+    file_error,
     make_track_id,
     parse_answer,
     parse_retry_after,
+    transport_error,
     validate_track_id,
 )
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
+    AquaFileAccessDeniedError,
+    AquaFileNotFoundError,
+    AquaFileTooLargeError,
     AquaInvalidAnswerError,
     AquaJobNotFoundError,
     AquaRateLimitError,
     AquaServerError,
+    AquaTransportError,
 )
 from airflow_provider_zuora_aqua.tasks.record import task_track_id
 
@@ -77,3 +87,81 @@ class TestParseAnswer:
         assert raised.value.retry_after == 7
         assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
         assert parse_retry_after("soon") is None
+
+
+FILE_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
+
+
+class TestFileAnswers:
+    def answer(self, status: int, body: bytes, **headers: str) -> HttpAnswer:
+        return HttpAnswer(status, {"Zuora-Request-Id": "req-1", **headers}, body)
+
+    def test_404_says_purged_or_never_existed(self):
+        error = file_error(self.answer(404, b'{"message": "nope"}'), FILE_ID)
+        assert isinstance(error, AquaFileNotFoundError) and isinstance(error, AquaApiError)
+        assert FILE_ID in str(error) and "72 hours" in str(error) and "Zuora-Request-Id req-1" in str(error)
+
+    def test_403_size_cap_and_permission(self):
+        cap = file_error(self.answer(403, b"<security:max-object-size>2047MB</security:max-object-size>"), FILE_ID)
+        assert isinstance(cap, AquaFileTooLargeError) and FILE_ID in str(cap) and "UpdatedDate" in str(cap)
+        denied = file_error(self.answer(403, b'{"message": "Forbidden"}'), FILE_ID)
+        assert isinstance(denied, AquaFileAccessDeniedError) and FILE_ID in str(denied)
+
+    def test_other_answers_keep_the_provider_rules(self):
+        assert isinstance(file_error(self.answer(503, b""), FILE_ID), AquaServerError)
+        limited = file_error(self.answer(429, b"", **{"Retry-After": "3"}), FILE_ID)
+        assert isinstance(limited, AquaRateLimitError) and limited.retry_after == 3
+        body = b'{"success": false, "reasons": [{"code": 50000040, "message": "bad"}]}'
+        assert "bad" in str(file_error(self.answer(200, body), FILE_ID))
+        not_a_file = file_error(self.answer(200, b'{"file": "x"}'), FILE_ID)
+        assert type(not_a_file) is AquaApiError and "JSON instead of the file" in str(not_a_file)
+
+    def test_resumed_requests_ask_for_a_range_of_the_identity_encoding(self):
+        assert download_headers(0) == {"Accept": "*/*"}
+        assert download_headers(1024) == {"Accept": "*/*", "Range": "bytes=1024-", "Accept-Encoding": "identity"}
+
+    @pytest.mark.parametrize(
+        ("status", "content_type", "carries"),
+        [
+            (200, "text/csv;charset=UTF-8", True),
+            (206, "application/x-gzip", True),
+            (416, "", True),  # the receiver decides: download again from zero
+            (200, "application/json;charset=UTF-8", False),
+            (404, "text/csv", False),
+            (401, "", False),
+        ],
+    )
+    def test_what_carries_the_file(self, status, content_type, carries):
+        assert carries_file(status, {"Content-Type": content_type}) is carries
+
+
+class TestFailedExchanges:
+    """Both clients word a failed exchange, and decide whether it may have arrived, here."""
+
+    @pytest.mark.parametrize(
+        ("failure", "arrived", "words"),
+        [
+            (Failure.NOT_CONNECTED, False, "failed: could not connect: [Errno 111] refused"),
+            (Failure.CONNECT_TIMEOUT, False, "failed: timed out while connecting"),
+            (Failure.READ_TIMEOUT, True, "failed: timed out waiting for the answer"),
+            (Failure.DEADLINE, True, "failed: timed out waiting for the answer (none complete within 2.5 s)"),
+            (Failure.BROKEN, True, "failed: [Errno 111] refused"),
+        ],
+    )
+    def test_only_an_exchange_that_never_connected_cannot_have_arrived(self, failure, arrived, words):
+        error = transport_error("GET /x", "https://rest.zuora.com", failure, "[Errno 111] refused", seconds=2.5)
+        assert isinstance(error, AquaTransportError)
+        assert error.request_sent is arrived is failure.request_may_have_arrived
+        assert str(error) == f"GET /x to https://rest.zuora.com {words}"
+
+    def test_a_broken_file_says_how_far_it_came(self):
+        error = transport_error("GET /v1/files/f", "https://h", Failure.BROKEN, "ProtocolError: reset", received=7)
+        assert str(error) == "GET /v1/files/f broke off after 7 bytes: ProtocolError: reset"
+        assert error.request_sent
+
+    def test_an_exchange_is_bounded_by_the_timeout_within_the_deadline(self, monkeypatch):
+        monkeypatch.setattr("airflow_provider_zuora_aqua.client.wire.time.monotonic", lambda: 100.0)
+        assert exchange_seconds(30.0, None) == 30.0
+        assert exchange_seconds(30.0, 105.0) == 5.0
+        assert exchange_seconds(3.0, 105.0) == 3.0
+        assert exchange_seconds(30.0, 99.0) == 0.1  # past the deadline: one short last try

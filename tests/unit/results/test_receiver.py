@@ -1,58 +1,21 @@
-"""Receiving one file: error answers, resumes, verification."""
+"""Receiving one file: resumes, verification (what an answer that is not the file means: client/test_wire.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from airflow_provider_zuora_aqua.client.wire import HttpAnswer
 from airflow_provider_zuora_aqua.exceptions import (
-    AquaApiError,
-    AquaFileAccessDeniedError,
-    AquaFileNotFoundError,
-    AquaFileTooLargeError,
     AquaIntegrityError,
-    AquaRateLimitError,
-    AquaServerError,
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.results import receiver as file_download
-from airflow_provider_zuora_aqua.results.receiver import FileReceiver, download_headers, file_error
+from airflow_provider_zuora_aqua.results.receiver import FileReceiver
 from airflow_provider_zuora_aqua.results.staging import (
     StagedFile,
     resolve_destination,
 )
 
 FILE_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
-
-
-class TestAnswers:
-    def answer(self, status: int, body: bytes, **headers: str) -> HttpAnswer:
-        return HttpAnswer(status, {"Zuora-Request-Id": "req-1", **headers}, body)
-
-    def test_404_says_purged_or_never_existed(self):
-        error = file_error(self.answer(404, b'{"message": "nope"}'), FILE_ID)
-        assert isinstance(error, AquaFileNotFoundError) and isinstance(error, AquaApiError)
-        assert FILE_ID in str(error) and "72 hours" in str(error) and "Zuora-Request-Id req-1" in str(error)
-
-    def test_403_size_cap_and_permission(self):
-        cap = file_error(self.answer(403, b"<security:max-object-size>2047MB</security:max-object-size>"), FILE_ID)
-        assert isinstance(cap, AquaFileTooLargeError) and FILE_ID in str(cap) and "UpdatedDate" in str(cap)
-        denied = file_error(self.answer(403, b'{"message": "Forbidden"}'), FILE_ID)
-        assert isinstance(denied, AquaFileAccessDeniedError) and FILE_ID in str(denied)
-
-    def test_other_answers_keep_the_provider_rules(self):
-        assert isinstance(file_error(self.answer(503, b""), FILE_ID), AquaServerError)
-        limited = file_error(self.answer(429, b"", **{"Retry-After": "3"}), FILE_ID)
-        assert isinstance(limited, AquaRateLimitError) and limited.retry_after == 3
-        body = b'{"success": false, "reasons": [{"code": 50000040, "message": "bad"}]}'
-        assert "bad" in str(file_error(self.answer(200, body), FILE_ID))
-        not_a_file = file_error(self.answer(200, b'{"file": "x"}'), FILE_ID)
-        assert type(not_a_file) is AquaApiError and "JSON instead of the file" in str(not_a_file)
-
-    def test_resumed_requests_ask_for_a_range_of_the_identity_encoding(self):
-        assert download_headers({"Accept-Encoding": "gzip", "Authorization": "x"}, 0)["Accept-Encoding"] == "gzip"
-        resumed = download_headers({"Accept-Encoding": "gzip"}, 1024)
-        assert (resumed["Range"], resumed["Accept-Encoding"], resumed["Accept"]) == ("bytes=1024-", "identity", "*/*")
 
 
 class TestReceiver:

@@ -1,0 +1,41 @@
+"""The async client's reading of failures, in the terms the sync client uses (see test_session.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+
+from airflow_provider_zuora_aqua.client.asession import _failure
+from airflow_provider_zuora_aqua.client.wire import Failure
+
+KEY = SimpleNamespace(host="127.0.0.1", port=9, ssl=True, is_ssl=False)
+
+
+@pytest.mark.parametrize(
+    ("error", "failure", "detail"),
+    [
+        (
+            aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "Connect call failed")),
+            Failure.NOT_CONNECTED,
+            "[Errno 111]",
+        ),
+        (
+            aiohttp.ClientProxyConnectionError(KEY, ConnectionRefusedError(111, "refused")),
+            Failure.NOT_CONNECTED,
+            "refused",
+        ),
+        (aiohttp.ConnectionTimeoutError("Connection timeout to host"), Failure.CONNECT_TIMEOUT, ""),
+        (aiohttp.SocketTimeoutError("Timeout on reading data from socket"), Failure.READ_TIMEOUT, ""),
+        (asyncio.TimeoutError(), Failure.DEADLINE, ""),
+        (aiohttp.ServerDisconnectedError(), Failure.BROKEN, "ServerDisconnectedError"),
+        (aiohttp.ClientPayloadError("Response payload is not completed"), Failure.BROKEN, "not completed"),
+        (ConnectionResetError(104, "Connection reset by peer"), Failure.BROKEN, "reset by peer"),
+    ],
+)
+def test_failures_are_read_into_the_shared_terms(error, failure, detail):
+    found, words = _failure(error)
+    assert found is failure
+    assert detail in words
