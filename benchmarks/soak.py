@@ -3,8 +3,8 @@ Fault soak: hundreds of AQuA jobs through real Airflow task runs, with faults an
 
 Run from the project root (a clone after ``bash .ci/bootstrap``)::
 
-    .venv/bin/python -m benchmarks.soak [--jobs 200] [--seed 1] [--fault-rate 0.2] [--stop-rate 0.2]
-                                        [--max-minutes 40] [--json soak.json]
+    .venv/bin/python -m benchmarks.soak [--executor local|celery] [--jobs 200] [--seed 1] [--fault-rate 0.2]
+                                        [--stop-rate 0.2] [--max-minutes 40] [--json soak.json]
 
 What runs, all on 127.0.0.1 and all started (and, at the end, killed by process group) here:
 
@@ -14,10 +14,13 @@ What runs, all on 127.0.0.1 and all started (and, at the end, killed by process 
   requests: ``429`` with ``Retry-After``, ``500``, ``503``, dropped connections, slow answers,
   lost submit answers (``submit:lost_answer``: the job is created, the answer never comes) and
   downloads cut halfway (``file:drop_mid``);
-* Airflow's full stack in a fresh home (API server, scheduler, DAG processor, triggerer,
-  LocalExecutor, SQLite) with the DAG of ``benchmarks/dags/aqua_soak_dags.py``: 8 AQuA tasks
-  per run (deferrable or not, one quick retry or none, downloads or not), triggered
-  ``ceil(jobs / 8)`` times.
+* Airflow's full stack in a fresh home with the DAG of ``benchmarks/dags/aqua_soak_dags.py``:
+  8 AQuA tasks per run (deferrable or not, one quick retry or none, downloads or not), triggered
+  ``ceil(jobs / 8)`` times. ``--executor local`` (the default): API server, scheduler, DAG
+  processor, one triggerer, LocalExecutor, SQLite. ``--executor celery``: the distributed stack
+  of :mod:`airflow_provider_zuora_aqua.testing.distributed` (PostgreSQL and redis-server of
+  its own, CeleryExecutor, two Celery workers, two triggerers; ``bash .ci/services`` installs
+  the servers, the ``distributed`` extra the Python packages).
 
 The driver watches the simulator (``GET /_simulator/jobs`` and ``/_simulator/requests``) and
 the REST API. Before the runs start, it picks at random (``--seed``) the task instances whose
@@ -29,11 +32,19 @@ first try it stops (``--stop-rate``), and how:
 * ``mark_failed``: ``PATCH .../taskInstances/{task} {"new_state": "failed"}`` of a deferred
   task (the trigger's ``on_kill`` must cancel);
 * ``execution_timeout``: nothing is done; the job never ends, so the task's 45 s
-  ``execution_timeout`` must stop it and cancel the job.
+  ``execution_timeout`` must stop it and cancel the job;
+* ``worker_lost`` (Celery only): SIGKILL to the whole process tree of the Celery worker that
+  runs the try (every try on that worker is lost with it), which is started again at once; the
+  scheduler fails the tries after the heartbeat timeout, then the next try must re-attach or the
+  failure callback cancel;
+* ``triggerer_lost`` (Celery only): SIGKILL to the whole process tree of the triggerer that runs
+  the deferred try's trigger, which is started again at once: the other triggerer takes the
+  triggers over, no job may be cancelled and the try must succeed (its job is finished as any other).
 
-Waiting tasks get SIGTERM/SIGKILL, deferrable ones ``mark_failed``; both kinds may get
-``execution_timeout``. A stop lands 0-4 s after the stopped try's job appeared at the simulator,
-so a SIGKILL may hit a try whose submit answer is still on the way. Every job
+Waiting tasks get SIGTERM/SIGKILL (and ``worker_lost``), deferrable ones ``mark_failed`` (and
+``triggerer_lost``); both kinds may get ``execution_timeout``. A stop lands 0-4 s after the
+stopped try's job appeared at the simulator, so a SIGKILL may hit a try whose submit answer is
+still on the way. Every job
 that a try not picked for a stop is watching (polling) while that try still runs is finished
 ``completed`` by the driver 2-10 s later; the driver never finishes a job whose task try has
 ended. So a job still running at the end can only be one the provider left behind.
@@ -42,7 +53,8 @@ Figures (``Report``), counted from the simulator's request log and job list and 
 
 * jobs submitted (created at the simulator), completed, cancelled, other endings, still running;
 * submit requests, requests, injected faults by kind; stops planned, applied, missed by kind;
-* task instances by final state, and failures of task instances that no stop was planned for.
+* task instances by final state, and failures of task instances that no stop was planned for
+  (a try lost with its worker counts as stopped: it ran on a worker killed while it ran).
 
 Three must be 0, else the command exits 1:
 
@@ -73,6 +85,7 @@ store; a deferred task marked failed is cancelled by the trigger's ``on_kill``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -95,17 +108,30 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import psutil
 
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, AirflowStack, stop_process_group, wait_for
+from airflow_provider_zuora_aqua.testing.distributed import (
+    CeleryStack,
+    PostgresServer,
+    RedisServer,
+    postgres_home,
+)
 from benchmarks.dags.aqua_soak_dags import DOWNLOADS_ENV, SOAK_CONN_ID, SOAK_DAG_ID, SOAK_TASKS, SoakTask
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 SIGTERM, SIGKILL, MARK_FAILED, EXECUTION_TIMEOUT = "sigterm", "sigkill", "mark_failed", "execution_timeout"
+WORKER_LOST, TRIGGERER_LOST = "worker_lost", "triggerer_lost"
+#: The stops of a LocalExecutor soak; a CeleryExecutor soak adds the loss of a worker or a triggerer.
 STOP_KINDS = (SIGTERM, SIGKILL, MARK_FAILED, EXECUTION_TIMEOUT)
+CELERY_STOP_KINDS = (*STOP_KINDS, WORKER_LOST, TRIGGERER_LOST)
+#: Stops after which the stopped try must still succeed.
+HARMLESS_STOPS = (TRIGGERER_LOST,)
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 #: The try each planned stop hits; later tries run undisturbed.
 STOPPED_TRY = 1
 #: Job statuses that mean the job still runs at the simulator.
@@ -184,15 +210,26 @@ def fault_rules(fault_rate: float) -> list[dict[str, Any]]:
 
 
 def plan_stops(
-    run_ids: Iterable[str], tasks: Iterable[SoakTask], stop_rate: float, rng: random.Random
+    run_ids: Iterable[str],
+    tasks: Iterable[SoakTask],
+    stop_rate: float,
+    rng: random.Random,
+    *,
+    distributed: bool = False,
 ) -> dict[tuple[str, str], str]:
-    """``(run_id, task_id) -> stop kind`` for the task instances whose first try is stopped."""
+    """
+    ``(run_id, task_id) -> stop kind`` for the task instances whose first try is stopped.
+
+    :param distributed: also pick ``worker_lost`` and ``triggerer_lost`` (a CeleryExecutor soak).
+    """
     tasks = tuple(tasks)
     plan = {}
     for run_id in run_ids:
         for task in tasks:
             if rng.random() < stop_rate:
                 kinds = (MARK_FAILED, EXECUTION_TIMEOUT) if task.deferrable else (SIGTERM, SIGKILL, EXECUTION_TIMEOUT)
+                if distributed:
+                    kinds += (TRIGGERER_LOST,) if task.deferrable else (WORKER_LOST,)
                 plan[(run_id, task.task_id)] = rng.choice(kinds)
     return plan
 
@@ -205,6 +242,7 @@ class Report:
     seed: int
     fault_rate: float
     stop_rate: float
+    executor: str = "LocalExecutor"
     runs_triggered: int = 0
     runs_ended: int = 0
     task_instances: dict[str, int] = field(default_factory=dict)
@@ -266,6 +304,7 @@ class Report:
         """The report as a plain-text table."""
         fault_share = self.faults_injected / self.requests if self.requests else 0.0
         rows = [
+            ("executor", self.executor),
             ("runs ended / triggered", f"{self.runs_ended} / {self.runs_triggered}"),
             ("task instances by final state", _counts(self.task_instances)),
             ("task tries that submitted", self.task_tries),
@@ -301,6 +340,33 @@ class Report:
         ):
             lines += [f"{title}: {item}" for item in items[:20]]
         return "\n".join(lines)
+
+
+def shortfalls(report: Report, plan: dict[tuple[str, str], str], retries: dict[str, int]) -> list[str]:
+    """
+    Why a soak meant to exercise everything (CI's) did not prove it: the verdict's failures, and
+    evidence that is missing (no download checked, too few fault kinds, a stop not applied, fewer
+    cancelled jobs than stopped tries whose job must be cancelled, an unplanned failure).
+
+    :param plan: the stop plan the soak ran with.
+    :param retries: task id -> its retries (a stopped try with a retry left is re-attached, not cancelled).
+    """
+    problems = list(report.failures)
+    if report.jobs_submitted < report.jobs_requested:
+        problems.append(f"only {report.jobs_submitted} jobs submitted")
+    if report.results_checked == 0:
+        problems.append("no download checked")
+    if report.faults_injected == 0 or len(report.faults) < 3:
+        problems.append(f"faults injected: {report.faults}")
+    if report.stops_applied != report.stops_planned:
+        problems.append(f"stops missed: {report.stops_missed}")
+    kept = sum(1 for (_, task), kind in plan.items() if kind in (SIGKILL, WORKER_LOST) and retries[task])
+    kept += sum(1 for kind in plan.values() if kind in HARMLESS_STOPS)
+    if report.jobs_cancelled < len(plan) - kept:
+        problems.append(f"{report.jobs_cancelled} jobs cancelled, fewer than the {len(plan) - kept} stopped tries")
+    if report.unplanned_failures:
+        problems.append(f"unplanned failures {report.unplanned_failures}, logs in {report.failure_logs}")
+    return problems
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -398,6 +464,10 @@ class SoakDriver:
         self.requests: list[dict[str, Any]] = []
         #: job id -> the tries of the job's own task instance that polled it
         self.watchers: dict[str, set[int]] = {}
+        #: Celery workers killed by a ``worker_lost`` stop, and when (UTC): their tries were lost with them.
+        self.lost_workers: list[tuple[str, datetime]] = []
+        #: The tries seen running on those workers when they were killed.
+        self.lost_tries: set[TryId] = set()
         self.finish_due: dict[str, float] = {}
         self.finished: set[str] = set()
         self._ended_runs_read: set[str] = set()
@@ -466,7 +536,7 @@ class SoakDriver:
         if job is None or stop.kind == EXECUTION_TIMEOUT:
             return
         state = ti.get("state")
-        if stop.kind in (SIGTERM, SIGKILL):
+        if stop.kind in (SIGTERM, SIGKILL, WORKER_LOST):
             ready = state == "running"
         else:
             ready = state == "deferred"
@@ -486,6 +556,14 @@ class SoakDriver:
             if status != 200:
                 stop.missed = f"{run_id}.{task_id}: mark failed answered {status}: {str(body)[:200]}"
                 return
+        elif stop.kind in (WORKER_LOST, TRIGGERER_LOST):
+            if not isinstance(self.stack, CeleryStack):
+                stop.missed = f"{run_id}.{task_id}: {stop.kind} needs the CeleryExecutor"
+                return
+            lost = self.stack.worker_of(ti) if stop.kind == WORKER_LOST else self.stack.triggerer_of(ti)
+            if lost is None or lost not in self.stack.processes:
+                return  # not (yet) on a worker or triggerer of ours: the next step looks again
+            self._lose(self.stack, lost, stop.kind)
         else:
             pid = ti.get("pid")
             if not pid or not self._is_our_task_process(pid):
@@ -497,13 +575,26 @@ class SoakDriver:
         stop.applied = True
         self.log(f"stop: {stop.kind} {run_id}.{task_id}")
 
+    def _lose(self, stack: CeleryStack, name: str, kind: str) -> None:
+        """Kill the worker or triggerer ``name`` with its whole process tree, then start it again."""
+        if kind == WORKER_LOST:
+            self.lost_tries |= {
+                TryId(run_id, task_id, ti.get("try_number", 0))
+                for (run_id, task_id), ti in self.tis.items()
+                if ti.get("state") == "running" and stack.worker_of(ti) == name
+            }
+        stack.kill(name)
+        if kind == WORKER_LOST:
+            self.lost_workers.append((name, datetime.now(timezone.utc)))
+            stack.start_worker(name)
+        else:
+            stack.start_triggerer_named(name)
+
     def _is_our_task_process(self, pid: int) -> bool:
-        """Only signal a process that descends from the scheduler this soak started."""
-        scheduler = self.stack.processes.get("scheduler")
+        """Only signal a process that descends from one this soak started (the scheduler, a Celery worker)."""
+        ours = {process.pid for process in self.stack.processes.values()}
         try:
-            return scheduler is not None and any(
-                parent.pid == scheduler.pid for parent in psutil.Process(pid).parents()
-            )
+            return any(parent.pid in ours for parent in psutil.Process(pid).parents())
         except psutil.Error:
             return False
 
@@ -516,8 +607,12 @@ class SoakDriver:
                 continue
             watching = max(watchers)
             key = (owner.run_id, owner.task_id)
-            if key in self.stops and watching == STOPPED_TRY:
-                continue  # the job of a try picked for a stop: the provider must end it
+            stop = self.stops.get(key)
+            if stop is not None and watching == STOPPED_TRY:
+                if stop.kind not in HARMLESS_STOPS or not (stop.applied or stop.missed):
+                    continue  # the job of a try picked for a stop: the provider must end it (or not yet)
+            if TryId(owner.run_id, owner.task_id, watching) in self.lost_tries:
+                continue  # lost with its worker: the provider must end it
             ti = self.tis.get(key, {})
             if ti.get("state") not in ACTIVE_TASK or ti.get("try_number") != watching:
                 self.finish_due.pop(job_id, None)  # never finish a job whose try has ended
@@ -629,10 +724,28 @@ def unplanned_failed_tries(driver: SoakDriver) -> list[tuple[str, str, int]]:
         stop = driver.stops.get((run_id, task_id))
         for one in tries:
             number = one.get("try_number")
-            if one.get("state") not in FAILED_TRY or (stop is not None and number == STOPPED_TRY):
+            if one.get("state") not in FAILED_TRY:
+                continue
+            if stop is not None and stop.kind not in HARMLESS_STOPS and number == STOPPED_TRY:
+                continue
+            if _lost_with_its_worker(one, getattr(driver, "lost_workers", [])):
                 continue
             failed.append((run_id, task_id, number))
     return failed
+
+
+def _lost_with_its_worker(one_try: dict[str, Any], lost_workers: list[tuple[str, datetime]]) -> bool:
+    """Whether the try ran on a Celery worker that a ``worker_lost`` stop killed while the try ran."""
+    started = _utc(one_try.get("start_date"))
+    return started is not None and any(
+        one_try.get("hostname") == name and started <= killed_at for name, killed_at in lost_workers
+    )
+
+
+def _utc(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def keep_failure_logs(home: AirflowHome, tries: Iterable[tuple[str, str, int]], keep_in: Path) -> Path | None:
@@ -733,6 +846,9 @@ def run_soak(
     template_home: AirflowHome | None = None,
     failure_logs: Path | None = None,
     log: Callable[[str], None] = print,
+    executor: str = "local",
+    postgres: PostgresServer | None = None,
+    template_database: str | None = None,
 ) -> Report:
     """
     Run the soak (see the module docs) and return its judged report.
@@ -743,31 +859,44 @@ def run_soak(
     :param stop_rate: this share of the task instances has its first try stopped.
     :param max_minutes: the bound on wall time; past it the soak stops and fails.
     :param work_dir: where the Airflow home, logs and downloads go (default: a temporary folder, removed after).
-    :param template_home: a migrated home to copy the database from (default: migrate a new one).
+    :param template_home: a migrated home to copy the database from (default: migrate a new one;
+        ``local`` only).
     :param failure_logs: where the logs of tries that failed without a planned stop are kept
         (default: ``soak-failures-seed<seed>`` in the current folder; created only when there are any).
     :param log: receives progress lines.
+    :param executor: ``local`` (LocalExecutor, SQLite, one triggerer) or ``celery`` (the distributed
+        stack: CeleryExecutor, Postgres, Redis, two workers, two triggerers).
+    :param postgres: ``celery``: the Postgres server to use (default: start one for the soak).
+    :param template_database: ``celery``: a migrated database on ``postgres`` to copy (default: migrate a new one).
     """
     if jobs < 1 or not 0.0 <= stop_rate <= 1.0 or max_minutes <= 0:
         raise ValueError("jobs must be >= 1, stop_rate in [0, 1] and max_minutes > 0")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {sorted(EXECUTORS)}, not {executor!r}")
     started = time.monotonic()
     deadline = started + max_minutes * 60
-    report = Report(jobs_requested=jobs, seed=seed, fault_rate=fault_rate, stop_rate=stop_rate)
-    with tempfile.TemporaryDirectory(prefix="aqua-soak-") as scratch:
+    report = Report(
+        jobs_requested=jobs, seed=seed, fault_rate=fault_rate, stop_rate=stop_rate, executor=EXECUTORS[executor]
+    )
+    distributed = executor == "celery"
+    with tempfile.TemporaryDirectory(prefix="aqua-soak-") as scratch, contextlib.ExitStack() as services:
         root = Path(work_dir or scratch)
         downloads = root / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
         run_ids = [f"soak-{index:03d}" for index in range(math.ceil(jobs / len(SOAK_TASKS)))]
-        plan = plan_stops(run_ids, SOAK_TASKS, stop_rate, random.Random(seed))
+        plan = plan_stops(run_ids, SOAK_TASKS, stop_rate, random.Random(seed), distributed=distributed)
         sim = SimulatorProcess(root / "simulator.out", seed)
         stack: AirflowStack | None = None
         try:
             sim.start()
             for rule in fault_rules(fault_rate):
                 sim.add_fault(rule)
-            home = _home(root / "airflow", template_home, sim, downloads)
-            stack = AirflowStack(home, triggerer=True)
-            log(f"soak: starting Airflow in {home.root}, simulator at {sim.base_url}")
+            if distributed:
+                stack = _celery_stack(root / "airflow", services, postgres, template_database, sim, downloads)
+            else:
+                stack = AirflowStack(_home(root / "airflow", template_home, sim, downloads), triggerer=True)
+            home = stack.home
+            log(f"soak: starting Airflow ({report.executor}) in {home.root}, simulator at {sim.base_url}")
             stack.start()
             stack.wait_for_dag(SOAK_DAG_ID, timeout=300)
             driver = SoakDriver(stack, sim, run_ids, plan, random.Random(seed + 1), log)
@@ -794,8 +923,31 @@ def run_soak(
     return report
 
 
+def _soak_env(sim: SimulatorProcess, downloads: Path) -> dict[str, str]:
+    return {f"AIRFLOW_CONN_{SOAK_CONN_ID.upper()}": connection_uri(sim), DOWNLOADS_ENV: str(downloads)}
+
+
+def _celery_stack(
+    root: Path,
+    services: contextlib.ExitStack,
+    postgres: PostgresServer | None,
+    template_database: str | None,
+    sim: SimulatorProcess,
+    downloads: Path,
+) -> CeleryStack:
+    """The distributed stack on a database of its own; servers it starts stop with ``services``."""
+    if postgres is None:
+        postgres = services.enter_context(PostgresServer())
+    redis = services.enter_context(RedisServer())
+    database = postgres.create_database(f"soak_{secrets.token_hex(4)}", template=template_database)
+    home = postgres_home(postgres, database, root, DAGS_FOLDER, **_soak_env(sim, downloads))
+    if template_database is None:
+        home.migrate()
+    return CeleryStack(home, redis)
+
+
 def _home(root: Path, template: AirflowHome | None, sim: SimulatorProcess, downloads: Path) -> AirflowHome:
-    env = {f"AIRFLOW_CONN_{SOAK_CONN_ID.upper()}": connection_uri(sim), DOWNLOADS_ENV: str(downloads)}
+    env = _soak_env(sim, downloads)
     if template is not None:
         return replace(template.copy_to(root, **env), dags_folder=DAGS_FOLDER)
     home = AirflowHome(root, DAGS_FOLDER, env)
@@ -855,6 +1007,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--executor",
+        choices=sorted(EXECUTORS),
+        default="local",
+        help="local: LocalExecutor, SQLite (default); celery: CeleryExecutor, Postgres, Redis, 2 workers, 2 triggerers",
+    )
     parser.add_argument("--jobs", type=int, default=200, help="task instances to run, one job each (default 200)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the stop plan, delays and faults (default 1)")
     parser.add_argument("--fault-rate", type=float, default=0.2, help="share of requests faulted (default 0.2)")
@@ -880,6 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir=args.keep,
         failure_logs=args.failure_logs,
         log=lambda line: print(line, flush=True),
+        executor=args.executor,
     )
     print(report.table())
     if args.json is not None:

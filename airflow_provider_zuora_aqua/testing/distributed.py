@@ -23,6 +23,7 @@ PostgreSQL refuses to run as root: as root, its server binaries run as the ``pos
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import shutil
@@ -515,15 +516,20 @@ class CeleryStack(AirflowStack):
 
         return wait_for(running_on, timeout=timeout, interval=0.5, what=f"a triggerer running {dag_id}.{task_id}")
 
-    def redeliver_unacked(self) -> int:
+    def redeliver_unacked(self, ti_id: str | None = None) -> int:
         """
-        Put every message a worker holds unacknowledged back on its queue, as Redis does for a
+        Put the messages workers hold unacknowledged back on their queue, as Redis does for a
         message older than the visibility timeout (``kombu``'s ``restore_visible``); return how many.
+
+        :param ti_id: only the message of this task instance try (the ``id`` of its REST answer);
+            a killed worker's messages stay unacknowledged too.
         """
         entries = self.redis.command("HGETALL", "unacked") or []
         count = 0
         for tag, raw in zip(entries[::2], entries[1::2]):
             message, _exchange, routing_key = json.loads(raw)
+            if ti_id is not None and ti_id not in _message_body(message):
+                continue
             message.setdefault("headers", {})["redelivered"] = True
             message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
             self.redis.command("HDEL", "unacked", tag)
@@ -535,3 +541,11 @@ class CeleryStack(AirflowStack):
     def queued_messages(self, queue: str = "default") -> int:
         """Messages waiting on a Celery queue of the broker."""
         return int(self.redis.command("LLEN", queue))
+
+
+def _message_body(message: dict[str, Any]) -> str:
+    """The body of a kombu message as text (Celery sends it base64-encoded)."""
+    body = message.get("body", "")
+    if message.get("properties", {}).get("body_encoding") == "base64":
+        return base64.b64decode(body).decode(errors="replace")
+    return str(body)
