@@ -40,6 +40,8 @@ first try it stops (``--stop-rate``), and how:
 * ``triggerer_lost`` (Celery only): SIGKILL to the whole process tree of the triggerer that runs
   the deferred try's trigger, which is started again at once: the other triggerer takes the
   triggers over, no job may be cancelled and the try must succeed (its job is finished as any other).
+  It hits the task instance's current try when the first was lost with a worker; a ``worker_lost``
+  whose try was lost with another killed worker counts as applied.
 
 Waiting tasks get SIGTERM/SIGKILL (and ``worker_lost``), deferrable ones ``mark_failed`` (and
 ``triggerer_lost``); both kinds may get ``execution_timeout``. A stop lands 0-4 s after the
@@ -62,7 +64,8 @@ Three must be 0, else the command exits 1:
   (``airflow.<dag>.<task>.<run>.<try>``); each job is owned by the try whose submit body created
   it (the job name is ``<run>.<task>.<try>``, rendered from the try's own context). Duplicates
   are the jobs beyond the first of each try: ``sum(max(0, jobs of the try - 1))``. A job whose
-  name names no try seen in a submit's Track-Id also counts (a submit nobody can own).
+  name names a try that neither sent a submit nor has a later try that did (a later try may send
+  an earlier try's recorded submit again, key and body) also counts: a submit nobody can own.
 * **orphaned jobs**: jobs still ``submitted``/``executing`` at the simulator at the end whose
   task instance has ended (``success``, ``failed``, ...), read after a grace period (90 s) for
   failure callbacks. In a complete soak every task instance has ended, so it is every job still
@@ -526,13 +529,19 @@ class SoakDriver:
         ti = self.tis.get(key)
         if ti is None:
             return
-        if ti.get("try_number", 0) > STOPPED_TRY or ti.get("state") in ENDED_TASK:
+        if stop.kind == WORKER_LOST and TryId(run_id, task_id, STOPPED_TRY) in self.lost_tries:
+            stop.applied = True  # lost with the worker another stop killed: what this stop does
+            self.log(f"stop: {stop.kind} {run_id}.{task_id} (with another worker_lost)")
+            return
+        # A harmless stop may hit a later try (the first may have been lost with a worker).
+        later_try = ti.get("try_number", 0) > STOPPED_TRY and stop.kind not in HARMLESS_STOPS
+        if later_try or ti.get("state") in ENDED_TASK:
             stop.missed = f"{run_id}.{task_id}: {stop.kind} not applied, the try ended {ti.get('state')}"
             if stop.kind == EXECUTION_TIMEOUT and self.job_of(TryId(run_id, task_id, STOPPED_TRY)):
                 # Never finished, the job could only end the try by its execution_timeout (or an earlier error).
                 stop.applied, stop.missed = True, None
             return
-        job = self.job_of(TryId(run_id, task_id, STOPPED_TRY))
+        job = self.job_of(TryId(run_id, task_id, STOPPED_TRY)) or self.job_of(TryId(run_id, task_id, ti["try_number"]))
         if job is None or stop.kind == EXECUTION_TIMEOUT:
             return
         state = ti.get("state")
@@ -608,9 +617,10 @@ class SoakDriver:
             watching = max(watchers)
             key = (owner.run_id, owner.task_id)
             stop = self.stops.get(key)
-            if stop is not None and watching == STOPPED_TRY:
-                if stop.kind not in HARMLESS_STOPS or not (stop.applied or stop.missed):
-                    continue  # the job of a try picked for a stop: the provider must end it (or not yet)
+            if stop is not None and stop.kind in HARMLESS_STOPS and not (stop.applied or stop.missed):
+                continue  # not yet: the stop comes first
+            if stop is not None and stop.kind not in HARMLESS_STOPS and watching == STOPPED_TRY:
+                continue  # the job of a try picked for a stop: the provider must end it
             if TryId(owner.run_id, owner.task_id, watching) in self.lost_tries:
                 continue  # lost with its worker: the provider must end it
             ti = self.tis.get(key, {})
@@ -782,7 +792,11 @@ def account(report: Report, driver: SoakDriver, downloads: Path) -> list[tuple[s
 
     owners = Counter(try_from_job_name(job.get("name")) for job in jobs.values())
     for owner, count in owners.items():
-        if owner is None or owner not in tries:
+        # A later try may send an earlier try's recorded submit (its key and body) again.
+        sent = owner is not None and any(
+            (one.run_id, one.task_id) == owner[:2] and one.try_number >= owner.try_number for one in tries
+        )
+        if owner is None or not sent:
             report.duplicates.append(f"{count} job(s) named {owner} that no submit's Track-Id names")
             report.duplicate_submits += count
         elif count > 1:

@@ -384,6 +384,7 @@ class CeleryStack(AirflowStack):
             raise ValueError(f"the CeleryExecutor needs a Postgres home, not {database_url.split(':')[0]}")
         celery_env = {
             "AIRFLOW__CELERY__BROKER_URL": redis.url(),
+            # db+postgresql+psycopg2://: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, not installed here.
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url,
         }
         super().__init__(AirflowHome(home.root, home.dags_folder, {**home.extra_env, **celery_env}), triggerer=False)

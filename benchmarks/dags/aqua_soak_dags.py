@@ -45,10 +45,11 @@ class SoakTask(NamedTuple):
     queries: dict[str, str]
 
 
-_ACCOUNTS = {"accounts": "select Id, Name, Balance from Account where UpdatedDate < '{{ run_id }}'"}
+# A string comparison: the simulator refuses a run id compared with a date-time field, as Zuora does.
+_ACCOUNTS = {"accounts": "select Id, Name, Balance from Account where Name != '{{ run_id }}'"}
 _TWO_BATCHES = {
     **_ACCOUNTS,
-    "invoices": "select Id, InvoiceNumber, Amount from Invoice where UpdatedDate < '{{ run_id }}'",
+    "invoices": "select Id, InvoiceNumber, Amount from Invoice where InvoiceNumber != '{{ run_id }}'",
 }
 
 SOAK_TASKS: tuple[SoakTask, ...] = (

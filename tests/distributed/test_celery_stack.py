@@ -307,8 +307,10 @@ def test_a_redelivered_broker_message_runs_no_second_try_and_leaves_one_job(stac
 
     assert ti["state"] == "success" and ti["try_number"] == 1
     assert set(sim.job_ids()) - before == {job_id}
-    track_ids = {request.headers.get("Zuora-Track-Id") for request in sim.requests_for("submit")}
-    assert track_ids == {make_track_id("airflow", dag_id, "export", run_id, 1)}
+    track_ids = {request.headers.get("Zuora-Track-Id", "") for request in sim.requests_for("submit")}
+    assert {track_id for track_id in track_ids if f".{run_id}." in track_id} == {
+        make_track_id("airflow", dag_id, "export", run_id, 1)
+    }
     assert deletes(sim, before) == []
 
 
