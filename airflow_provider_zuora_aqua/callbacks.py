@@ -15,9 +15,11 @@ when the whole worker died, the task's own ``on_failure_callback``.
   on its own, and that still runs: a DAG-level callback is called once for the run, even when
   several AQuA tasks died.
 
-Each job is cancelled through the rendered connection id recorded with it. A task instance that
-died after recording a submit but before recording its job id is found by sending that keyed
-submit again. It is idempotent (Airflow was seen to run a callback twice for one failure),
+Each job is cancelled through the rendered connection id recorded with it; recorded job ids
+first, then the submits without one. A task instance that died after recording a submit but
+before recording its job id is found by sending that keyed submit again: only a submit whose
+answer never came is recorded (one Zuora refused was dropped from the record), and only with
+its own key and connection. It is idempotent (Airflow was seen to run a callback twice for one failure),
 bounded in time (``CALLBACK_CANCEL_SECONDS`` in all) and never raises. It is deliberately not an
 ``on_retry_callback``: the next try re-attaches to a running job.
 """
@@ -74,7 +76,10 @@ def cancel_aqua_job_on_failure(context: Context | None) -> None:
         return
     track_id = task_track_id(ti)
     cancelled: set[tuple[str, str]] = set()
-    for record in records:
+    # Known jobs first: a submit whose answer never came may take the whole budget to resolve
+    # (Zuora answers 409 while it still processes the first request).
+    known = [record for record in records if record.job_id]
+    for record in known + [record for record in records if not record.job_id]:
         # Per map index: its recorded job id, or else the job its recorded submit names.
         job_id = record.job_id or _job_of_submit(record, track_id, deadline)
         if job_id is None or record.conn_id is None or (job_id, record.conn_id) in cancelled:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaApiError,
+    AquaConfigurationError,
+    AquaRateLimitError,
+    AquaServerError,
+    AquaSubmitInProgressError,
+)
 
 #: Result formats of a job, as its ``format`` names them (and its result files come in).
 CSV, ZIP, GZIP = "csv", "zip", "gzip"
@@ -14,6 +20,18 @@ VERSIONS = ("1.0", "1.1")
 QUERY_TYPES = ("zoqlexport", "zoql")
 MAX_QUERIES = 50
 MAX_JOB_NAME_LENGTH = 32
+
+
+def submit_refused(exc: BaseException) -> bool:
+    """
+    Whether a submit that raised ``exc`` created no job: it was refused before sending, or Zuora
+    answered it with a refusal (a ZOQL error, 4xx). A lost or transient answer (transport error,
+    ``429``, ``5xx``, ``409`` in progress) may hide a job, and its key must be kept to find it.
+    """
+    if isinstance(exc, AquaConfigurationError):
+        return True
+    transient = (AquaRateLimitError, AquaServerError, AquaSubmitInProgressError)
+    return isinstance(exc, AquaApiError) and not isinstance(exc, transient)
 
 
 def build_job_request(

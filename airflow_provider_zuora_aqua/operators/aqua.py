@@ -24,7 +24,7 @@ from airflow_provider_zuora_aqua.exceptions import (
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.jobs.request import build_job_request
+from airflow_provider_zuora_aqua.jobs.request import build_job_request, submit_refused
 from airflow_provider_zuora_aqua.jobs.status import (
     AquaJobStatus,
     JobWatch,
@@ -366,7 +366,12 @@ class AquaSubmitJobOperator(_DeliveringOperator):
         key = task_idempotency_key(ti)
         # Recorded before sending: whatever kills the task from here on, the key names its job.
         record.submitting(key, body, self.zuora_conn_id)
-        job = self.hook.submit_job(body, track_id=self._track_id, idempotency_key=key)
+        try:
+            job = self.hook.submit_job(body, track_id=self._track_id, idempotency_key=key)
+        except AquaError as exc:
+            if submit_refused(exc):
+                record.answered()  # no job: nothing for a retry or the failure callback to send again
+            raise
         self.log.info(
             "Submitted AQuA job %s (Idempotency-Key %s, Zuora-Request-Id %s)", job["id"], key, self.hook.last_request_id
         )

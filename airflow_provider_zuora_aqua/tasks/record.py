@@ -26,11 +26,12 @@ sent again with its key, Zuora answers with the job the first request created.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from airflow_provider_zuora_aqua.client.wire import make_idempotency_key, make_track_id
+from airflow_provider_zuora_aqua.client.wire import IDEMPOTENCY_KEY_MAX_LENGTH, make_idempotency_key, make_track_id
 
 #: XCom key (and task state store key) under which a task records the id of its AQuA job.
 AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"
@@ -55,12 +56,18 @@ def task_track_id(ti: Any) -> str:
 
 def task_idempotency_key(ti: Any) -> str:
     """
-    The ``Idempotency-Key`` (at most 255 characters) of the task try's submit.
+    A new ``Idempotency-Key`` (at most 255 characters) for a submit of the task try.
 
-    The same for every resend within the try, different for every try (the try number is in
-    it): Zuora answers a resend with the job the first request created.
+    It names the try for a reader and ends in a random UUID, so that no other task, DAG or
+    Airflow deployment on the tenant can derive the same key (names made safe for a header
+    collide: ``etl`` + ``zuora.export`` and ``etl.zuora`` + ``export``, or non-ASCII ids).
+    Make it once per submit and record it before sending: every resend of that submit, the
+    retry's and the failure callback's included, reads it back from the record, and Zuora
+    answers them with the job the first request created.
     """
-    return make_idempotency_key("airflow-aqua-submit", *_try_parts(ti))
+    unique = uuid.uuid4().hex
+    readable = make_idempotency_key("airflow-aqua-submit", *_try_parts(ti))
+    return f"{readable[: IDEMPOTENCY_KEY_MAX_LENGTH - len(unique) - 1]}.{unique}"
 
 
 def map_index_of(ti: Any) -> int:
@@ -150,6 +157,17 @@ class TaskJobRecord:
         if self._store is not None:
             self._store.set(AQUA_JOB_ID_XCOM_KEY, job_id)
             self._store.set(AQUA_CONN_ID_XCOM_KEY, self.conn_id)
+
+    def answered(self) -> None:
+        """
+        Zuora answered the submit with a refusal: no job exists, so nothing needs sending again.
+        The submit is dropped from both stores (a failure callback would otherwise resend it).
+        """
+        self.submit_key = self.submit_body = None
+        if self._store is not None:
+            self._store.delete(AQUA_SUBMIT_KEY_STATE_KEY)
+            self._store.delete(AQUA_SUBMIT_BODY_STATE_KEY)
+        self._ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=None)
 
     def forget(self) -> None:
         """

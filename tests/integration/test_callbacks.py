@@ -5,8 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from airflow.sdk import DAG
 
 from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
+from airflow_provider_zuora_aqua.exceptions import AquaApiError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 from airflow_provider_zuora_aqua.tasks.record import (
@@ -87,8 +89,9 @@ class TestDagLevelCallbackPerMapIndex:
         TaskJobRecord.open(first, None, rendered_conn).submitted(first_job["id"])
         # Map index 1 recorded its submit and sent it; the task died before the answer came back.
         second = run.task_instance("export", map_index=1)
-        TaskJobRecord.open(second, None, rendered_conn).submitting(task_idempotency_key(second), BODY, rendered_conn)
-        second_job = hook.submit_job(BODY, idempotency_key=task_idempotency_key(second))
+        key = task_idempotency_key(second)
+        TaskJobRecord.open(second, None, rendered_conn).submitting(key, BODY, rendered_conn)
+        second_job = hook.submit_job(BODY, idempotency_key=key)
 
         cancel_aqua_job_on_failure({"ti": second, "dag": mapped_dag, "reason": "task_failure"})
 
@@ -122,3 +125,48 @@ class TestDagLevelCallbackPerMapIndex:
         cancel_aqua_job_on_failure({"ti": run.task_instance("export", 0), "dag": mapped_dag, "reason": "failed"})
 
         assert [simulator.get_job(job_id)["status"] for job_id in job_ids] == ["cancelled", "cancelled"]
+
+
+class TestWhatTheCallbackSendsAgain:
+    def test_a_submit_zuora_refused_is_not_sent_again_after_the_failure(self, simulator, aqua_conn, caplog):
+        ti = FakeTaskInstance("export")
+        operator = AquaSubmitJobOperator(task_id="export", queries={"a": "select Id from Account where Name = 'x"})
+        with pytest.raises(AquaApiError):
+            operator.execute(context(ti))
+        submits = len(simulator.requests_for("submit"))
+
+        cancel_aqua_job_on_failure({"ti": ti})
+
+        assert len(simulator.requests_for("submit")) == submits == 1  # the refusal was the answer
+        assert simulator.job_ids() == []
+        assert "could not find the job" not in caplog.text
+
+    def test_known_jobs_are_cancelled_before_a_submit_stuck_in_progress_uses_the_budget(
+        self, simulator, aqua_conn, monkeypatch
+    ):
+        import threading
+
+        from airflow_provider_zuora_aqua import callbacks
+
+        monkeypatch.setattr(callbacks, "CALLBACK_CANCEL_SECONDS", 4.0)
+        run = FakeRun()
+        # Map index 0 died with its submit in flight; Zuora still processes it (409 to every resend).
+        stuck = run.task_instance("export", map_index=0)
+        key = task_idempotency_key(stuck)
+        TaskJobRecord.open(stuck, None, aqua_conn).submitting(key, BODY, aqua_conn)
+        simulator.add_fault("submit", "slow", delay=8, count=1)
+        first_request = threading.Thread(
+            target=lambda: ZuoraAquaHook(aqua_conn).submit_job(BODY, idempotency_key=key, max_seconds=20), daemon=True
+        )
+        first_request.start()
+        # Map index 1 recorded its running job.
+        known = run.task_instance("export", map_index=1)
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        TaskJobRecord.open(known, None, aqua_conn).submitted(job_id)
+        with DAG("dag", schedule=None) as dag:
+            AquaSubmitJobOperator.partial(task_id="export", queries=QUERIES).expand(job_name=["a", "b"])
+
+        cancel_aqua_job_on_failure({"ti": known, "dag": dag, "reason": "task_failure"})
+
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+        first_request.join(20)

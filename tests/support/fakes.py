@@ -26,10 +26,15 @@ class FakeTaskInstance(SimpleNamespace):
     """What the operators and callbacks read from ``context["ti"]``: its own XCom (``xcom``) and the run's."""
 
     def __init__(
-        self, task_id: str = "cancel", try_number: int = 1, map_index: int = -1, run: FakeRun | None = None
+        self,
+        task_id: str = "cancel",
+        try_number: int = 1,
+        map_index: int = -1,
+        run: FakeRun | None = None,
+        dag_id: str = "dag",
     ) -> None:
         super().__init__(
-            dag_id="dag",
+            dag_id=dag_id,
             task_id=task_id,
             run_id="manual__2026-11-25T10:00:00+00:00",
             try_number=try_number,

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_zuora_aqua.exceptions import (
+    AquaApiError,
+    AquaAuthenticationError,
     AquaConfigurationError,
+    AquaIdempotencyKeyReusedError,
+    AquaRateLimitError,
+    AquaServerError,
+    AquaSubmitInProgressError,
+    AquaTransportError,
 )
-from airflow_provider_zuora_aqua.jobs.request import build_job_request
+from airflow_provider_zuora_aqua.jobs.request import build_job_request, submit_refused
 
 
 class TestJobRequest:
@@ -58,3 +65,20 @@ class TestJobRequest:
     def test_stateful(self):
         body = self.build(version="1.1", partner="salesforce", project="00170000011K3Ub", format="GZIP")
         assert (body["partner"], body["project"], body["format"]) == ("salesforce", "00170000011K3Ub", "gzip")
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (AquaConfigurationError("bad key"), True),  # never sent
+        (AquaApiError("ZOQL error", status_code=200, error_code="90005"), True),
+        (AquaAuthenticationError("refused credentials", status_code=401), True),
+        (AquaIdempotencyKeyReusedError("422", status_code=422), True),
+        (AquaServerError("500", status_code=500), False),  # a lost answer may hide a job
+        (AquaRateLimitError("429", status_code=429), False),
+        (AquaSubmitInProgressError("409", status_code=409), False),
+        (AquaTransportError("reset", request_sent=True), False),
+    ],
+)
+def test_only_a_refusal_means_the_submit_created_no_job(error, refused):
+    assert submit_refused(error) is refused
