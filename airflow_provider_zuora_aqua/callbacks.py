@@ -153,12 +153,18 @@ def _recorded(context: Context) -> Iterator[TaskJobRecord]:
 
 
 def _records_aqua_jobs(task: Any) -> bool:
-    """Whether the task (or, mapped, its operator class) keeps a :class:`TaskJobRecord`."""
+    """
+    Whether the task (or, mapped, its operator class) keeps a :class:`TaskJobRecord`. A task of
+    a serialized DAG (``airflow dags test`` runs DAG callbacks on one) is no instance of ours,
+    but keeps the template field that only our submitting operators have.
+    """
     # Imported here: the operators module imports this one.
     from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 
     operator_class = getattr(task, "operator_class", type(task))
-    return isinstance(operator_class, type) and issubclass(operator_class, AquaSubmitJobOperator)
+    if isinstance(operator_class, type) and issubclass(operator_class, AquaSubmitJobOperator):
+        return True
+    return "zuora_conn_id" in (getattr(task, "template_fields", None) or ()) and "queries" in task.template_fields
 
 
 def _map_indexes(ti: Any, task: Any) -> list[int]:
