@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaIntegrityError
@@ -75,9 +75,21 @@ class Manifest:
     job_id: str | None
     destination: str
     files: Sequence[Mapping[str, Any]]
+    #: What the caller says the files are, written beside them (the incremental export: ``query``, ``window``).
+    labels: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "destination": self.destination, "files": [dict(file) for file in self.files]}
+        return {
+            **self.labels,
+            "job_id": self.job_id,
+            "destination": self.destination,
+            "files": [dict(file) for file in self.files],
+        }
+
+    @property
+    def records(self) -> int:
+        """The data records of every file."""
+        return sum(int(file.get("records") or 0) for file in self.files)
 
 
 def safe_file_stem(batch_name: object, index: int) -> str:
@@ -136,6 +148,7 @@ def download_job_results(
     *,
     destination_conn_id: str | None = None,
     track_id: str | None = None,
+    labels: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """
     Download every file of every completed batch of ``job`` into the folder ``destination``.
@@ -148,6 +161,7 @@ def download_job_results(
     :param destination: a local folder, a ``file://`` or object storage URI (``s3://bucket/prefix/``)
         or an ``airflow.sdk.ObjectStoragePath``.
     :param destination_conn_id: the Airflow connection of the object store.
+    :param labels: fields written into the manifest beside the module's (they cannot replace them).
     :return: the manifest (see the module docs).
     """
     folder = resolve_destination(destination, destination_conn_id)
@@ -156,7 +170,7 @@ def download_job_results(
     files: list[dict[str, Any]] = []
     for batch in plan:
         files.extend(_download_batch(fetch_file, folder, batch, file_format, track_id))
-    manifest = Manifest(job_id=job.get("id"), destination=folder.uri, files=files)
+    manifest = Manifest(job_id=job.get("id"), destination=folder.uri, files=files, labels=dict(labels or {}))
     with StagedFile(folder.child(MANIFEST_NAME)) as staged:
         staged.write(json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
         staged.publish()
