@@ -92,6 +92,20 @@ def lose_the_worker_of(stack: CeleryStack, sim: AquaSimulator, dag_id: str, run_
     return job_id, lost, stack.kill(lost)
 
 
+DEFERRED, DEFERRED_TASKS = "aqua_dist_deferred", ("first", "second")
+
+
+def deferred_run(stack: CeleryStack, sim: AquaSimulator, run_id: str) -> tuple[dict[str, str], str, str]:
+    """Trigger the deferred DAG; once both tasks are deferred: (job per task, triggerer of ``first``, the other)."""
+    stack.trigger(DEFERRED, run_id)
+    jobs = {task_id: job_of(sim, DEFERRED, task_id, run_id) for task_id in DEFERRED_TASKS}
+    for task_id in DEFERRED_TASKS:
+        stack.wait_for_task_state(DEFERRED, run_id, task_id, {"deferred"})
+    holder = stack.wait_for_triggerer_of(DEFERRED, run_id, "first")
+    (other,) = set(stack.triggerer_names) - {holder}
+    return jobs, holder, other
+
+
 def say(capsys: pytest.CaptureFixture[str], line: str) -> None:
     """A figure worth reading in the CI log, whether the test passes or not."""
     with capsys.disabled():
@@ -147,14 +161,9 @@ def test_a_lost_worker_without_retries_has_its_job_cancelled_by_the_failure_call
 def test_a_lost_triggerer_hands_its_triggers_over_and_a_task_marked_failed_on_the_survivor_is_cancelled(
     stack: CeleryStack, sim: AquaSimulator
 ):
-    dag_id, run_id, tasks = "aqua_dist_deferred", "triggerer-lost", ("first", "second")
+    dag_id, run_id, tasks = DEFERRED, "triggerer-lost", DEFERRED_TASKS
     before = set(sim.job_ids())
-    stack.trigger(dag_id, run_id)
-    jobs = {task_id: job_of(sim, dag_id, task_id, run_id) for task_id in tasks}
-    for task_id in tasks:
-        stack.wait_for_task_state(dag_id, run_id, task_id, {"deferred"})
-    lost = stack.wait_for_triggerer_of(dag_id, run_id, "first")
-    (survivor,) = set(stack.triggerer_names) - {lost}
+    jobs, lost, survivor = deferred_run(stack, sim, run_id)
 
     killed_at = stack.kill(lost)
 
@@ -202,14 +211,9 @@ def test_a_lost_triggerer_hands_its_triggers_over_and_a_task_marked_failed_on_th
 )
 def test_a_trigger_moved_between_live_triggerers_keeps_its_job(stack: CeleryStack, sim: AquaSimulator):
     """apache/airflow#41231: the triggerer that loses a trigger cleans it up; that must not cancel the job."""
-    dag_id, run_id, tasks = "aqua_dist_deferred", "trigger-moved", ("first", "second")
+    dag_id, run_id, tasks = DEFERRED, "trigger-moved", DEFERRED_TASKS
     before = set(sim.job_ids())
-    stack.trigger(dag_id, run_id)
-    jobs = {task_id: job_of(sim, dag_id, task_id, run_id) for task_id in tasks}
-    for task_id in tasks:
-        stack.wait_for_task_state(dag_id, run_id, task_id, {"deferred"})
-    holder = stack.wait_for_triggerer_of(dag_id, run_id, "first")
-    (other,) = set(stack.triggerer_names) - {holder}
+    jobs, holder, other = deferred_run(stack, sim, run_id)
 
     # A stalled triggerer (a long pause, a lost network) misses its heartbeats: the other adopts
     # its triggers. Awake again, it still runs them until it sees they are no longer its own.
