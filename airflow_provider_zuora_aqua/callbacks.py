@@ -7,9 +7,9 @@ keep running on Zuora's side. Airflow then runs failure callbacks elsewhere: a D
 ``on_failure_callback`` (in a child of the DAG processor, seconds after the run failed) and,
 when the whole worker died, the task's own ``on_failure_callback``.
 
-* As a task's callback (``AquaSubmitJobOperator`` installs it by default), it cancels the job
-  that task instance recorded (see :class:`~airflow_provider_zuora_aqua.tasks.record.TaskJobRecord`),
-  if it still runs.
+* As a task's callback (``AquaSubmitJobOperator`` and ``AquaIncrementalExportOperator`` install
+  it by default), it cancels the jobs that task instance recorded and that still run (see
+  :class:`~airflow_provider_zuora_aqua.tasks.record.TaskJobRecord` and ``TaskJobSet``).
 * At DAG level, ``DAG(..., on_failure_callback=cancel_aqua_job_on_failure)``, it cancels every
   AQuA job that any task instance of the failed run recorded, every map index of a mapped task
   on its own, and that still runs: a DAG-level callback is called once for the run, even when
@@ -38,6 +38,7 @@ from airflow_provider_zuora_aqua.tasks.record import (
     AQUA_CONN_ID_XCOM_KEY,
     AQUA_JOB_ID_XCOM_KEY,
     TaskJobRecord,
+    TaskJobSet,
     map_index_of,
     task_track_id,
 )
@@ -141,7 +142,7 @@ def _recorded(context: Context) -> Iterator[TaskJobRecord]:
     """
     ti = context["ti"]
     if "reason" not in context or context.get("dag") is None:
-        yield TaskJobRecord.pull(ti, ti.task_id, map_index_of(ti), _fallback_conn_id(context.get("task")))
+        yield from _pull(ti, ti.task_id, map_index_of(ti), _fallback_conn_id(context.get("task")))
         return
     dag = context["dag"]
     for task_id in dag.task_ids:
@@ -149,7 +150,13 @@ def _recorded(context: Context) -> Iterator[TaskJobRecord]:
         if task is None or not _records_aqua_jobs(task):
             continue
         for map_index in _map_indexes(ti, task):
-            yield TaskJobRecord.pull(ti, task_id, map_index, _fallback_conn_id(task))
+            yield from _pull(ti, task_id, map_index, _fallback_conn_id(task))
+
+
+def _pull(ti: Any, task_id: str, map_index: int, fallback_conn_id: str) -> Iterator[TaskJobRecord]:
+    """What one task instance recorded: its job (submit operator), or its jobs in flight (incremental export)."""
+    yield TaskJobRecord.pull(ti, task_id, map_index, fallback_conn_id)
+    yield from TaskJobSet.pull(ti, task_id, map_index, fallback_conn_id)
 
 
 def _records_aqua_jobs(task: Any) -> bool:
@@ -159,10 +166,12 @@ def _records_aqua_jobs(task: Any) -> bool:
     but keeps the template field that only our submitting operators have.
     """
     # Imported here: the operators module imports this one.
-    from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
+    from airflow_provider_zuora_aqua.operators.aqua import AquaIncrementalExportOperator, AquaSubmitJobOperator
 
     operator_class = getattr(task, "operator_class", type(task))
-    if isinstance(operator_class, type) and issubclass(operator_class, AquaSubmitJobOperator):
+    if isinstance(operator_class, type) and issubclass(
+        operator_class, (AquaSubmitJobOperator, AquaIncrementalExportOperator)
+    ):
         return True
     return "zuora_conn_id" in (getattr(task, "template_fields", None) or ()) and "queries" in task.template_fields
 

@@ -42,6 +42,20 @@ def window_folder(destination: Destination, query: str, window: Window) -> Desti
     return destination.child(query).child(window.slug)
 
 
+def clear_window(folder: Destination) -> None:
+    """
+    Empty a window folder before the window is exported into it: what a killed run left there
+    (files of another job, hidden partial files) is replaced, never appended to. Only called for
+    a window without a manifest, which no consumer reads.
+    """
+    path: Any = folder.local if folder.local is not None else folder.remote
+    if not path.exists():
+        return
+    for child in list(path.iterdir()):
+        if child.is_file():
+            child.unlink()
+
+
 def published_windows(destination: Destination, query: str, cursor: str) -> list[Window]:
     """
     The windows of ``query`` whose manifest is in place, oldest first.

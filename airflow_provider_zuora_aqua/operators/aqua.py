@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -23,24 +24,36 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobTimeoutError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.incremental.export import IncrementalExport
+from airflow_provider_zuora_aqua.incremental.ledger import validate_query_name
+from airflow_provider_zuora_aqua.incremental.query import validate_cursor, window_query
+from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, Window, duration, whole_second
 from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.jobs.request import build_job_request, submit_refused
+from airflow_provider_zuora_aqua.jobs.request import FORMATS, build_job_request, submit_refused
 from airflow_provider_zuora_aqua.jobs.status import (
     AquaJobStatus,
     JobWatch,
     batches_of,
     check_job_succeeded,
     job_failure_reason,
+    validate_interval,
 )
 from airflow_provider_zuora_aqua.results.delivery import Manifest, download_job_results
-from airflow_provider_zuora_aqua.results.lineage import export_lineage, record_outlet_extras
-from airflow_provider_zuora_aqua.tasks.record import TaskJobRecord, task_idempotency_key, task_track_id
+from airflow_provider_zuora_aqua.results.lineage import export_lineage, outlet_extra, record_outlet_extras
+from airflow_provider_zuora_aqua.results.staging import resolve_destination
+from airflow_provider_zuora_aqua.tasks.record import TaskJobRecord, TaskJobSet, task_idempotency_key, task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
 #: Total time ``on_kill`` may spend cancelling: Airflow sends SIGKILL a few seconds after SIGTERM.
 ON_KILL_CANCEL_SECONDS = 3.0
+#: The incremental export's defaults: Zuora's export index is eventually consistent (Estuary
+#: keeps 5 minutes; Zuora's own stateful offset example is 600 s); monthly windows keep a
+#: catch-up's jobs few (Guardian moved to monthly chunks); 4 of the tenant's 50 jobs at once.
+DEFAULT_LAG = timedelta(minutes=10)
+DEFAULT_MAX_WINDOW = timedelta(days=30)
+DEFAULT_MAX_ACTIVE_JOBS = 4
 
 
 class Phase(enum.Enum):
@@ -62,8 +75,8 @@ class _DeliveringOperator(BaseOperator):
     """What both operators that deliver a job's result share: the hook, and the lineage of what they delivered."""
 
     zuora_conn_id: str
-    #: The job delivered and the manifest of its files (None: none downloaded).
-    _delivery: tuple[Mapping[str, Any], Manifest | None] = ({}, None)
+    #: Each job delivered and the manifest of its files (None: none downloaded).
+    _deliveries: Sequence[tuple[Mapping[str, Any], Manifest | None]] = ()
 
     @cached_property
     def hook(self) -> ZuoraAquaHook:
@@ -71,14 +84,13 @@ class _DeliveringOperator(BaseOperator):
 
     def _delivered(self, context: Context, job: Mapping[str, Any], manifest: Manifest | None) -> None:
         """Keep the delivery for lineage, and put its files on the asset event of each outlet."""
-        self._delivery = (job, manifest)
+        self._deliveries = [(job, manifest)]
         if manifest is not None:
-            record_outlet_extras(context, self.outlets, manifest)
+            record_outlet_extras(context, self.outlets, outlet_extra(manifest.job_id, manifest.files))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Inputs: the Zuora objects the job's queries read; outputs: the files written, if any."""
-        job, manifest = self._delivery
-        return export_lineage(self.hook.settings.base_url, job, manifest)
+        """Inputs: the Zuora objects the jobs' queries read; outputs: the files written, if any."""
+        return export_lineage(self.hook.settings.base_url, self._deliveries)
 
 
 class AquaCancelJobOperator(BaseOperator):
@@ -678,3 +690,207 @@ class AquaDownloadResultsOperator(_DeliveringOperator):
         )
         self._delivered(context, job, manifest)
         return manifest.to_json()
+
+
+class AquaIncrementalExportOperator(_DeliveringOperator):
+    """
+    Export what changed in Zuora since the last run, so that the union of all exports is the
+    source: every record version exactly once, whatever fails between runs.
+
+    Each query is exported in half-open windows ``[start, end)`` on its ``cursor`` (whole UTC
+    seconds, rendered with an explicit offset), one AQuA job per window, into
+    ``<destination>/<query>/<start>_<end>/`` with a ``_manifest.json`` written last (``query``,
+    ``window`` ``{"cursor", "start", "end"}``, ``files``). The watermark is where the run of
+    published windows from ``start`` ends: it is read from those manifests at every run and is
+    never ahead of the data. A run exports from the watermark to ``now - lag`` (the first run
+    from ``start``), in windows of at most ``max_window``, ``max_active_jobs`` AQuA jobs at a
+    time, oldest first; a window whose file is over Zuora's 2,047 MB cap, or whose query ran past
+    Zuora's 3-hour limit, is halved and its halves exported instead. The data interval of the
+    run plays no part: see the incremental guide in the docs.
+
+    Every job in flight is recorded before it is sent (XCom and task state store key
+    ``aqua_jobs``): ``on_kill`` cancels them, the failure callback cancels them after a SIGKILL,
+    and a retry re-attaches to the ones still running. A window published by a killed run is
+    not exported again; a window a killed run left half-written is replaced.
+
+    Returns (XCom ``return_value``) the windows this run published:
+    ``[{"query", "window", "manifest", "records", "job_id"}, ...]``, oldest first.
+
+    :param queries: Query name → ZOQL ``select`` without a condition on ``cursor``; its own
+        ``where`` is kept, in parentheses, and the window's bounds are added. The name is the
+        query's folder under ``destination``. (templated)
+    :param destination: Where the windows go: a local folder, a ``file://`` or object storage
+        URI (``s3://bucket/prefix/``) or an ``ObjectStoragePath``. (templated)
+    :param start: Where the first window starts when nothing was exported yet: a timezone-aware
+        datetime or an ISO 8601 string with an offset (``2024-01-01T00:00:00Z``). (templated)
+    :param destination_conn_id: The connection of the object storage ``destination``. (templated)
+    :param cursor: The date-time field the windows are on. (templated)
+    :param lag: How far behind now the newest window ends (a timedelta or seconds): Zuora's
+        export index is eventually consistent, and a record can appear with an ``UpdatedDate``
+        already in the past. Default 10 minutes.
+    :param max_window: The longest window before it is cut (a timedelta or seconds). Default 30
+        days.
+    :param format: ``csv``, ``zip`` or ``gzip``.
+    :param deleted: Export deleted records too (Zuora keeps them 30 days): True for an
+        ``IsDeleted`` column (``Boolean``), or AQuA's ``deleted`` object (``column``, ``format``).
+    :param max_active_jobs: AQuA jobs this task runs at once; they count against the tenant's
+        50 concurrent stateless jobs. Default 4.
+    :param poll_interval: Longest wait between two status reads of a job, in seconds.
+    :param job_timeout: Seconds one job may run before it is cancelled and the task fails.
+    :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``. (templated)
+    :param track_id: ``Zuora-Track-Id`` of every call; by default derived from the task try.
+        (templated)
+    :param durable: Re-attach a retry to the previous try's jobs through the task state store
+        (Airflow 3.3+).
+    :param cancel_on_task_failure: Install :func:`cancel_aqua_job_on_failure` as an extra
+        ``on_failure_callback``.
+    """
+
+    template_fields: Sequence[str] = (
+        "queries",
+        "destination",
+        "destination_conn_id",
+        "start",
+        "cursor",
+        "zuora_conn_id",
+        "track_id",
+    )
+    template_fields_renderers = {"queries": "json"}
+    ui_color = "#00b3a4"
+
+    def __init__(
+        self,
+        *,
+        queries: Mapping[str, str],
+        destination: str | ObjectStoragePath,
+        start: datetime | str,
+        destination_conn_id: str | None = None,
+        cursor: str = "UpdatedDate",
+        lag: timedelta | float = DEFAULT_LAG,
+        max_window: timedelta | float = DEFAULT_MAX_WINDOW,
+        format: str = "csv",
+        deleted: bool | Mapping[str, Any] = False,
+        max_active_jobs: int = DEFAULT_MAX_ACTIVE_JOBS,
+        poll_interval: float = 30.0,
+        job_timeout: float | None = None,
+        zuora_conn_id: str = ZuoraAquaHook.default_conn_name,
+        track_id: str | None = None,
+        durable: bool = True,
+        cancel_on_task_failure: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.queries = queries
+        self.destination = destination
+        self.start = start
+        self.destination_conn_id = destination_conn_id
+        self.cursor = cursor
+        self.lag = duration(lag, field="lag")
+        self.max_window = duration(max_window, field="max_window", minimum=ONE_SECOND)
+        self.format = str(format).lower()
+        if self.format not in FORMATS:
+            raise AquaConfigurationError(f"format {format!r} is not supported; use one of {', '.join(FORMATS)}")
+        self.deleted = deleted_column(deleted)
+        if isinstance(max_active_jobs, bool) or not isinstance(max_active_jobs, int) or not 1 <= max_active_jobs <= 50:
+            raise AquaConfigurationError(
+                f"max_active_jobs={max_active_jobs!r}: give 1 to 50 (the tenant runs 50 stateless jobs at once)"
+            )
+        self.max_active_jobs = max_active_jobs
+        self.poll_interval = validate_interval("poll_interval", poll_interval)
+        self.job_timeout = None if job_timeout is None else validate_interval("job_timeout", job_timeout)
+        self.zuora_conn_id = zuora_conn_id
+        self.track_id = track_id
+        self.durable = durable
+        if cancel_on_task_failure:
+            self.on_failure_callback = _add_callback(self.on_failure_callback, cancel_aqua_job_on_failure)
+        if not _templated(queries, cursor, start):
+            self._export_arguments()  # refused when the DAG is built, not at the first run
+
+    @cached_property
+    def _stopped(self) -> threading.Event:
+        """Set by ``on_kill``; made on first use, as Airflow 3.0 deep-copies operators and a lock cannot be."""
+        return threading.Event()
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        queries, cursor, start = self._export_arguments()
+        ti = context["ti"]
+        store = context.get("task_state_store") if self.durable else None
+        self._export = IncrementalExport(
+            hook=self.hook,
+            jobs=TaskJobSet.open(ti, store),
+            destination=resolve_destination(self.destination, self.destination_conn_id),
+            destination_conn_id=self.destination_conn_id,
+            queries=queries,
+            cursor=cursor,
+            start=start,
+            lag=self.lag,
+            max_window=self.max_window,
+            file_format=self.format,
+            deleted=self.deleted,
+            max_active_jobs=self.max_active_jobs,
+            poll_interval=self.poll_interval,
+            job_timeout=self.job_timeout,
+            track_id=self.track_id or task_track_id(ti),
+            new_key=lambda: task_idempotency_key(ti),
+            stopped=self._stopped,
+            log=self.log,
+        )
+        delivered = self._export.run()
+        windows = [delivery.to_json(cursor) for delivery in delivered]
+        self._deliveries = [(delivery.job, delivery.manifest) for delivery in delivered]
+        record_outlet_extras(
+            context,
+            self.outlets,
+            {"windows": windows, "records": sum(window["records"] for window in windows)},
+        )
+        return windows
+
+    def on_kill(self) -> None:
+        """Cancel every job in flight, in a few seconds at most; never raise (as :class:`AquaSubmitJobOperator`)."""
+        self._stopped.set()
+        export = getattr(self, "_export", None)
+        if export is None or not export.in_flight:
+            self.log.info("on_kill: no running AQuA job to cancel")
+            return
+        export.hook = self.hook.with_new_session()
+        canceller = threading.Thread(
+            target=export.cancel_in_flight,
+            args=("the task was killed",),
+            kwargs={"max_seconds": ON_KILL_CANCEL_SECONDS},
+            name="aqua-on-kill-cancel",
+            daemon=True,
+        )
+        canceller.start()
+        canceller.join(ON_KILL_CANCEL_SECONDS + 0.5)
+
+    def _export_arguments(self) -> tuple[dict[str, str], str, datetime]:
+        """The rendered queries, cursor and start, checked (each query narrowed once to a sample window)."""
+        cursor = validate_cursor(self.cursor)
+        start = whole_second(self.start, field="start")
+        if not isinstance(self.queries, Mapping) or not self.queries:
+            raise AquaConfigurationError("queries must be a non-empty mapping of query name to ZOQL select")
+        sample = Window(start, start + ONE_SECOND)
+        queries = {}
+        for name, query in self.queries.items():
+            window_query(query, cursor, sample, name=validate_query_name(name))
+            queries[name] = query
+        return queries, cursor, start
+
+
+def deleted_column(deleted: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """AQuA's ``deleted`` object of each query: stateless exports need ``forceExport`` to get deleted rows."""
+    if deleted is False or deleted is None:
+        return None
+    if deleted is True:
+        return {"column": "IsDeleted", "format": "Boolean", "forceExport": True}
+    if isinstance(deleted, Mapping) and isinstance(deleted.get("column"), str) and deleted["column"]:
+        return {"format": "Boolean", "forceExport": True, **deleted}
+    raise AquaConfigurationError(
+        f"deleted={deleted!r}: give True, or AQuA's deleted object such as "
+        "{'column': 'IsDeleted', 'format': 'Numeric'}"
+    )
+
+
+def _templated(*values: object) -> bool:
+    """Whether any value still holds a Jinja template (checked once rendered)."""
+    return any("{{" in str(value) for value in values)

@@ -49,13 +49,14 @@ def zuora_namespace(base_url: str) -> str:
     return f"{ZUORA_SCHEME}://{urlsplit(base_url).netloc}"
 
 
-def export_lineage(base_url: str, job: Mapping[str, Any], manifest: Manifest | None) -> OperatorLineage:
+def export_lineage(base_url: str, deliveries: Iterable[tuple[Mapping[str, Any], Manifest | None]]) -> OperatorLineage:
     """
-    The ``OperatorLineage`` of an export: Zuora objects in, written files out.
+    The ``OperatorLineage`` of what a task delivered: Zuora objects in, written files out.
 
     :param base_url: the tenant's REST base URL.
-    :param job: the job JSON, whose batches name the queries.
-    :param manifest: the files delivered (``uri``, ``records``, ``bytes`` of each); None: none.
+    :param deliveries: each job JSON (its batches name the queries) with the manifest of the
+        files it delivered (``uri``, ``records``, ``bytes`` of each), or None: none downloaded.
+        The incremental export delivers one per window.
     """
     from airflow.providers.common.compat.openlineage.facet import (
         Dataset,
@@ -65,15 +66,18 @@ def export_lineage(base_url: str, job: Mapping[str, Any], manifest: Manifest | N
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     namespace = zuora_namespace(base_url)
+    queries: list[str] = []
     outputs = []
-    for file in manifest.files if manifest is not None else ():
-        file_namespace, name = lineage_dataset_name(file["uri"])
-        statistics = OutputStatisticsOutputDatasetFacet(rowCount=file.get("records"), size=file.get("bytes"))
-        outputs.append(
-            OutputDataset(namespace=file_namespace, name=name, outputFacets={"outputStatistics": statistics})
-        )
+    for job, manifest in deliveries:
+        queries += job_queries(job)
+        for file in manifest.files if manifest is not None else ():
+            file_namespace, name = lineage_dataset_name(file["uri"])
+            statistics = OutputStatisticsOutputDatasetFacet(rowCount=file.get("records"), size=file.get("bytes"))
+            outputs.append(
+                OutputDataset(namespace=file_namespace, name=name, outputFacets={"outputStatistics": statistics})
+            )
     return OperatorLineage(
-        inputs=[Dataset(namespace=namespace, name=name) for name in query_objects(job_queries(job))],
+        inputs=[Dataset(namespace=namespace, name=name) for name in query_objects(queries)],
         outputs=outputs,
     )
 
@@ -87,10 +91,10 @@ def outlet_extra(job_id: object, files: Sequence[Mapping[str, Any]]) -> dict[str
     }
 
 
-def record_outlet_extras(context: Mapping[str, Any], outlets: Iterable[object], manifest: Manifest) -> None:
+def record_outlet_extras(context: Mapping[str, Any], outlets: Iterable[object], extra: Mapping[str, Any]) -> None:
     """
-    Put the manifest's :func:`outlet_extra` on the asset event of each of the task's outlets
-    (``context["outlet_events"]``).
+    Put ``extra`` (:func:`outlet_extra` of a manifest, or the incremental export's windows) on
+    the asset event of each of the task's outlets (``context["outlet_events"]``).
 
     Asset aliases are left alone: which asset an alias stands for is the DAG author's choice.
     """
@@ -99,7 +103,6 @@ def record_outlet_extras(context: Mapping[str, Any], outlets: Iterable[object], 
     events = context.get("outlet_events")
     if events is None:
         return
-    extra = outlet_extra(manifest.job_id, manifest.files)
     for outlet in outlets or ():
         if not isinstance(outlet, AssetAlias):
             events[outlet].extra.update(extra)

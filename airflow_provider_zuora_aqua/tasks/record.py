@@ -217,3 +217,92 @@ def _submit(key: object, body: object) -> tuple[str | None, dict[str, Any] | Non
     if isinstance(key, str) and key and isinstance(body, dict):
         return key, body
     return None, None
+
+
+#: XCom key (and task state store key) of the jobs of a task that runs several at once (the
+#: incremental export): a list of ``{"slot", "job_id", "conn_id", "key", "body", "map_index"}``,
+#: one per job in flight, each a :class:`TaskJobRecord` under a name of the task's choosing.
+AQUA_JOBS_XCOM_KEY = "aqua_jobs"
+
+
+@dataclass
+class TaskJobSet:
+    """
+    The AQuA jobs one task instance has in flight at once, by slot (the incremental export: one
+    per window), written whole to both stores at every change.
+
+    Each entry is a :class:`TaskJobRecord` and follows its rules: a submit is recorded before it
+    is sent, its job id the moment Zuora names it; a refused submit and a job whose end was
+    handled leave the set. The failure callback reads them with :meth:`pull`.
+    """
+
+    map_index: int = -1
+    jobs: dict[str, TaskJobRecord] = field(default_factory=dict)
+    _ti: Any = field(default=None, repr=False, compare=False)
+    _store: Any = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def open(cls, ti: Any, store: Any) -> TaskJobSet:
+        """The set of the running task instance: what earlier tries left in the state store, mirrored into XCom."""
+        jobs = cls(map_index=map_index_of(ti), _ti=ti, _store=store)
+        if store is not None:
+            jobs.jobs = _entries(store.get(AQUA_JOBS_XCOM_KEY), jobs.map_index)
+        ti.xcom_push(key=AQUA_JOBS_XCOM_KEY, value=jobs._value())
+        return jobs
+
+    def submitting(self, slot: str, key: str, body: dict[str, Any], conn_id: str) -> None:
+        """Record a submit before it is sent."""
+        self.jobs[slot] = TaskJobRecord(self.map_index, conn_id, None, key, body)
+        self._save()
+
+    def submitted(self, slot: str, job_id: str) -> None:
+        """Record the job id the moment it is known."""
+        if self.jobs[slot].job_id != job_id:
+            self.jobs[slot].job_id = job_id
+            self._save()
+
+    def drop(self, slot: str) -> None:
+        """The slot's submit was refused (no job), or its job's end was handled."""
+        if self.jobs.pop(slot, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        value = self._value()
+        if self._store is not None:
+            self._store.set(AQUA_JOBS_XCOM_KEY, value, retention=SUBMIT_KEY_RETENTION)
+        self._ti.xcom_push(key=AQUA_JOBS_XCOM_KEY, value=value)
+
+    def _value(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "slot": slot,
+                "job_id": record.job_id,
+                "conn_id": record.conn_id,
+                "key": record.submit_key,
+                "body": record.submit_body,
+                "map_index": self.map_index,
+            }
+            for slot, record in self.jobs.items()
+        ]
+
+    @classmethod
+    def pull(cls, ti: Any, task_id: str, map_index: int, fallback_conn_id: str) -> list[TaskJobRecord]:
+        """The jobs a task instance of this run left in XCom (read-only), for the failure callback."""
+        value = ti.xcom_pull(task_ids=task_id, key=AQUA_JOBS_XCOM_KEY, map_indexes=map_index)
+        records = _entries(value, map_index)
+        for record in records.values():
+            record.conn_id = record.conn_id or fallback_conn_id
+        return list(records.values())
+
+
+def _entries(value: object, map_index: int) -> dict[str, TaskJobRecord]:
+    """The well-formed entries of a stored set; anything else (a hostile or older value) is skipped."""
+    entries: dict[str, TaskJobRecord] = {}
+    for entry in value if isinstance(value, list) else ():
+        if not isinstance(entry, dict) or not _text(entry.get("slot")):
+            continue
+        key, body = _submit(entry.get("key"), entry.get("body"))
+        entries[entry["slot"]] = TaskJobRecord(
+            map_index, _text(entry.get("conn_id")), _text(entry.get("job_id")), key, body
+        )
+    return entries
