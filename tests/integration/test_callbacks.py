@@ -170,3 +170,23 @@ class TestWhatTheCallbackSendsAgain:
 
         assert simulator.get_job(job_id)["status"] == "cancelled"
         first_request.join(20)
+
+
+def test_the_callback_cancels_every_job_an_incremental_export_had_in_flight(simulator, aqua_conn):
+    from airflow_provider_zuora_aqua.tasks.record import TaskJobSet
+
+    ti = FakeTaskInstance("changes")
+    jobs = TaskJobSet.open(ti, None)
+    running = [submit(ZuoraAquaHook(aqua_conn)) for _ in range(2)]
+    for number, job_id in enumerate(running):
+        jobs.submitting(f"Account/w{number}", f"key-{number}", BODY, aqua_conn)
+        jobs.submitted(f"Account/w{number}", job_id)
+    # A third window's submit was sent; the task died before the answer.
+    key = task_idempotency_key(ti)
+    jobs.submitting("Account/w2", key, BODY, aqua_conn)
+    unanswered = ZuoraAquaHook(aqua_conn).submit_job(BODY, idempotency_key=key)["id"]
+
+    cancel_aqua_job_on_failure({"ti": ti})
+
+    assert {simulator.get_job(job_id)["status"] for job_id in [*running, unanswered]} == {"cancelled"}
+    assert sorted(simulator.job_ids()) == sorted([*running, unanswered])

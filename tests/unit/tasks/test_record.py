@@ -9,10 +9,12 @@ from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
 from airflow_provider_zuora_aqua.tasks.record import (
     AQUA_CONN_ID_XCOM_KEY,
     AQUA_JOB_ID_XCOM_KEY,
+    AQUA_JOBS_XCOM_KEY,
     AQUA_SUBMIT_BODY_STATE_KEY,
     AQUA_SUBMIT_KEY_STATE_KEY,
     AQUA_SUBMIT_XCOM_KEY,
     TaskJobRecord,
+    TaskJobSet,
     task_idempotency_key,
     task_track_id,
 )
@@ -126,3 +128,48 @@ class TestTaskJobRecord:
         assert (first.job_id, first.conn_id, first.submit_key) == ("job-0", "fallback", None)
         assert (second.job_id, second.conn_id, second.submit_key) == (None, "fallback", "k")
         assert not TaskJobRecord.pull(reader, "export", 2, "fallback").names_a_job
+
+
+class TestTaskJobSet:
+    """Several jobs in flight (the incremental export), in one list under ``aqua_jobs`` in both stores."""
+
+    def test_each_change_is_written_whole_to_both_stores_and_a_retry_finds_it(self):
+        ti, store = FakeTaskInstance("changes", map_index=2), FakeStateStore()
+        jobs = TaskJobSet.open(ti, store)
+        jobs.submitting("Account/w1", "key-1", {"format": "csv"}, "zuora_prod")
+        jobs.submitting("Account/w2", "key-2", {"format": "csv"}, "zuora_prod")
+        jobs.submitted("Account/w1", "job-1")
+        jobs.drop("Account/w2")
+
+        expected = [
+            {
+                "slot": "Account/w1",
+                "job_id": "job-1",
+                "conn_id": "zuora_prod",
+                "key": "key-1",
+                "body": {"format": "csv"},
+                "map_index": 2,
+            }
+        ]
+        assert store[AQUA_JOBS_XCOM_KEY] == expected and ti.xcom[AQUA_JOBS_XCOM_KEY] == expected
+        retry = FakeTaskInstance("changes", try_number=2, map_index=2)
+        again = TaskJobSet.open(retry, store)
+        assert again.jobs == {"Account/w1": TaskJobRecord(2, "zuora_prod", "job-1", "key-1", {"format": "csv"})}
+        assert retry.xcom[AQUA_JOBS_XCOM_KEY] == expected  # mirrored for the failure callback
+
+    def test_the_callback_pulls_the_entries_and_skips_odd_ones(self):
+        ti = FakeTaskInstance("changes")
+        ti.xcom_push(
+            AQUA_JOBS_XCOM_KEY,
+            [
+                {"slot": "a", "job_id": "job-1", "conn_id": None},
+                "junk",
+                {"job_id": "no-slot"},
+                {"slot": "b", "key": "k"},
+            ],
+        )
+        records = TaskJobSet.pull(ti, "changes", -1, "fallback")
+        assert records == [
+            TaskJobRecord(-1, "fallback", "job-1", None, None),
+            TaskJobRecord(-1, "fallback", None, None, None),
+        ]
