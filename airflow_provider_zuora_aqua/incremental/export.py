@@ -43,6 +43,7 @@ from airflow_provider_zuora_aqua.incremental.windows import (
     whole_second,
 )
 from airflow_provider_zuora_aqua.jobs.request import build_job_request, submit_refused
+from airflow_provider_zuora_aqua.jobs.slots import submit_until_accepted
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, JobWatch, batches_of, job_failure_reason
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, Manifest, download_job_results
 from airflow_provider_zuora_aqua.results.staging import Destination
@@ -230,15 +231,20 @@ class IncrementalExport:
 
     def _submit(self, job: WindowJob) -> None:
         body = self._body(job)
-        key = self.new_key()
-        # Recorded before sending: whatever kills the task from here on, the key names the job.
-        self.jobs.submitting(job.slot, key, body, self.hook.zuora_conn_id)
-        try:
-            answer = self.hook.submit_job(body, track_id=self.track_id, idempotency_key=key)
-        except AquaError as exc:
-            if submit_refused(exc):
-                self.jobs.drop(job.slot)
-            raise
+
+        def submit_once() -> dict[str, Any]:
+            key = self.new_key()
+            # Recorded before sending: whatever kills the task from here on, the key names the job.
+            self.jobs.submitting(job.slot, key, body, self.hook.zuora_conn_id)
+            try:
+                return self.hook.submit_job(body, track_id=self.track_id, idempotency_key=key)
+            except AquaError as exc:
+                if submit_refused(exc):
+                    self.jobs.drop(job.slot)
+                raise
+
+        # A full tenant is waited out: the jobs in flight keep running at Zuora meanwhile.
+        answer = submit_until_accepted(submit_once, deadline=None, stopped=self.stopped, log=self.log, clock=self.clock)
         job.job_id = str(answer["id"])
         self.jobs.submitted(job.slot, job.job_id)
         self.log.info(

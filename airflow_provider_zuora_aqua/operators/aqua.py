@@ -30,6 +30,7 @@ from airflow_provider_zuora_aqua.incremental.query import validate_cursor, windo
 from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, Window, duration, whole_second
 from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
 from airflow_provider_zuora_aqua.jobs.request import FORMATS, build_job_request, submit_refused
+from airflow_provider_zuora_aqua.jobs.slots import submit_until_accepted
 from airflow_provider_zuora_aqua.jobs.status import (
     AquaJobStatus,
     JobWatch,
@@ -199,7 +200,9 @@ class AquaSubmitJobOperator(_DeliveringOperator):
     :param wait_for_completion: Wait for the job to finish; if False, return right after submit.
     :param poll_interval: Longest wait between two status reads, in seconds. Polls back off
         from 2 s up to this; AQuA quotas favour 30 to 60 s.
-    :param timeout: Seconds to wait for the job before cancelling it and failing the task.
+    :param timeout: Seconds to wait for the job before cancelling it and failing the task; also
+        the longest wait for a free job slot when the tenant runs its 50 concurrent jobs (each
+        attempt refused for the limit is sent again with a new key; None: wait on).
     :param cancel_on_kill: Cancel the job from ``on_kill``.
     :param cancel_on_task_failure: Install :func:`cancel_aqua_job_on_failure` as an extra
         ``on_failure_callback``.
@@ -373,21 +376,29 @@ class AquaSubmitJobOperator(_DeliveringOperator):
         return job
 
     def _submit(self, record: TaskJobRecord, body: dict[str, Any], ti: Any) -> dict[str, Any]:
-        """Submit phase: one keyed submit, recorded before it is sent."""
+        """Submit phase: one keyed submit, recorded before it is sent; a full tenant is waited out (``timeout``)."""
         self._phase = Phase.SUBMIT
-        key = task_idempotency_key(ti)
-        # Recorded before sending: whatever kills the task from here on, the key names its job.
-        record.submitting(key, body, self.zuora_conn_id)
-        try:
-            job = self.hook.submit_job(body, track_id=self._track_id, idempotency_key=key)
-        except AquaError as exc:
-            if submit_refused(exc):
-                record.answered()  # no job: nothing for a retry or the failure callback to send again
-            raise
-        self.log.info(
-            "Submitted AQuA job %s (Idempotency-Key %s, Zuora-Request-Id %s)", job["id"], key, self.hook.last_request_id
-        )
-        return job
+
+        def submit_once() -> dict[str, Any]:
+            key = task_idempotency_key(ti)
+            # Recorded before sending: whatever kills the task from here on, the key names its job.
+            record.submitting(key, body, self.zuora_conn_id)
+            try:
+                job = self.hook.submit_job(body, track_id=self._track_id, idempotency_key=key)
+            except AquaError as exc:
+                if submit_refused(exc):
+                    record.answered()  # no job: nothing for a retry or the failure callback to send again
+                raise
+            self.log.info(
+                "Submitted AQuA job %s (Idempotency-Key %s, Zuora-Request-Id %s)",
+                job["id"],
+                key,
+                self.hook.last_request_id,
+            )
+            return job
+
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        return submit_until_accepted(submit_once, deadline=deadline, stopped=self._stopped, log=self.log)
 
     def _hold(self, job: dict[str, Any], record: TaskJobRecord) -> str:
         """The task holds its job from here on: its id is recorded, and a kill before now cancels it."""

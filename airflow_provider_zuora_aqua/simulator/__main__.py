@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from . import faults
+from .endpoints import JOB_LIMIT_ANSWERS
 from .faults import parse_fault_spec
 from .server import FILE_PURGE_SECONDS, IDEMPOTENCY_SECONDS, MAX_FILE_BYTES, AquaSimulator
 from .tenant import DEFAULT_TIME_ZONE
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrent-job-limit", type=int, default=None, help="refuse submissions past N running jobs (90028)"
+    )
+    parser.add_argument(
+        "--job-limit-answer",
+        choices=JOB_LIMIT_ANSWERS,
+        default="body",
+        help="refuse past the limit with an HTTP 200 error body (default) or a 429",
     )
     parser.add_argument(
         "--fault",
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             errors_as_200=args.errors_as_200,
             seed=args.seed,
             concurrent_job_limit=args.concurrent_job_limit,
+            job_limit_answer=args.job_limit_answer,
             queue_seconds=args.queue_seconds,
             file_rows=args.file_rows,
             segment_rows=args.segment_rows,

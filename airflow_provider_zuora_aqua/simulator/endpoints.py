@@ -21,6 +21,9 @@ from .routing import RouteMatch
 from .state import AquaState
 from .submit import parse_submit
 
+#: How a submit past the tenant's concurrent-job limit is refused (see ``AquaSimulator``).
+JOB_LIMIT_ANSWERS = ("body", "429")
+
 _UNAUTHORIZED = {"message": "Authentication error"}
 # Zuora's OAuth endpoint forbids caching token answers, like any OAuth server.
 _TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -56,12 +59,14 @@ class AquaApi:
         files: FileStore,
         idempotency_keys: IdempotencyStore,
         file_transport_gzip: bool = False,
+        job_limit_answer: str = "body",
     ) -> None:
         self._state = state
         self._errors_as_200 = errors_as_200
         self._files = files
         self._idempotency_keys = idempotency_keys
         self._file_transport_gzip = file_transport_gzip
+        self._job_limit_answer = job_limit_answer
 
     def handle(self, match: RouteMatch, request: Incoming, hold: Callable[[], None] = _no_wait) -> Reply:
         """Answer a request on a known route; everything but the token needs a bearer token.
@@ -130,7 +135,10 @@ class AquaApi:
         except BaseException:
             self._idempotency_keys.release(key)
             raise
-        self._idempotency_keys.save(key, reply)
+        if reply.status == 429:
+            self._idempotency_keys.release(key)  # refused before the key was looked at
+        else:
+            self._idempotency_keys.save(key, reply)
         return reply
 
     def _create_job(self, body: bytes) -> Reply:
@@ -143,6 +151,8 @@ class AquaApi:
         try:
             return json_reply(200, self._state.submit(parse_submit(payload)))
         except AquaError as exc:
+            if exc.code == errors.CONCURRENT_JOB_LIMIT and self._job_limit_answer == "429":
+                return json_reply(429, exc.body(), {"Retry-After": "1"})
             return json_reply(200, exc.body())
 
     def _job_lookup(self, lookup: Callable[[], dict[str, object]]) -> Reply:

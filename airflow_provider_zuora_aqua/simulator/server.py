@@ -11,7 +11,7 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from .endpoints import AquaApi
+from .endpoints import JOB_LIMIT_ANSWERS, AquaApi
 from .faults import FaultInjector, make_rule
 from .files import FileStore
 from .handler import AquaRequestHandler
@@ -88,8 +88,11 @@ class AquaSimulator:
     ``token_seconds`` how long an OAuth token lives. ``errors_as_200`` answers the
     job-id refusals with HTTP 200 error bodies instead of 404/400. ``seed`` seeds the
     generator behind rate-based faults. ``concurrent_job_limit`` (None: unlimited)
-    refuses submissions with error 90028 once that many stateless (or stateful) jobs
-    are running.
+    refuses submissions once that many stateless (or stateful) jobs are submitted or
+    executing, as Zuora documents ("rejects subsequent job requests") without giving the
+    shape: ``job_limit_answer="body"`` answers HTTP 200 with error 90028 (saved under the
+    submit's Idempotency-Key like any answer), ``"429"`` answers ``429 Too Many Requests``
+    with ``Retry-After`` before the key is looked at (not saved, as a gateway would).
 
     Result files (``GET /v1/files/{fileId}``) are deterministic CSV (with RFC 4180 quoted
     multi-line cells), gzip or zip, written once to a temporary spool and streamed from it
@@ -125,6 +128,7 @@ class AquaSimulator:
         errors_as_200: bool = False,
         seed: int | None = 0,
         concurrent_job_limit: int | None = None,
+        job_limit_answer: str = "body",
         queue_seconds: float | None = None,
         file_rows: int | None = None,
         segment_rows: int | None = None,
@@ -165,8 +169,17 @@ class AquaSimulator:
             max_query_rows=max_query_rows,
         )
         self.files = FileStore(max_file_bytes)
+        if job_limit_answer not in JOB_LIMIT_ANSWERS:
+            raise ValueError(
+                f"job_limit_answer must be one of {', '.join(JOB_LIMIT_ANSWERS)}, not {job_limit_answer!r}"
+            )
         self.api = AquaApi(
-            self.state, errors_as_200, self.files, IdempotencyStore(idempotency_seconds), file_transport_gzip
+            self.state,
+            errors_as_200,
+            self.files,
+            IdempotencyStore(idempotency_seconds),
+            file_transport_gzip,
+            job_limit_answer=job_limit_answer,
         )
         self.faults = FaultInjector(seed)
         self.log = RequestLog()

@@ -454,3 +454,43 @@ class TestDeferrableOperator:
                 context(FakeTaskInstance("export")), event
             )
         assert simulator.get_job(job_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("answer", ["body", "429"])
+def test_a_full_tenant_is_waited_out_with_a_new_key_and_the_try_goes_on(monkeypatch, answer):
+    import threading
+
+    from airflow_provider_zuora_aqua.jobs import slots
+
+    monkeypatch.setattr(slots, "FIRST_SLOT_WAIT_SECONDS", 0.3)
+    with AquaSimulator(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        job_seconds=60,
+        concurrent_job_limit=1,
+        job_limit_answer=answer,
+    ) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=1))
+        holder = ZuoraAquaHook(CONN_ID).submit_job(BODY)["id"]  # another task holds the tenant's one slot
+        threading.Timer(1.5, sim.finish_job, args=(holder, "completed")).start()
+        store = FakeStateStore()
+
+        job = export().execute(context(FakeTaskInstance("export"), task_state_store=store))
+
+        keys = submit_keys(sim)[1:]
+        assert len(keys) >= 2 and len(set(keys)) >= 2  # refused attempts, then one accepted with its own key
+        assert sim.job_ids() == [holder, job["id"]]  # one job for the try
+        assert store[AQUA_SUBMIT_KEY_STATE_KEY] == keys[-1]  # the accepted key is the one recorded
+
+
+def test_a_full_tenant_past_the_timeout_fails_with_the_refusal(monkeypatch):
+    from airflow_provider_zuora_aqua.exceptions import AquaRateLimitError
+    from airflow_provider_zuora_aqua.jobs import slots
+
+    monkeypatch.setattr(slots, "FIRST_SLOT_WAIT_SECONDS", 0.2)
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=60, concurrent_job_limit=1) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=0))
+        ZuoraAquaHook(CONN_ID).submit_job(BODY)
+        with pytest.raises(AquaRateLimitError, match="limit"):
+            export(timeout=1.5).execute(context(FakeTaskInstance("export")))
+        assert len(sim.job_ids()) == 1

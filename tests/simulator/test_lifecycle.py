@@ -207,3 +207,26 @@ def test_concurrent_job_limit(make_sim: SimFactory) -> None:
     client.submit_job(job_body(version="1.1", partner="a", project="b"))  # separate stateful limit
     client.delete_job(first)
     client.submit_job()
+
+
+def test_the_job_limit_as_a_429_is_not_saved_under_the_key_and_an_error_body_is(make_sim: SimFactory) -> None:
+    limited = make_sim(job_seconds=30, concurrent_job_limit=1, job_limit_answer="429")
+    client = Client(limited.base_url)
+    running = client.submit_job()["id"]
+    refused = client.submit(headers={"Idempotency-Key": "k1"})
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused.json()["errorCode"] == "90028"
+    client.delete_job(running)
+    assert client.submit(headers={"Idempotency-Key": "k1"}).json()["id"]  # the key was not spent on the refusal
+
+    body_limited = make_sim(job_seconds=30, concurrent_job_limit=1)
+    client = Client(body_limited.base_url)
+    running = client.submit_job()["id"]
+    assert client.submit(headers={"Idempotency-Key": "k2"}).json()["errorCode"] == "90028"
+    client.delete_job(running)
+    assert client.submit(headers={"Idempotency-Key": "k2"}).json()["errorCode"] == "90028"  # replayed, as Zuora may
+
+
+def test_an_unknown_job_limit_answer_is_refused(make_sim: SimFactory) -> None:
+    with pytest.raises(ValueError, match="job_limit_answer"):
+        make_sim(job_limit_answer="503")

@@ -1,0 +1,60 @@
+"""
+Waiting for a free job slot at the tenant.
+
+Zuora runs at most 50 stateless (and 50 stateful) AQuA jobs at a time per tenant and refuses a
+submit past the limit, as a ``429`` or as an error body (code ``90028``): both arrive as
+:class:`~airflow_provider_zuora_aqua.exceptions.AquaRateLimitError`, after the hook's own
+retries. A full tenant is not the task's failure: the submit waits for a slot, within the
+task's bound, and is sent again. Each attempt gets a new ``Idempotency-Key`` (recorded before
+it is sent): the refusal created no job, and Zuora may replay a refused key's answer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from airflow_provider_zuora_aqua.exceptions import AquaError, AquaRateLimitError
+
+#: First wait for a slot; it doubles up to :data:`MAX_SLOT_WAIT_SECONDS`.
+FIRST_SLOT_WAIT_SECONDS = 5.0
+#: Longest wait between two attempts (AQuA jobs run for minutes: a slot frees in that time).
+MAX_SLOT_WAIT_SECONDS = 60.0
+
+
+def submit_until_accepted(
+    submit_once: Callable[[], dict[str, Any]],
+    *,
+    deadline: float | None,
+    stopped: threading.Event,
+    log: Any,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """
+    ``submit_once()``, sent again after a wait while the tenant is full.
+
+    :param submit_once: records a new key and sends the submit; returns the job JSON.
+    :param deadline: give up (raise the last refusal) at this ``clock`` instant; None: wait on.
+    :param stopped: set by ``on_kill``: the wait ends at once.
+    :raises AquaError: the task was stopped while it waited.
+    """
+    wait = FIRST_SLOT_WAIT_SECONDS
+    while True:
+        try:
+            return submit_once()
+        except AquaRateLimitError as exc:
+            remaining = None if deadline is None else deadline - clock()
+            if remaining is not None and remaining <= 0:
+                raise
+            pause = max(wait, exc.retry_after or 0.0) if remaining is None else min(wait, remaining)
+            log.warning(
+                "Zuora refused the submit: the tenant's concurrent AQuA jobs are at their limit, or calls are "
+                "rate limited (%s); sending it again in %.0f s",
+                exc,
+                pause,
+            )
+            if stopped.wait(pause):
+                raise AquaError("Stopped waiting for a free AQuA job slot: the task was killed") from None
+            wait = min(wait * 2, MAX_SLOT_WAIT_SECONDS)
