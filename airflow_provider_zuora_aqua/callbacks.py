@@ -20,8 +20,12 @@ first, then the submits without one. A task instance that died after recording a
 before recording its job id is found by sending that keyed submit again: only a submit whose
 answer never came is recorded (one Zuora refused was dropped from the record), and only with
 its own key and connection. It is idempotent (Airflow was seen to run a callback twice for one failure),
-bounded in time (``CALLBACK_CANCEL_SECONDS`` in all) and never raises. It is deliberately not an
-``on_retry_callback``: the next try re-attaches to a running job.
+bounded in time (``CALLBACK_CANCEL_SECONDS`` in all) and never raises.
+
+It leaves a job alone while a retry of its task instance is still to come and will re-attach
+to it (a durable task on Airflow 3.3+): the job then ends with the task's last try, which the
+callback handles. So it may also be set as an ``on_retry_callback`` (older Airflow releases
+call the failure callback where 3.3 calls the retry callback).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_zuora_aqua.compat import HAS_TASK_STATE_STORE
 from airflow_provider_zuora_aqua.exceptions import AquaSubmitInProgressError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus
@@ -62,6 +67,13 @@ def cancel_aqua_job_on_failure(context: Context | None) -> None:
         log.warning("No task instance in the callback context: no AQuA job to cancel")
         return
     ti = context["ti"]
+    if "reason" not in context and _retry_will_reattach(ti, context.get("task")):
+        log.info(
+            "Task %s try %s will be retried, and the retry re-attaches to its AQuA job: the job keeps running",
+            ti.task_id,
+            ti.try_number,
+        )
+        return
     deadline = time.monotonic() + CALLBACK_CANCEL_SECONDS
     try:
         records = [record for record in _recorded(context) if record.names_a_job]
@@ -91,6 +103,19 @@ def cancel_aqua_job_on_failure(context: Context | None) -> None:
             log.warning("AQuA failure callback ran out of time before AQuA job %s", job_id)
             continue
         _cancel_if_running(job_id, record.conn_id, track_id, remaining)
+
+
+def _retry_will_reattach(ti: Any, task: Any) -> bool:
+    """
+    Whether a retry of this task instance is still to come and will take its job over: a
+    callback run for a try that is not the last (apache/airflow#65400; older Airflow releases,
+    or a callback also set as ``on_retry_callback``) must leave that job to it. Only a durable
+    task on Airflow 3.3+ re-attaches; otherwise the retry submits anew and this job must stop.
+    """
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    if not (isinstance(try_number, int) and isinstance(max_tries, int) and try_number <= max_tries):
+        return False
+    return HAS_TASK_STATE_STORE and getattr(task, "durable", True) is True
 
 
 def _cancel_if_running(job_id: str, conn_id: str, track_id: str, max_seconds: float) -> None:

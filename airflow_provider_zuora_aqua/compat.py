@@ -68,3 +68,14 @@ __all__ = [
     "conf",
     "mask_secret",
 ]
+
+
+def _has_task_state_store() -> bool:
+    from airflow import __version__
+    from packaging.version import Version
+
+    return Version(Version(__version__).base_version) >= Version("3.3")
+
+
+#: Airflow 3.3+ keeps ``context["task_state_store"]`` across tries: a retry can re-attach.
+HAS_TASK_STATE_STORE = _has_task_state_store()

@@ -93,9 +93,28 @@ class AquaJobTrigger(BaseTrigger):
         yield TriggerEvent(event.to_payload())
 
     async def on_kill(self) -> None:
-        """Cancel the job: a user marked the deferred task failed or success, or cleared it."""
-        if self.cancel_on_kill:
+        """
+        Cancel the job when a user stopped the deferred task (marked it failed or success).
+
+        A triggerer also "kills" a trigger it no longer owns because another triggerer took it
+        over (it stalled past ``[triggerer] triggerer_health_check_threshold``), with the same
+        call (apache/airflow#41231): then the task is still deferred, its trigger runs on the
+        other triggerer, and the job must go on. Only a task that left the deferred state was
+        stopped by a user; when its state cannot be read, the job is cancelled (no orphan).
+        """
+        if not self.cancel_on_kill:
+            return
+        try:
+            stopped_by_user = self.task_instance is None or await self._task_left_deferred_state()
+        except Exception as exc:
+            self.log.error("Could not read the state of the task of AQuA job %s (%s): cancelling it", self.job_id, exc)
+            stopped_by_user = True
+        if stopped_by_user:
             await self._cancel("the deferred task was stopped")
+        else:
+            self.log.info(
+                "Trigger moved to another triggerer, its task still deferred: AQuA job %s goes on", self.job_id
+            )
 
     async def _wait(self, hook: ZuoraAquaHook) -> AquaJobEvent:
         watch = JobWatch(
@@ -141,10 +160,11 @@ class AquaJobTrigger(BaseTrigger):
 
     async def _task_left_deferred_state(self) -> bool:
         """
-        Before Airflow 3.3: tell a user's stop from a triggerer restart.
+        Tell a user's stop from a triggerer restart or move.
 
-        The trigger is cancelled in both cases; only when its task instance is no longer
-        deferred did a user stop it. A restart leaves the task deferred and must not cancel.
+        The trigger is cancelled (``on_kill`` on Airflow 3.3+) in every case; only when its task
+        instance is no longer deferred did a user stop it. A restart or a move to another
+        triggerer leaves the task deferred and must not cancel.
         """
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
         from asgiref.sync import sync_to_async

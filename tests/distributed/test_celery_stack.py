@@ -200,15 +200,6 @@ def test_a_lost_triggerer_hands_its_triggers_over_and_a_task_marked_failed_on_th
     assert sim.get_job(jobs["second"])["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Airflow 3.3.2's triggerer cancels a trigger it no longer owns with its user-action message, so "
-        "the old triggerer calls the trigger's on_kill, and AquaJobTrigger.on_kill cancels the job the "
-        "new triggerer is watching (seen: 'Trigger cancelled by user action, invoking on_kill', then the "
-        "DELETE; the task fails on the 'cancelled' event). apache/airflow#41231 again, through on_kill."
-    ),
-)
 def test_a_trigger_moved_between_live_triggerers_keeps_its_job(stack: CeleryStack, sim: AquaSimulator):
     """apache/airflow#41231: the triggerer that loses a trigger cleans it up; that must not cancel the job."""
     dag_id, run_id, tasks = DEFERRED, "trigger-moved", DEFERRED_TASKS
@@ -240,16 +231,6 @@ def test_a_trigger_moved_between_live_triggerers_keeps_its_job(stack: CeleryStac
     assert deletes(sim, before) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "cancel_aqua_job_on_failure does not look at the retries left: run for try 1 (try_number 1 <= "
-        "max_tries 1) it cancels the job (seen: the DELETE before try 2 starts), and try 2 logs 'AQuA job "
-        "... of an earlier try ended cancelled: submitting a new job': two jobs for one task instance, "
-        "the export started again. Airflow 3.3.2 itself routes a heartbeat timeout with retries left to "
-        "on_retry_callback (apache/airflow#66767); older releases call on_failure_callback there."
-    ),
-)
 def test_a_failure_callback_run_while_a_retry_is_to_come_leaves_the_job_and_the_last_try_leaves_none(
     stack: CeleryStack, sim: AquaSimulator, marks: Path
 ):

@@ -190,3 +190,37 @@ def test_the_callback_cancels_every_job_an_incremental_export_had_in_flight(simu
 
     assert {simulator.get_job(job_id)["status"] for job_id in [*running, unanswered]} == {"cancelled"}
     assert sorted(simulator.job_ids()) == sorted([*running, unanswered])
+
+
+class TestWhileARetryIsToCome:
+    """apache/airflow#65400: a callback run for a try that is not the last leaves the job the retry takes over."""
+
+    def _failed_try(self, simulator, aqua_conn, try_number: int, max_tries: int):
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        ti = FakeTaskInstance("export", try_number=try_number)
+        ti.max_tries = max_tries
+        TaskJobRecord.open(ti, None, aqua_conn).submitted(job_id)
+        return job_id, ti
+
+    def test_a_durable_tasks_job_is_left_to_the_retry(self, simulator, aqua_conn):
+        job_id, ti = self._failed_try(simulator, aqua_conn, try_number=1, max_tries=1)
+        cancel_aqua_job_on_failure({"ti": ti, "task": SimpleNamespace(durable=True)})
+        assert simulator.get_job(job_id)["status"] in ("submitted", "executing")
+        assert simulator.requests_for("delete_job") == []
+
+    def test_the_last_try_cancels_it(self, simulator, aqua_conn):
+        job_id, ti = self._failed_try(simulator, aqua_conn, try_number=2, max_tries=1)
+        cancel_aqua_job_on_failure({"ti": ti, "task": SimpleNamespace(durable=True)})
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+
+    def test_a_task_whose_retry_submits_anew_cancels_it_at_once(self, simulator, aqua_conn, monkeypatch):
+        from airflow_provider_zuora_aqua import callbacks
+
+        job_id, ti = self._failed_try(simulator, aqua_conn, try_number=1, max_tries=3)
+        cancel_aqua_job_on_failure({"ti": ti, "task": SimpleNamespace(durable=False)})
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+
+        other, ti = self._failed_try(simulator, aqua_conn, try_number=1, max_tries=3)
+        monkeypatch.setattr(callbacks, "HAS_TASK_STATE_STORE", False)  # before Airflow 3.3: no re-attach
+        cancel_aqua_job_on_failure({"ti": ti, "task": SimpleNamespace(durable=True)})
+        assert simulator.get_job(other)["status"] == "cancelled"

@@ -121,6 +121,39 @@ class TestTrigger:
         await AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn).on_kill()
         assert simulator.get_job(job_id)["status"] == "cancelled"
 
+    @pytest.mark.parametrize(("state", "cancelled"), [("deferred", False), ("failed", True), ("success", True)])
+    async def test_on_kill_cancels_only_when_the_task_left_the_deferred_state(
+        self, simulator, aqua_conn, monkeypatch, state, cancelled
+    ):
+        """A triggerer also kills a trigger another one took over (apache/airflow#41231): its task is still deferred."""
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        monkeypatch.setattr(
+            RuntimeTaskInstance, "get_task_states", staticmethod(lambda **kwargs: {"run": {"export": state}})
+        )
+        trigger = AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn)
+        trigger.task_instance = SimpleNamespace(dag_id="dag", task_id="export", run_id="run", map_index=-1)
+
+        await trigger.on_kill()
+
+        assert (simulator.get_job(job_id)["status"] == "cancelled") is cancelled
+
+    async def test_on_kill_cancels_when_the_task_state_cannot_be_read(self, simulator, aqua_conn, monkeypatch):
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        def unreadable(**kwargs):
+            raise RuntimeError("no supervisor")
+
+        job_id = submit(ZuoraAquaHook(aqua_conn))
+        monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(unreadable))
+        trigger = AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn)
+        trigger.task_instance = SimpleNamespace(dag_id="dag", task_id="export", run_id="run", map_index=-1)
+
+        await trigger.on_kill()
+
+        assert simulator.get_job(job_id)["status"] == "cancelled"
+
     async def test_on_kill_leaves_the_job_when_not_owned(self, simulator, aqua_conn):
         job_id = submit(ZuoraAquaHook(aqua_conn))
         await AquaJobTrigger(job_id=job_id, zuora_conn_id=aqua_conn, cancel_on_kill=False).on_kill()
