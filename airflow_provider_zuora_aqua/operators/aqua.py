@@ -55,6 +55,12 @@ ON_KILL_CANCEL_SECONDS = 3.0
 DEFAULT_LAG = timedelta(minutes=10)
 DEFAULT_MAX_WINDOW = timedelta(days=30)
 DEFAULT_MAX_ACTIVE_JOBS = 4
+#: Why a stateful (version 1.1) batch comes back ``full: true``: the submit operator's warning.
+STATEFUL_FULL_LOAD_REASONS = (
+    "Zuora reloads everything when the partner/project session is new (its first job), was idle "
+    "for more than 180 days, or its query or deleted column changed since the last session; "
+    "unless one of these was meant, downstream consumers get every record again"
+)
 
 
 class Phase(enum.Enum):
@@ -463,6 +469,13 @@ class AquaSubmitJobOperator(_DeliveringOperator):
                 batch.get("recordCount"),
                 batch.get("fileId") or batch.get("segments"),
             )
+            if str(job.get("version") or self.version) == "1.1" and batch.get("full") is True:
+                self.log.warning(
+                    "AQuA job %s batch %r is a full load (full: true), not an increment: %s",
+                    job.get("id"),
+                    batch.get("name"),
+                    STATEFUL_FULL_LOAD_REASONS,
+                )
         if self.destination is None:
             self._delivered(context, job, None)
             return job

@@ -494,3 +494,38 @@ def test_a_full_tenant_past_the_timeout_fails_with_the_refusal(monkeypatch):
         with pytest.raises(AquaRateLimitError, match="limit"):
             export(timeout=1.5).execute(context(FakeTaskInstance("export")))
         assert len(sim.job_ids()) == 1
+
+
+def test_a_stateful_job_that_comes_back_as_a_full_load_is_warned_about(monkeypatch, capsys):
+    """Zuora reloads everything for a new session (or one idle 180 days, or whose query changed): say so."""
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=0.3) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
+        sim.tenant.insert_many("Account", [{"Id": "A1"}, {"Id": "A2"}])
+
+        def run(version: str) -> dict:
+            stateful = {"partner": "acme", "project": "p1"} if version == "1.1" else {}
+            operator = AquaSubmitJobOperator(
+                task_id="export",
+                queries={"accounts": "select Id from Account"},
+                version=version,
+                poll_interval=0.2,
+                **stateful,
+            )
+            return operator.execute(context(FakeTaskInstance("export")))
+
+        first = run("1.1")
+        first_log = capsys.readouterr().out
+        sim.tenant.clock.advance(60)
+        sim.tenant.update("Account", "A1", {"Name": "changed"})
+        second = run("1.1")
+        second_log = capsys.readouterr().out
+        stateless = run("1.0")
+        stateless_log = capsys.readouterr().out
+
+    assert first["batches"][0]["full"] is True and second["batches"][0]["full"] is False
+    warning = f"AQuA job {first['id']} batch 'accounts' is a full load (full: true), not an increment"
+    assert warning in first_log
+    for reason in ("session is new", "idle for more than 180 days", "query or deleted column changed"):
+        assert reason in first_log
+    assert "full load" not in second_log  # an increment: no warning
+    assert "full" not in stateless["batches"][0] and "full load" not in stateless_log
