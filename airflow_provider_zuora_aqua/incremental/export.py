@@ -153,7 +153,9 @@ class IncrementalExport:
             raise
         for query in self.queries:
             self.log.info("Watermark of %s: %s", query, iso(self.mark(query)))
-        return delivered
+        # Published as their jobs finished (a split window's halves last): returned oldest first.
+        order = list(self.queries)
+        return sorted(delivered, key=lambda delivery: (delivery.window.start, order.index(delivery.query)))
 
     def mark(self, query: str) -> datetime:
         """Where the run of published windows of ``query`` from ``start`` ends."""

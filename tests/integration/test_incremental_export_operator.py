@@ -110,13 +110,45 @@ def test_runs_after_updates_export_each_record_version_exactly_once(tenant_sim, 
 
 
 def test_a_users_or_keeps_the_window_binding(tenant_sim, tmp_path):
+    """Rows that match the user's ``or`` on either side but lie outside every window are not exported."""
     write(tenant_sim, START + timedelta(hours=1), "A1", "Acme")
-    write(tenant_sim, START - timedelta(days=10), "A0", "Acme")  # before start: never exported
-    queries = {"Account": "select Id, Name from Account where Name = 'Acme' or Name = 'Globex'"}
+    write(tenant_sim, START + timedelta(days=1, hours=1), "G1", "Globex")
+    write(tenant_sim, START + timedelta(hours=2), "I1", "Initech")  # in a window, not matching
+    write(tenant_sim, START - timedelta(days=10), "A0", "Acme")  # before start
+    write(tenant_sim, START - timedelta(seconds=1), "G0", "Globex")  # the second before start
+    mark = START + timedelta(days=3) - timedelta(minutes=5)
+    write(tenant_sim, mark, "A9", "Acme")  # at the mark: the next run's
+    write(tenant_sim, mark + timedelta(minutes=2), "G9", "Globex")  # inside the lag
+    queries = {"Account": "select Id, Name, UpdatedDate from Account where Name = 'Acme' or Name = 'Globex'"}
 
-    export(tmp_path, queries=queries).execute(context(FakeTaskInstance("zuora_changes")))
+    windows = export(tmp_path, queries=queries).execute(context(FakeTaskInstance("zuora_changes")))
 
-    assert exported_versions(tmp_path) == [("A1", "Acme")]
+    assert sorted(exported_versions(tmp_path)) == [("A1", "Acme"), ("G1", "Globex")]
+    assert windows[-1]["window"]["end"] == mark.isoformat()
+    for manifest in manifests(tmp_path):
+        start, end = (datetime.fromisoformat(manifest["window"][key]) for key in ("start", "end"))
+        for file in manifest["files"]:
+            rows = csv.DictReader(io.StringIO(Path(file["uri"].removeprefix("file://")).read_text()))
+            updated = [datetime.strptime(row["UpdatedDate"], "%Y-%m-%dT%H:%M:%S%z") for row in rows]
+            assert all(start <= when < end for when in updated), (manifest["window"], updated)
+    # Zuora was asked for the user's condition in parentheses, then the window.
+    queries_sent = [job["batches"][0]["query"] for job in tenant_sim.jobs()]
+    assert all("where (Name = 'Acme' or Name = 'Globex') and UpdatedDate >= '" in query for query in queries_sent)
+
+
+def test_the_windows_a_run_returns_are_oldest_first_even_when_a_split_window_finishes_last(monkeypatch, tmp_path):
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=0.1, max_file_bytes=120) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
+        monkeypatch.setattr(export_module, "_utc_now", sim.tenant.clock.now)
+        sim.tenant.clock.set(START + timedelta(days=2, minutes=5))
+        for hour in range(6):  # day 1 is over the cap and split; day 2 fits at once
+            write(sim, START + timedelta(hours=hour * 4), f"A{hour}", f"Customer number {hour}")
+        write(sim, START + timedelta(days=1, hours=1), "B1", "small")
+
+        windows = export(tmp_path).execute(context(FakeTaskInstance("zuora_changes")))
+
+    starts = [window["window"]["start"] for window in windows]
+    assert len(starts) > 2 and starts == sorted(starts)
 
 
 def test_a_window_over_the_file_size_cap_is_split_until_its_files_fit(monkeypatch, tmp_path):
