@@ -1,7 +1,10 @@
 """
 Export Zuora data with AQuA, and never leave the job running when the task stops.
 
-``export_accounts`` submits the job and waits for it. If the task is killed (marked failed,
+``export_accounts`` submits a snapshot of the accounts (every row, no window) and waits for it.
+For what changed since the last run, use ``AquaIncrementalExportOperator``
+(``example_zuora_aqua_incremental.py``): a condition on ``UpdatedDate`` from the run's date
+loses or doubles records (see the incremental guide in the docs). If the task is killed (marked failed,
 cleared, ``execution_timeout``), times out or fails, the job is cancelled. The DAG-level
 failure callback covers a task process that died without running ``on_kill`` (SIGKILL, OOM).
 On a retry, the task re-attaches to the job of the previous try instead of submitting again.
@@ -29,7 +32,7 @@ with DAG(
         task_id="export_accounts",
         job_name="accounts-{{ ds_nodash }}",
         queries={
-            "accounts": "select Id, Name, Balance, UpdatedDate from Account where UpdatedDate >= '{{ ds }}'",
+            "accounts": "select Id, Name, Balance, UpdatedDate from Account",
         },
         format="csv",
         poll_interval=30,

@@ -1,7 +1,7 @@
 """
 Export Zuora data with AQuA into a folder: files verified, published whole, with a manifest.
 
-``export_accounts`` submits the job, waits, then streams each result file into
+``export_accounts`` submits a snapshot of the accounts (every row, no window), waits, then streams each result file into
 ``$ZUORA_EXPORT_FOLDER/<run date>/`` (default ``/tmp/zuora-exports``): each file's SHA-256 and
 record count are computed while it streams, checked against the batch's ``recordCount``, and
 only then published under its final name; ``_manifest.json`` is written last. The task returns
@@ -11,7 +11,8 @@ files again: it never submits a second job.
 ``submit_invoices`` → ``wait_for_invoices`` → ``download_invoices`` does the same in three
 steps, for jobs watched by a sensor or submitted elsewhere: ``AquaDownloadResultsOperator``
 downloads the files of any completed job by id. The destination can also be object storage
-(``s3://bucket/prefix`` with ``destination_conn_id``).
+(``s3://bucket/prefix`` with ``destination_conn_id``). For what changed since the last run, use
+``AquaIncrementalExportOperator`` (``example_zuora_aqua_incremental.py``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ with DAG(
     export_accounts = AquaSubmitJobOperator(
         task_id="export_accounts",
         job_name="accounts-{{ ds_nodash }}",
-        queries={"accounts": "select Id, Name, Balance, UpdatedDate from Account where UpdatedDate >= '{{ ds }}'"},
+        queries={"accounts": "select Id, Name, Balance, UpdatedDate from Account"},
         format="gzip",
         poll_interval=30,
         timeout=3 * 60 * 60,
@@ -49,7 +50,7 @@ with DAG(
     submit_invoices = AquaSubmitJobOperator(
         task_id="submit_invoices",
         job_name="invoices-{{ ds_nodash }}",
-        queries={"invoices": "select Id, InvoiceNumber, Amount from Invoice where UpdatedDate >= '{{ ds }}'"},
+        queries={"invoices": "select Id, InvoiceNumber, Amount from Invoice where Status = 'Posted'"},
         wait_for_completion=False,
     )
     wait_for_invoices = AquaJobSensor(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,23 @@ def quick_simulator():
 README_EXPORTS = "/tmp/zuora-exports"
 
 
+def seed_accounts(sim: AquaSimulator, start: datetime) -> set[str]:
+    """Account rows around the README's window; return the ids whose current version a run must export."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    rows = [
+        ("before-start", start - timedelta(days=1)),  # changed before start: never exported
+        ("first-second", start),  # windows are half-open: start is in, the mark is out
+        *((f"A{day:03}", start + timedelta(days=day, hours=5)) for day in range(0, (now - start).days, 4)),
+        ("last-hour", now - timedelta(hours=1)),
+        ("in-the-lag", now - timedelta(minutes=2)),  # too recent: the next run's
+    ]
+    for row_id, at in rows:
+        sim.tenant.insert("Account", {"Id": row_id, "Name": row_id, "Balance": 10, "UpdatedDate": at})
+    # Updated before the run: only its current version is exported.
+    sim.tenant.update("Account", "A004", {"Name": "A004 renamed", "UpdatedDate": now - timedelta(hours=2)})
+    return {row_id for row_id, at in rows if start <= at < now - timedelta(minutes=10)}
+
+
 def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
     migrated_home: AirflowHome, quick_simulator: AquaSimulator, tmp_path: Path
 ):
@@ -43,6 +63,8 @@ def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
     exports = tmp_path / "exports"
     for snippet in (dag_snippet, manifest_snippet):
         assert snippet.count(README_EXPORTS) == 1  # the one line the test swaps
+    start = datetime.fromisoformat(re.search(r'start="([^"]+)"', dag_snippet).group(1).replace("Z", "+00:00"))
+    expected_ids = seed_accounts(quick_simulator, start)
     dags_folder = tmp_path / "dags"
     dags_folder.mkdir()
     (dags_folder / "zuora_exports.py").write_text(dag_snippet.replace(README_EXPORTS, str(exports)))
@@ -65,6 +87,7 @@ def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        started = datetime.now(timezone.utc)
         try:
             returncode = process.wait(240)
         finally:
@@ -73,31 +96,49 @@ def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
     assert returncode == 0, log[-5000:]
     assert "state=success" in log
 
-    [job] = quick_simulator.jobs()
-    assert job["status"] == "completed"
-    assert re.fullmatch(r"accounts-\d{8}", job["name"])
-    [batch] = job["batches"]
-    assert re.search(r"UpdatedDate >= '\d{4}-\d{2}-\d{2}'", batch["query"])  # {{ ds }} was rendered
+    jobs = quick_simulator.jobs()
+    assert len(jobs) >= 2 and all(job["status"] == "completed" for job in jobs)  # a catch-up: several windows
+    for job in jobs:
+        [batch] = job["batches"]
+        assert re.fullmatch(
+            r"select Id, Name, Balance, UpdatedDate from Account where UpdatedDate >= '\S+' and UpdatedDate < '\S+'",
+            batch["query"],
+        )
     assert quick_simulator.requests_for("delete_job") == []
     assert_no_secret(home.all_logs(), quick_simulator)
-    # The files are on disk, one folder per run date, the manifest beside them.
-    [manifest_file] = exports.glob("*/_manifest.json")
-    assert re.fullmatch(r"\d{8}", manifest_file.parent.name)
-    [data_file] = manifest_file.parent.glob("accounts*")
+    # The files are on disk, one folder per window, each with its manifest; the windows tile from start.
+    manifest_files = sorted(exports.rglob("_manifest.json"))
+    manifests = [json.loads(path.read_text()) for path in manifest_files]
+    assert [path.parent.parent.name for path in manifest_files] == ["Account"] * len(jobs)
+    windows = [(m["window"]["start"], m["window"]["end"]) for m in manifests]
+    assert windows[0][0] == start.isoformat()
+    assert all(left[1] == right[0] for left, right in zip(windows, windows[1:]))
+    assert datetime.fromisoformat(windows[-1][1]) <= datetime.now(timezone.utc) - timedelta(minutes=10)
+    assert datetime.fromisoformat(windows[-1][1]) >= started.replace(microsecond=0) - timedelta(minutes=10)
+    exported = []
+    for manifest in manifests:
+        for entry in manifest["files"]:
+            exported += [
+                row["Id"] for row in csv.DictReader(io.StringIO(Path(entry["uri"].removeprefix("file://")).read_text()))
+            ]
+    assert sorted(exported) == sorted(expected_ids)  # each current row in the windows, once
 
     # The README's manifest reader, verbatim but for the folder.
     reader = tmp_path / "read_manifest.py"
     reader.write_text(manifest_snippet.replace(README_EXPORTS, str(exports)))
     result = subprocess.run([sys.executable, str(reader)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    manifest = json.loads(manifest_file.read_text())
-    [entry] = manifest["files"]
-    assert result.stdout.splitlines() == [
-        f"job {job['id']} -> {manifest['destination']}",
-        f"  accounts: {batch['recordCount']} records, {data_file.stat().st_size} bytes, "
-        f"sha256 {hashlib.sha256(data_file.read_bytes()).hexdigest()}, {data_file.as_uri()}",
-    ]
-    assert entry["file_id"] == batch["fileId"]
+    expected_lines = []
+    for path, manifest in zip(manifest_files, manifests):
+        [entry] = manifest["files"]
+        [data_file] = [file for file in path.parent.iterdir() if file.name != "_manifest.json"]
+        expected_lines += [
+            f"Account [{manifest['window']['start']}, {manifest['window']['end']}) job {manifest['job_id']}",
+            f"  {entry['records']} records, {data_file.stat().st_size} bytes, "
+            f"sha256 {hashlib.sha256(data_file.read_bytes()).hexdigest()}, {data_file.as_uri()}",
+        ]
+        assert entry["file_id"] in {job["batches"][0]["fileId"] for job in jobs}
+    assert result.stdout.splitlines() == expected_lines
 
 
 def test_install_pins_a_supported_airflow_with_its_own_constraints():

@@ -15,6 +15,7 @@ EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
 EXPECTED = {
     "example_zuora_aqua_cancel": {"submit_export", "cancel_export"},
     "example_zuora_aqua_export": {"export_accounts"},
+    "example_zuora_aqua_incremental": {"zuora_changes"},
     "example_zuora_aqua_results": {"export_accounts", "submit_invoices", "wait_for_invoices", "download_invoices"},
 }
 
