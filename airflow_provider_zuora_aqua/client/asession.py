@@ -228,6 +228,8 @@ def _failure(exc: BaseException) -> tuple[Failure, str]:
     # aiohttp 3.10+ tells a connect timeout and a read timeout apart; before, both are plain timeouts.
     connect_timeout = getattr(aiohttp, "ConnectionTimeoutError", ())
     read_timeout = getattr(aiohttp, "SocketTimeoutError", ())
+    if isinstance(exc, (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError)):
+        return Failure.TLS_HANDSHAKE, str(getattr(exc, "os_error", None) or exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return Failure.NOT_CONNECTED, str(exc.os_error) or str(exc)
     if isinstance(exc, connect_timeout):

@@ -11,7 +11,8 @@ The sync HTTP client (``requests``): one send for every AQuA call, result files 
 * the mapping of transport failures onto :func:`~.wire.transport_error`
   (:meth:`AquaClient.exchange`);
 * streaming: a result file goes to its receiver through the same send, the body of a file
-  bounded per read rather than in total (a file may legitimately take long).
+  bounded per read and by a throughput floor rather than in total (a file may legitimately
+  take long), its transport encoding decoded here in bounded pieces.
 
 Its async twin is :mod:`.asession`. Imported only where a call is made: ``requests`` and
 ``urllib3`` are not loaded at DAG parse.
@@ -49,9 +50,13 @@ from airflow_provider_zuora_aqua.client.wire import (
     MAX_ERROR_BODY,
     READ_CHUNK_BYTES,
     AnswerReader,
+    BodyDecoder,
     CallRecord,
+    CorruptEncodingError,
     Failure,
     HttpAnswer,
+    ThroughputFloor,
+    UnsupportedEncodingError,
     carries_file,
     decode_prefix,
     download_headers,
@@ -60,6 +65,7 @@ from airflow_provider_zuora_aqua.client.wire import (
     transport_error,
     validate_track_id,
 )
+from airflow_provider_zuora_aqua.exceptions import AquaInvalidAnswerError
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -81,6 +87,9 @@ class Receiver(Protocol):
 
     @property
     def resume_offset(self) -> int: ...
+
+    @property
+    def validator(self) -> str | None: ...
 
     def begin(self, status: int, headers: Mapping[str, str], offset: int) -> None: ...
 
@@ -146,7 +155,7 @@ class AquaClient:
                     "GET",
                     f"{FILES_PATH}/{file_id}",
                     track_id=track_id,
-                    headers=download_headers(receiver.resume_offset),
+                    headers=download_headers(receiver.resume_offset, receiver.validator),
                     receiver=receiver,
                 )
                 if not carries_file(answer.status, answer.headers):
@@ -274,18 +283,45 @@ class AquaClient:
             raise self._failed(what, exc, bound) from None
 
     def _receive(self, what: str, response: requests.Response, receiver: Receiver, bound: ExchangeDeadline) -> None:
-        """A file answer into the receiver; each read bounded by the timeout, the whole not."""
+        """
+        A file answer into the receiver. Each read is bounded by the timeout, and the pace by
+        :class:`~.wire.ThroughputFloor`; the whole is not (a file may legitimately take long).
+        The body is read raw and a transport encoding decoded here, in bounded pieces.
+        """
         receiver.begin(response.status_code, response.headers, receiver.resume_offset)
-        chunks = response.iter_content(FILE_CHUNK_BYTES)  # decodes a transport gzip
+        try:
+            decoder = BodyDecoder(response.headers.get("Content-Encoding"))
+        except UnsupportedEncodingError as exc:
+            raise self._bad_file_answer(what, response, str(exc)) from None
+        floor = ThroughputFloor(self.settings.timeout)
+        raw = response.raw
         while True:
             try:  # only the network: a failure to store a chunk is not a transport failure
-                chunk = next(chunks, None)
+                chunk = raw.read1(FILE_CHUNK_BYTES, decode_content=False)
             except _TRANSPORT_ERRORS as exc:
                 raise self._failed(what, exc, bound, received=receiver.received) from None
-            if chunk is None:
-                break
-            receiver.write(chunk)
+            too_slow = floor.arrived(len(chunk))
+            if too_slow is not None:
+                raise transport_error(
+                    what, self.settings.base_url, Failure.BROKEN, too_slow, received=receiver.received
+                )
+            try:
+                for piece in decoder.decode(chunk):
+                    receiver.write(piece)
+                if not chunk:
+                    decoder.finish()
+                    break
+            except CorruptEncodingError as exc:
+                raise self._bad_file_answer(what, response, str(exc)) from None
         receiver.end()
+
+    @staticmethod
+    def _bad_file_answer(what: str, response: requests.Response, why: str) -> AquaInvalidAnswerError:
+        return AquaInvalidAnswerError(
+            f"Zuora's answer to {what} was refused: {why}",
+            status_code=response.status_code,
+            request_id=HttpAnswer(response.status_code, response.headers, b"").request_id,
+        )
 
     def _failed(
         self, what: str, exc: Exception, bound: ExchangeDeadline, *, received: int | None = None
@@ -307,6 +343,8 @@ def _failure(exc: Exception, *, deadline_passed: bool) -> tuple[Failure, str]:
         reason, urllib3.exceptions.ConnectTimeoutError
     ):
         return Failure.CONNECT_TIMEOUT, ""
+    if isinstance(exc, requests.exceptions.SSLError) or isinstance(reason, urllib3.exceptions.SSLError):
+        return Failure.TLS_HANDSHAKE, str(getattr(reason, "args", [None])[0] or reason or exc)
     if deadline_passed:
         return Failure.DEADLINE, ""
     if any(isinstance(error, urllib3.exceptions.ReadTimeoutError) for error in (exc, first, reason)) or isinstance(

@@ -14,12 +14,13 @@ import math
 import re
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
@@ -390,11 +391,10 @@ class AnswerReader:
         self._raw = 0
         self._parts: list[bytes] = []
         self._size = 0
-        encoding = headers.get("Content-Encoding")
-        self._wbits = _decoder_wbits(encoding)
-        if self._wbits == _UNSUPPORTED:
-            raise self._invalid(f"its Content-Encoding {short_text(encoding)!r} is not one this client asked for")
-        self._decoder = None if self._wbits is None else zlib.decompressobj(self._wbits)
+        try:
+            self._decoder = BodyDecoder(headers.get("Content-Encoding"))
+        except UnsupportedEncodingError as exc:
+            raise self._invalid(str(exc)) from None
 
     def feed(self, chunk: bytes) -> None:
         """Add raw bytes from the connection."""
@@ -403,26 +403,18 @@ class AnswerReader:
         self._raw += len(chunk)
         if self._raw > self._limit:
             raise self._too_large()
-        if self._decoder is None:
-            self._keep(chunk)
-            return
         try:
-            while chunk:
-                self._keep(self._decoder.decompress(chunk, self._limit - self._size + 1))
-                if self._decoder.eof:  # gzip allows several members one after the other
-                    chunk = self._decoder.unused_data
-                    if chunk:
-                        # Only an encoded answer has a decoder, so its window bits are set.
-                        self._decoder = zlib.decompressobj(cast(int, self._wbits))
-                else:
-                    chunk = self._decoder.unconsumed_tail
-        except zlib.error:
-            raise self._invalid("its compressed body is corrupt") from None
+            for piece in self._decoder.decode(chunk):
+                self._keep(piece)
+        except CorruptEncodingError as exc:
+            raise self._invalid(str(exc)) from None
 
     def finish(self) -> bytes:
         """The decoded body; a compressed body that ended early is refused."""
-        if self._decoder is not None and self._raw and not self._decoder.eof:
-            raise self._invalid("its compressed body is truncated")
+        try:
+            self._decoder.finish()
+        except CorruptEncodingError as exc:
+            raise self._invalid(str(exc)) from None
         return b"".join(self._parts)
 
     def _keep(self, data: bytes) -> None:
@@ -444,6 +436,63 @@ class AnswerReader:
 
 
 _UNSUPPORTED = -1
+#: Largest piece of decoded data a :class:`BodyDecoder` hands over at once, whatever the ratio.
+DECODED_PIECE_BYTES = 1024 * 1024
+
+
+class UnsupportedEncodingError(Exception):
+    """A ``Content-Encoding`` this client did not ask for (the message says which)."""
+
+
+class CorruptEncodingError(Exception):
+    """A body whose ``Content-Encoding`` cannot be decoded: corrupt, or cut short."""
+
+
+class BodyDecoder:
+    """
+    Decode the ``Content-Encoding`` (gzip, deflate; identity passes through) of a body read
+    raw, in pieces of at most ``piece_bytes``: memory stays bounded whatever the compression
+    ratio, and whatever the HTTP library would have done (urllib3 decodes a read in one go).
+
+    :raises UnsupportedEncodingError: for any other encoding.
+    """
+
+    def __init__(self, content_encoding: str | None, *, piece_bytes: int = DECODED_PIECE_BYTES) -> None:
+        self._wbits = _decoder_wbits(content_encoding)
+        if self._wbits == _UNSUPPORTED:
+            raise UnsupportedEncodingError(
+                f"its Content-Encoding {short_text(content_encoding)!r} is not one this client asked for"
+            )
+        self._piece = piece_bytes
+        self._inflate = None if self._wbits is None else zlib.decompressobj(self._wbits)
+        self._pending = False
+
+    def decode(self, chunk: bytes) -> Iterator[bytes]:
+        """The decoded pieces of the next raw ``chunk``."""
+        if self._inflate is None:
+            if chunk:
+                yield chunk
+            return
+        self._pending = self._pending or bool(chunk)
+        try:
+            while chunk:
+                piece = self._inflate.decompress(chunk, self._piece)
+                if piece:
+                    yield piece
+                if self._inflate.eof:  # gzip allows several members one after the other
+                    chunk = self._inflate.unused_data
+                    self._pending = bool(chunk)
+                    if chunk:
+                        self._inflate = zlib.decompressobj(cast(int, self._wbits))
+                else:
+                    chunk = self._inflate.unconsumed_tail
+        except zlib.error:
+            raise CorruptEncodingError("its compressed body is corrupt") from None
+
+    def finish(self) -> None:
+        """The body ended: a compressed body must have ended with its stream."""
+        if self._inflate is not None and self._pending:
+            raise CorruptEncodingError("its compressed body is truncated")
 
 
 def decode_prefix(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
@@ -477,10 +526,12 @@ MAX_ERROR_BODY = 64 * 1024
 _MAX_OBJECT_SIZE = "max-object-size"
 
 
-def download_headers(offset: int) -> dict[str, str]:
+def download_headers(offset: int, validator: str | None = None) -> dict[str, str]:
     """
     What a file request sends besides :func:`build_headers`: any media type, and from
-    ``offset`` on a ``Range``.
+    ``offset`` on a ``Range`` with ``If-Range: validator`` (the first answer's ``ETag`` or
+    ``Last-Modified``), so that a file that changed meanwhile comes back whole (``200``)
+    instead of as a range to splice onto the old bytes.
 
     A resumed request asks for the identity encoding: a byte range of a gzip transport
     encoding would not continue the bytes already decoded.
@@ -488,7 +539,48 @@ def download_headers(offset: int) -> dict[str, str]:
     headers = {"Accept": "*/*"}
     if offset:
         headers.update({"Range": f"bytes={offset}-", "Accept-Encoding": "identity"})
+        if validator:
+            headers["If-Range"] = validator
     return headers
+
+
+#: A file download fails when fewer than this many bytes arrive within one ``timeout``-long window.
+FLOOR_BYTES = 64 * 1024
+
+
+class ThroughputFloor:
+    """
+    The floor under a file download's pace: every window of ``timeout`` seconds (from the first
+    byte of the body, then from the end of the previous window) must bring :data:`FLOOR_BYTES`
+    or more; a read that does not return at all fails at ``timeout`` already.
+
+    So a server that drips bytes just under the read timeout apart fails within two windows,
+    and a download at F bytes per ``timeout`` or faster (any steady pace of 64 KiB per window)
+    is never stopped.
+
+    :param timeout: the connection's ``timeout``, seconds.
+    """
+
+    def __init__(self, timeout: float, *, floor_bytes: int = FLOOR_BYTES, clock: Callable[[], float] = time.monotonic):
+        self._timeout = timeout
+        self._floor = floor_bytes
+        self._clock = clock
+        self._window_start = clock()
+        self._window_bytes = 0
+
+    def arrived(self, size: int) -> str | None:
+        """Count ``size`` bytes just read; say why the download is too slow, or None."""
+        self._window_bytes += size
+        now = self._clock()
+        if now - self._window_start < self._timeout:
+            return None
+        if self._window_bytes < self._floor:
+            return (
+                f"only {self._window_bytes} bytes arrived in {now - self._window_start:.1f} s, under the floor of "
+                f"{self._floor} bytes per {self._timeout:g} s (the connection's timeout)"
+            )
+        self._window_start, self._window_bytes = now, 0
+        return None
 
 
 def carries_file(status: int, headers: Mapping[str, str]) -> bool:
@@ -539,6 +631,8 @@ class Failure(Enum):
     NOT_CONNECTED = "not connected"
     #: The connection did not open in time.
     CONNECT_TIMEOUT = "connect timeout"
+    #: Connected, but the TLS handshake failed: the request was never sent.
+    TLS_HANDSHAKE = "tls handshake"
     #: Connected, then no byte came within the read timeout.
     READ_TIMEOUT = "read timeout"
     #: Connected, then the exchange passed its wall-clock bound.
@@ -549,7 +643,7 @@ class Failure(Enum):
     @property
     def request_may_have_arrived(self) -> bool:
         """False only when no connection was made: then Zuora cannot have seen the request."""
-        return self not in (Failure.NOT_CONNECTED, Failure.CONNECT_TIMEOUT)
+        return self not in (Failure.NOT_CONNECTED, Failure.CONNECT_TIMEOUT, Failure.TLS_HANDSHAKE)
 
 
 def exchange_seconds(timeout: float, deadline: float | None) -> float:
@@ -580,9 +674,23 @@ def transport_error(
     reasons = {
         Failure.NOT_CONNECTED: f"could not connect: {detail}",
         Failure.CONNECT_TIMEOUT: "timed out while connecting",
+        Failure.TLS_HANDSHAKE: f"the TLS handshake failed: {detail}{_plain_http_hint(base_url)}",
         Failure.READ_TIMEOUT: "timed out waiting for the answer",
         Failure.DEADLINE: f"timed out waiting for the answer (none complete within {seconds or 0:g} s)",
         Failure.BROKEN: detail,
     }
     where = f"{what} to {base_url} failed" if received is None else f"{what} broke off after {received} bytes"
     return AquaTransportError(f"{where}: {reasons[failure]}", request_sent=failure.request_may_have_arrived)
+
+
+def _plain_http_hint(base_url: str) -> str:
+    """For ``https://`` to a loopback host (where the local simulator speaks plain HTTP): say to use ``http://``."""
+    from airflow_provider_zuora_aqua.client.settings import is_loopback
+
+    parts = urlsplit(base_url)
+    if parts.scheme != "https" or not is_loopback(parts.hostname or ""):
+        return ""
+    return (
+        f". {parts.hostname} is a loopback host, where a local server such as the AQuA simulator speaks plain "
+        f"HTTP: write the connection's host as {parts._replace(scheme='http').geturl()}"
+    )

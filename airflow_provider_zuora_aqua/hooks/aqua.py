@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from asgiref.sync import sync_to_async
 
 from airflow_provider_zuora_aqua.client.asession import AsyncTTLCache, shared_client_session
@@ -27,6 +29,7 @@ from airflow_provider_zuora_aqua.client.wire import (
     CallRecord,
     HttpAnswer,
     parse_job_answer,
+    short_text,
     validate_idempotency_key,
     validate_job_id,
 )
@@ -34,6 +37,7 @@ from airflow_provider_zuora_aqua.compat import BaseHook, mask_secret
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
+    AquaConfigurationError,
     AquaIdempotencyKeyReusedError,
     AquaJobAlreadyFinishedError,
     AquaRateLimitError,
@@ -88,7 +92,11 @@ class ZuoraAquaHook(BaseHook):
     def settings(self) -> AquaConnectionSettings:
         """The validated connection; the client secret is registered with the secrets masker."""
         if self._settings is None:
-            settings = AquaConnectionSettings.from_connection(self.get_connection(self.zuora_conn_id))
+            try:
+                connection = self.get_connection(self.zuora_conn_id)
+            except AirflowNotFoundException:
+                raise _unknown_connection(self.zuora_conn_id) from None
+            settings = AquaConnectionSettings.from_connection(connection)
             for form in secret_forms(settings.client_secret):  # also URL-encoded, as the token form sends it
                 mask_secret(form)
             self._settings = settings
@@ -253,8 +261,16 @@ class ZuoraAquaHook(BaseHook):
         :param max_seconds: bound on the whole call, retries included.
         """
         deadline = _deadline(max_seconds)
-        if idempotency_key is None:
-            return self._request("POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False, deadline=deadline)
+        with _naming_the_query(body):
+            if idempotency_key is None:
+                return self._request(
+                    "POST", SUBMIT_PATH, json=body, track_id=track_id, idempotent=False, deadline=deadline
+                )
+            return self._submit_keyed(body, idempotency_key, track_id=track_id, deadline=deadline)
+
+    def _submit_keyed(
+        self, body: dict[str, Any], idempotency_key: str, *, track_id: str | None, deadline: float | None
+    ) -> dict[str, Any]:
         headers = {IDEMPOTENCY_KEY_HEADER: validate_idempotency_key(idempotency_key)}
         try:
             return self._request(
@@ -355,7 +371,10 @@ class ZuoraAquaHook(BaseHook):
         return self._settings
 
     async def _aload_settings(self) -> AquaConnectionSettings:
-        connection = await self.aget_connection(self.zuora_conn_id)
+        try:
+            connection = await self.aget_connection(self.zuora_conn_id)
+        except AirflowNotFoundException:
+            raise _unknown_connection(self.zuora_conn_id) from None
         # Reading the extras masks them with a sync supervisor call, which Airflow 3.0 refuses on
         # the event loop: read them in a worker thread.
         return await sync_to_async(AquaConnectionSettings.from_connection)(connection)
@@ -410,10 +429,45 @@ class ZuoraAquaHook(BaseHook):
         :param file_format: the job's format (``csv``, ``gzip``, ``zip``): other bytes are refused.
         """
         file_id = validate_file_id(file_id)
-        receiver = FileReceiver(file_id, staged, file_format)
+        receiver = FileReceiver(file_id, staged, file_format, records_known=expected_records is not None)
         self._client.download(file_id, receiver, track_id=track_id)
         self.log.info("Downloaded AQuA result file %s: %d bytes", file_id, receiver.received)
         return receiver.finish(expected_records)
+
+
+def _unknown_connection(conn_id: str) -> AquaConfigurationError:
+    default = ZuoraAquaHook.default_conn_name
+    return AquaConfigurationError(
+        f"Airflow has no connection {conn_id!r}. Create it (type 'Zuora AQuA') in the UI under Admin > Connections, "
+        f"with `airflow connections add {conn_id} --conn-type zuora_aqua ...`, or as the environment variable "
+        f"AIRFLOW_CONN_{conn_id.upper()}; without zuora_conn_id the provider uses {default!r} "
+        f"(AIRFLOW_CONN_{default.upper()})."
+    )
+
+
+_QUERY_NUMBER = re.compile(r"\bQuery (?P<number>[0-9]{1,3})\b")
+
+
+@contextmanager
+def _naming_the_query(body: dict[str, Any]) -> Iterator[None]:
+    """
+    A refused submit whose message says ``Query N`` (Zuora counts queries from 1) names that
+    query's batch and quotes its ZOQL instead: which of 50 queries is "Query 7" is not obvious.
+    """
+    try:
+        yield
+    except AquaApiError as exc:
+        found = _QUERY_NUMBER.search(exc.message)
+        queries = body.get("queries") if isinstance(body, dict) else None
+        number = int(found["number"]) if found else 0
+        if isinstance(queries, list) and 1 <= number <= len(queries) and isinstance(queries[number - 1], dict):
+            query = queries[number - 1]
+            exc.message = (
+                f"Zuora refused the query of batch {query.get('name')!r} (query {number} of {len(queries)}: "
+                f"{short_text(query.get('query'), 300)!r}): {exc.message}"
+            )
+            exc.args = (exc._describe(),)
+        raise
 
 
 def _deadline(max_seconds: float | None) -> float | None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 import time
 import tracemalloc
@@ -524,3 +526,116 @@ class TestHostileFileAnswers:
         with pytest.raises(AquaError) as raised:
             hook.download_file("f1", str(tmp_path / "f1.csv"))
         assert hook.settings.client_secret not in str(raised.value)
+
+
+class TestNewcomerErrors:
+    """a newcomer's first mistakes get errors that say what to change."""
+
+    def test_https_to_a_loopback_server_that_speaks_http_says_use_http(self, server, monkeypatch):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{CONN_ID.upper()}",
+            connection(server.base_url.replace("http://", "https://"), max_retries=0),
+        )
+        with pytest.raises(AquaTransportError) as raised:
+            ZuoraAquaHook(CONN_ID).get_job(JOB_ID)
+        assert "TLS handshake failed" in str(raised.value)
+        assert f"write the connection's host as {server.base_url}" in str(raised.value)
+        assert raised.value.request_sent is False  # no request left before the handshake
+
+    async def test_https_to_a_loopback_server_says_use_http_async(self, server, monkeypatch):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_{CONN_ID.upper()}",
+            connection(server.base_url.replace("http://", "https://"), max_retries=0),
+        )
+        with pytest.raises(AquaTransportError, match=f"write the connection's host as {server.base_url}"):
+            await ZuoraAquaHook(CONN_ID).aget_job(JOB_ID)
+
+    @pytest.mark.parametrize("path", ["sync", "async"])
+    async def test_an_unknown_connection_id_names_the_default_and_the_variable(self, path):
+        hook = ZuoraAquaHook("zuora_prod")
+        with pytest.raises(AquaConfigurationError) as raised:
+            hook.get_job(JOB_ID) if path == "sync" else await hook.aget_job(JOB_ID)
+        message = str(raised.value)
+        assert "no connection 'zuora_prod'" in message
+        assert "AIRFLOW_CONN_ZUORA_PROD" in message and "'zuora_aqua_default'" in message
+
+    def test_a_zoql_error_names_the_batch_and_quotes_its_query(self, server, use_conn):
+        refusal = {
+            "errorCode": "90011",
+            "message": "There is a syntax error in one of the queries in the AQuA input. Query 2: line 1:10 "
+            "mismatched input 'frm'.",
+        }
+        server.on("POST", "/v1/batch-query/", Reply(body=json_body(refusal)))
+        body = {
+            "format": "csv",
+            "version": "1.0",
+            "queries": [
+                {"name": "accounts", "query": "select Id from Account"},
+                {"name": "invoices", "query": "select Id frm Invoice"},
+            ],
+        }
+        with pytest.raises(AquaError) as raised:
+            use_conn(max_retries=0).submit_job(body)
+        assert "batch 'invoices' (query 2 of 2: 'select Id frm Invoice')" in str(raised.value)
+        assert raised.value.error_code == "90011"
+
+
+class TestThreatModelPromises:
+    def test_a_json_answer_dripped_under_the_read_timeout_ends_at_the_connection_timeout(self, server, use_conn):
+        """one byte per 0.5 s with timeout=2: the exchange is shut at 2 s, after about 4 of the 200 bytes."""
+        drip = Reply(body=json_body(job_json(name="x" * 200))[:200], drip_seconds=0.5)
+        server.on("GET", JOB_PATH, drip)
+        hook = use_conn(timeout=2, max_retries=0)
+        hook.get_access_token()
+
+        with pytest.raises(AquaTransportError, match="did not arrive in time|none complete within 2 s"):
+            hook.get_job(JOB_ID)
+
+        assert drip.sent <= 8  # a per-read timeout would have let all 200 bytes through (100 s)
+
+    def test_a_json_bomb_on_the_sync_path_stays_within_its_cap_in_memory(self, server, use_conn):
+        """0.3 MB of gzip inflating to 300 MB: refused at the 10 MB cap, never inflated further."""
+        bomb = gzip_bomb(300 * MB)
+        assert len(bomb) < 0.35 * MB
+        server.on("GET", JOB_PATH, Reply(body=bomb, headers={"Content-Encoding": "gzip"}))
+        hook = use_conn(max_retries=0)
+        hook.get_access_token()
+        tracemalloc.start()
+        try:
+            with pytest.raises(AquaError, match="larger than 10 MB"):
+                hook.get_job(JOB_ID)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 32 * MB
+
+    def test_a_child_forked_during_a_token_fetch_gets_its_own_token(self, server, use_conn):
+        """another thread holds the token lock in a slow fetch at fork(): the child must not wait on it."""
+        release = threading.Event()
+        token = json_body({"access_token": "tok-fork-91cc", "expires_in": 3599})
+        server.on("POST", "/oauth/token", [Reply(body=token, hold=release), Reply(body=token)])
+        hook = use_conn(timeout=30)
+        fetching = threading.Thread(target=hook.get_access_token, daemon=True)
+        fetching.start()
+        try:
+            while not server.requests_to("POST", "/oauth/token"):
+                time.sleep(0.02)
+            child = os.fork()
+            if child == 0:  # the child: a new hook, the shared cache, the lock the parent's thread holds
+                code = 1
+                try:
+                    code = 0 if ZuoraAquaHook(CONN_ID).get_access_token() == "tok-fork-91cc" else 2
+                finally:
+                    os._exit(code)
+            waited = 0.0
+            while (done := os.waitpid(child, os.WNOHANG)) == (0, 0) and waited < 60:
+                time.sleep(0.05)
+                waited += 0.05
+            if done == (0, 0):
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+                pytest.fail("the forked child hung in get_access_token()")
+            assert os.waitstatus_to_exitcode(done[1]) == 0
+        finally:
+            release.set()
+            fetching.join(10)

@@ -44,6 +44,9 @@ class Reply:
     :param drop: close the connection without answering.
     :param reset_after: send the status line, the headers and this many bytes of the body, then
         reset the connection (TCP RST): an answer broken off midway.
+    :param drip_bytes: how many body bytes go out per ``drip_seconds`` pause.
+
+    ``sent`` counts the body bytes written so far (a dripped answer the client gave up on stops short).
     """
 
     status: int = 200
@@ -54,6 +57,8 @@ class Reply:
     hold: threading.Event | None = None
     drop: bool = False
     reset_after: int | None = None
+    drip_bytes: int = 1
+    sent: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,7 @@ class HostileServer:
                     else:
                         self.wfile.write(raw_head)
                         self.wfile.flush()
-                        self._drip(reply.body, reply.drip_seconds)
+                        self._drip(reply.body, reply.drip_seconds, reply.drip_bytes, reply)
                 except OSError:
                     self.close_connection = True
 
@@ -228,21 +233,80 @@ class HostileServer:
                 self.connection.close()
                 self.close_connection = True
 
-            def _drip(self, data: bytes, pause: float) -> None:
+            def _drip(self, data: bytes, pause: float, step: int = 1, reply: Reply | None = None) -> None:
                 if not pause:
                     self.wfile.write(data)
                     self.wfile.flush()
+                    if reply is not None:
+                        reply.sent += len(data)
                     return
-                for index in range(len(data)):
+                for index in range(0, len(data), step):
                     if server._stopping.wait(pause):
                         self.close_connection = True
                         return
-                    self.wfile.write(data[index : index + 1])
+                    self.wfile.write(data[index : index + step])
                     self.wfile.flush()
+                    if reply is not None:
+                        reply.sent += len(data[index : index + step])
 
             do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = do_CONNECT = _serve
 
         return Handler
+
+
+class FileVersions:
+    """
+    A route serving one result file that may change between requests, with ``ETag`` and
+    ``Last-Modified`` and the ``Range``/``If-Range`` rules of RFC 9110 (or, with
+    ``honour_if_range=False``, a server that ignores ``If-Range``).
+
+    :param versions: the file's bytes, one per version; ``change()`` moves to the next.
+    :param cut_first_after: the first answer is reset after this many body bytes.
+    :param validator: ``"etag"``, ``"last-modified"`` or None (no validator sent).
+    """
+
+    def __init__(
+        self,
+        *versions: bytes,
+        cut_first_after: int | None = None,
+        validator: str | None = "etag",
+        honour_if_range: bool = True,
+        media_type: str = "text/csv;charset=UTF-8",
+    ) -> None:
+        self.versions = list(versions)
+        self.current = 0
+        self._cut = cut_first_after
+        self._validator = validator
+        self._honour = honour_if_range
+        self._media_type = media_type
+
+    def change(self) -> None:
+        self.current += 1
+
+    def _tags(self, version: int) -> dict[str, str]:
+        if self._validator == "etag":
+            return {"ETag": f'"v{version}"'}
+        if self._validator == "last-modified":
+            return {"Last-Modified": f"Tue, 0{version + 1} Dec 2026 10:00:00 GMT"}
+        return {}
+
+    def __call__(self, request: Recorded) -> Reply:
+        data = self.versions[self.current]
+        tags = self._tags(self.current)
+        headers = {"Content-Type": self._media_type, "Accept-Ranges": "bytes", **tags}
+        cut, self._cut = self._cut, None
+        wanted = request.headers.get("Range", "")
+        if_range = request.headers.get("If-Range")
+        same = if_range is None or if_range in tags.values() or not self._honour
+        if wanted.startswith("bytes=") and wanted.endswith("-") and same:
+            start = int(wanted[len("bytes=") : -1])
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            return Reply(status=206, body=data[start:], headers=headers)
+        reply = Reply(body=data, headers=headers)
+        if cut is not None:
+            reply.headers["Content-Length"] = str(len(data))
+            reply.reset_after = cut
+        return reply
 
 
 def serve() -> Iterator[HostileServer]:

@@ -7,12 +7,16 @@ import gzip
 import io
 import random
 import zipfile
+import zlib
 
 import pytest
 
 from airflow_provider_zuora_aqua.results.records import (
     CSV,
     GZIP,
+    INFLATE_ALLOWANCE,
+    MAX_INFLATE_RATIO,
+    MAX_ZIP_MEMBERS,
     ZIP,
     CsvRecordCounter,
     GzipRecordCounter,
@@ -119,14 +123,14 @@ def test_gzip_counts_after_decompressing_and_accepts_several_members(size: int) 
 
 
 def test_gzip_output_is_bounded_for_highly_compressed_data() -> None:
-    # 64 MiB of newlines in about 64 KiB: each decompressed piece stays at most 1 MiB.
-    data = gzip.compress(b"Id\n" + b"x\n" * (32 * 1024 * 1024), compresslevel=9, mtime=0)
+    # 48 MiB of newlines in about 48 KiB: each decompressed piece stays at most 1 MiB.
+    data = gzip.compress(b"Id\n" + b"x\n" * (24 * 1024 * 1024), compresslevel=9, mtime=0)
     counter = GzipRecordCounter()
     seen: list[int] = []
     feed = counter._csv.feed
     counter._csv.feed = lambda out: (seen.append(len(out)), feed(out))  # type: ignore[method-assign]
     counter.feed(data)
-    assert counter.finish() == 32 * 1024 * 1024
+    assert counter.finish() == 24 * 1024 * 1024
     assert max(seen) <= 1024 * 1024
 
 
@@ -174,3 +178,96 @@ def test_formats_and_sniffing() -> None:
     assert sniff_format(gzip.compress(b"x")) == GZIP
     assert sniff_format(b"PK\x03\x04rest") == ZIP
     assert sniff_format(b"Id,Name\n") == CSV
+
+
+@pytest.mark.parametrize("size", CHUNK_SIZES)
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"Id,Name\r1,a\r2,b\r",  # bare \r line ends: csv ends a record at each
+        b"Id,Name\n1,a\r2,b\n",
+        b'Id,Name\n1,a\r"2",b\n',
+        b'Id,Note\n1,say "hi\n2,x"\n3,y\n',  # a quote inside an unquoted field is text to csv
+        b'Id,Note\n1,x"\n2,y\n',
+        b'Id,Note\n1,"a"b\n2,"c\n',  # text after a closing quote
+    ],
+)
+def test_what_csv_reads_otherwise_is_refused_not_miscounted(data: bytes, size: int) -> None:
+    with pytest.raises(MalformedResultError, match="readers would disagree"):
+        count(data, size)
+
+
+@pytest.mark.parametrize("size", CHUNK_SIZES)
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'Id,Note\r\n"1","a\rb"\r\n2,"x\ry"\r\n',  # a bare \r inside quotes is data, to both
+        b'"Id","Note"\n"1","say ""hi"""\n"2",""\n',
+        b'Id,Note\n1,""\n"",2\n,"x"\n',
+        b"Id\r\nA\r\nB\r",  # a last \r ends the last record, to both
+    ],
+)
+def test_what_both_read_alike_is_counted(data: bytes, size: int) -> None:
+    assert count(data, size) == reference(data)
+
+
+def test_a_gzip_bomb_is_refused_at_the_ratio_cap() -> None:
+    """1 MiB of gzip that inflates to 1 GiB stops at the ratio cap, long before the gigabyte."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\n" * (1 << 20)
+    data = b"".join(compressor.compress(block) for _ in range(1024)) + compressor.flush()
+    counter = GzipRecordCounter()
+    inflated: list[int] = []
+    feed = counter._csv.feed
+    counter._csv.feed = lambda out: (inflated.append(len(out)), feed(out))  # type: ignore[method-assign]
+    with pytest.raises(MalformedResultError, match=f"inflates past {MAX_INFLATE_RATIO} times"):
+        counter.feed(data)
+    assert sum(inflated) <= max(INFLATE_ALLOWANCE, MAX_INFLATE_RATIO * len(data))
+
+
+def test_a_zip_bomb_member_is_refused_at_the_ratio_cap(tmp_path) -> None:
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("a.csv", "w", force_zip64=True) as member:
+            for _ in range(256):
+                member.write(b"\n" * (1 << 20))
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(MalformedResultError, match="inflates past"):
+        count_zip_records(path)
+
+
+def test_a_zip_with_too_many_members_is_refused_before_reading_its_directory(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for number in range(MAX_ZIP_MEMBERS + 1):
+            archive.writestr(f"{number}.csv", b"")
+    read_directory = []
+    monkeypatch.setattr(zipfile.ZipFile, "_RealGetContents", lambda self: read_directory.append(self))
+    with pytest.raises(MalformedResultError, match=f"more than {MAX_ZIP_MEMBERS}"):
+        count_zip_records(path)
+    assert read_directory == []
+
+
+def overlapping_zip(copies: int, inflated: int) -> bytes:
+    """``copies`` central directory entries that all point at one local entry (the overlap of a zip bomb)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("a.csv", b"Id\n" + b"\n" * inflated)
+    data = buffer.getvalue()
+    start = data.index(b"PK\x01\x02")
+    end = data.index(b"PK\x05\x06")
+    entry = data[start:end]
+    directory = b"".join(entry[:46] + b"%c.csv" % (97 + n) + entry[46 + 5 :] for n in range(copies))
+    tail = bytearray(data[end:])
+    tail[8:10] = tail[10:12] = copies.to_bytes(2, "little")
+    tail[12:16] = len(directory).to_bytes(4, "little")
+    return data[:start] + directory + bytes(tail)
+
+
+def test_overlapping_zip_entries_are_refused_before_inflating(tmp_path) -> None:
+    path = tmp_path / "overlap.zip"
+    path.write_bytes(overlapping_zip(6, 8 << 20))
+    with zipfile.ZipFile(path) as archive:
+        assert len(archive.infolist()) == 6  # a reader that does not check inflates each one
+    with pytest.raises(MalformedResultError, match="overlap"):
+        count_zip_records(path)
