@@ -158,13 +158,18 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
     """
     Say why a finished job is not a success, with the messages of its failed batches.
 
-    ``None`` means success: the job is ``completed`` and so is every batch.
+    ``None`` means success: the job is ``completed`` and so is every batch (a batch of a
+    completed job still ``pending`` or ``executing`` has no file: it is no success either).
     """
-    failed = [
-        batch for batch in batches_of(job) if AquaJobStatus.normalize(batch.get("status")) in _BATCH_FAILURE_STATUSES
-    ]
     status = job.get("status")
-    if AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED and not failed:
+    completed = AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED
+    batch_statuses = [(batch, AquaJobStatus.normalize(batch.get("status"))) for batch in batches_of(job)]
+    failed = [
+        batch
+        for batch, batch_status in batch_statuses
+        if (batch_status != AquaJobStatus.COMPLETED if completed else batch_status in _BATCH_FAILURE_STATUSES)
+    ]
+    if completed and not failed:
         return None
     reason = f"AQuA job {job.get('id')} ended with status {status!r}"
     if failed:

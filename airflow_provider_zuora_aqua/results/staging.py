@@ -24,7 +24,10 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -44,6 +47,9 @@ _UPLOAD_CHUNK = 8 * 1024 * 1024
 _WRITEBACK_BYTES = 16 * 1024 * 1024
 _FADVISE = hasattr(os, "posix_fadvise")
 _TEMP_PREFIX_CHARS = 100
+_SPOOL_PREFIX = "aqua-spool-"
+#: The names of files being written (:func:`hidden_part_name`): nothing else is ever swept.
+HIDDEN_PART = re.compile(rf"\.(?P<name>.{{1,{_TEMP_PREFIX_CHARS}}})\.[0-9a-f]{{12}}\.part", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -165,10 +171,10 @@ class StagedFile:
             folder = target.local.parent
             folder.mkdir(parents=True, exist_ok=True)
             # Same folder as the final name, so that the rename is atomic; hidden; mode from the umask.
-            path = folder / f".{target.local.name[:_TEMP_PREFIX_CHARS]}.{secrets.token_hex(6)}.part"
+            path = folder / hidden_part_name(target.local.name)
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         else:
-            descriptor, name = tempfile.mkstemp(prefix="aqua-spool-", suffix=".part")
+            descriptor, name = tempfile.mkstemp(prefix=_SPOOL_PREFIX, suffix=".part")
             path = Path(name)
         #: The local spool file (zip is counted by reading it back: it needs seeking).
         self.path = path
@@ -212,7 +218,7 @@ class StagedFile:
         if self.target.local is not None or self._parked is not None:
             return
         remote: Any = self.target.remote
-        hidden = remote.with_name(f".{remote.name[:_TEMP_PREFIX_CHARS]}.{secrets.token_hex(6)}.part")
+        hidden = remote.with_name(hidden_part_name(remote.name))
         self._parked = hidden
         self._parked_size = self._upload(hidden)
         self.discard_spool()
@@ -236,9 +242,13 @@ class StagedFile:
 
     def discard_spool(self) -> None:
         """Remove the local spool file (a published local spool is already gone)."""
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        try:
+            self.file.close()
+        except OSError:
+            pass  # a full disk fails the flush of the last buffered bytes: the spool goes all the same
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     def discard(self) -> None:
         """Remove everything not published: the spool file, and a parked object."""
@@ -271,6 +281,123 @@ class StagedFile:
                 raise
             sink.close()
         return size
+
+
+def hidden_part_name(name: str) -> str:
+    """The hidden name a file is written under beside its final ``name`` (:data:`HIDDEN_PART`)."""
+    return f".{name[:_TEMP_PREFIX_CHARS]}.{secrets.token_hex(6)}.part"
+
+
+def hidden_part_for(part_name: str, names: Iterable[str]) -> bool | None:
+    """
+    Whether ``part_name`` is a hidden part (:func:`hidden_part_name`) of one of ``names``;
+    None when it is no hidden part of ours at all.
+    """
+    found = HIDDEN_PART.fullmatch(part_name)
+    if found is None:
+        return None
+    return found.group("name") in {name[:_TEMP_PREFIX_CHARS] for name in names}
+
+
+def same_file(first: Destination, second: Destination) -> bool:
+    """Whether two names reach one file (``A.csv`` and ``a.csv`` on a case-insensitive disk)."""
+    if first.local is not None and second.local is not None:
+        try:
+            return os.path.samefile(first.local, second.local)
+        except OSError:
+            return False
+    return first.uri == second.uri
+
+
+def resolve_folder(destination: object, conn_id: str | None = None) -> Destination:
+    """
+    :func:`resolve_destination` for a folder, checked before any file is requested: an
+    existing file (or a file where a parent folder should be) raises :class:`AquaConfigurationError`.
+    """
+    folder = resolve_destination(destination, conn_id)
+    if folder.local is not None:
+        existing = next((path for path in (folder.local, *folder.local.parents) if path.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise AquaConfigurationError(
+                f"destination {str(folder.local)!r} must be a folder, but {str(existing)!r} is an existing file: "
+                "give the path of a folder (it is created when missing)"
+            )
+        return folder
+    remote: Any = folder.remote
+    if remote.is_file():
+        raise AquaConfigurationError(
+            f"destination {folder.uri!r} must be a folder, but it is an existing object: give a prefix that ends "
+            "with '/' or a new one"
+        )
+    return folder
+
+
+def children(folder: Destination) -> list[str]:
+    """The names of the files directly in ``folder`` (none when it does not exist)."""
+    if folder.local is not None:
+        if not folder.local.is_dir():
+            return []
+        return sorted(entry.name for entry in os.scandir(folder.local) if entry.is_file(follow_symlinks=False))
+    remote: Any = folder.remote
+    if not remote.exists():
+        return []
+    return sorted(path.name for path in remote.iterdir() if path.is_file())
+
+
+def modified_seconds_ago(target: Destination) -> float | None:
+    """Seconds since ``target`` was last written (None when it is gone or the store does not say)."""
+    try:
+        if target.local is not None:
+            return time.time() - target.local.stat(follow_symlinks=False).st_mtime
+        info: Any = target.remote.stat()  # type: ignore[union-attr]
+    except (FileNotFoundError, OSError):
+        return None
+    modified = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+    if isinstance(modified, datetime):
+        return (datetime.now(timezone.utc) - modified).total_seconds()
+    if isinstance(modified, (int, float)):
+        return time.time() - modified
+    return None
+
+
+def remove(target: Destination) -> None:
+    """
+    Remove a file for good: locally the removal is made durable (folder fsync) before this
+    returns, so that a crash cannot bring the file back; in object storage a delete is durable.
+    """
+    if target.local is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target.local)
+        _fsync_folder(target.local.parent)
+    else:
+        remote: Any = target.remote
+        with contextlib.suppress(FileNotFoundError):
+            remote.fs.rm(remote.path)
+
+
+def read_small(target: Destination, limit: int) -> bytes | None:
+    """The bytes of a file of at most ``limit`` bytes; None when it does not exist; longer: ``limit + 1`` bytes."""
+    path: Any = target.local if target.local is not None else target.remote
+    try:
+        with path.open("rb") as handle:
+            return handle.read(limit + 1)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def sweep_spools(max_age: float) -> int:
+    """Remove local spool files of object-storage uploads a killed process left, unmodified for ``max_age`` s."""
+    removed = 0
+    folder = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if not (entry.name.startswith(_SPOOL_PREFIX) and entry.name.endswith(".part")):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and time.time() - entry.stat().st_mtime > max_age:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def _check_size(remote: Any, size: int) -> None:

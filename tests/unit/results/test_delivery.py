@@ -68,3 +68,24 @@ def test_batches_that_are_not_objects_are_skipped():
 
     assert plan_files({"id": "j", "format": "csv", "batches": {"a": 1}}) == []
     assert plan_files({"id": "j", "format": "csv", "batches": ["a", "b"]}) == []
+
+
+@pytest.mark.parametrize("segmented_first", [True, False])
+def test_final_file_names_are_unique_case_insensitively(segmented_first):
+    """A segmented batch ``accounts`` writes accounts.part1.csv: a batch named ``accounts.part1`` must not."""
+    segmented = {"name": "accounts", "status": "completed", "segments": ["s1", "s2"]}
+    single = {"name": "Accounts.Part1", "status": "completed", "fileId": "f1"}
+    manifest_named = {"name": "_manifest.json", "status": "completed", "fileId": "f2"}
+    batches = [segmented, single] if segmented_first else [single, segmented]
+    job = {"id": "j", "format": "csv", "batches": [*batches, manifest_named]}
+
+    names = [file["name"] for batch in plan_files(job) for file in batch["files"]]
+
+    assert len({name.lower() for name in names}) == len(names) == 4
+    assert "_manifest.json" not in names
+    expected = (
+        ["accounts.part1.csv", "accounts.part2.csv", "Accounts.Part1-2.csv"]
+        if segmented_first
+        else ["Accounts.Part1.csv", "accounts-2.part1.csv", "accounts-2.part2.csv"]
+    )
+    assert names[:3] == expected
