@@ -158,3 +158,25 @@ def test_the_submit_operator_with_a_destination_has_the_same_lineage_and_asset_e
         str(tmp_path / "accounts.csv"),
         str(tmp_path / "invoices.csv"),
     ]
+
+
+@pytest.mark.parametrize("status", ["error", "pending"])
+def test_a_completed_job_with_a_batch_not_completed_is_refused_before_any_file(tmp_path, monkeypatch, status):
+    """The rule of the submit operator (check_job_succeeded), applied by the delivery both operators share."""
+    from tests.support.hostile_server import HostileServer, Reply, job_json, json_body
+
+    batches = [
+        {"name": "accounts", "status": "completed", "fileId": "f1", "recordCount": 1},
+        {"name": "invoices", "status": status, "message": "query aborted"},
+    ]
+    with HostileServer() as server:
+        job = job_json("completed", format="csv", batches=batches)
+        server.on("GET", f"/v1/batch-query/jobs/{job['id']}", Reply(body=json_body(job)))
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(server.base_url))
+        operator = AquaDownloadResultsOperator(task_id="download", job_id=job["id"], destination=tmp_path / "out")
+
+        with pytest.raises(AquaJobFailedError, match=f"'invoices' {status}: query aborted"):
+            operator.execute(context())
+
+        assert [request.path for request in server.requests if request.path.startswith("/v1/files")] == []
+    assert not (tmp_path / "out").exists()
