@@ -737,6 +737,9 @@ class AquaIncrementalExportOperator(_DeliveringOperator):
     and a retry re-attaches to the ones still running. A window published by a killed run is
     not exported again; a window a killed run left half-written is replaced.
 
+    One task instance of the export runs at a time (``max_active_tis_per_dag=1`` unless set):
+    two at once would plan from the same watermark. Give each export its own destination.
+
     Returns (XCom ``return_value``) the windows this run published:
     ``[{"query", "window", "manifest", "records", "job_id"}, ...]``, oldest first.
 
@@ -803,6 +806,9 @@ class AquaIncrementalExportOperator(_DeliveringOperator):
         cancel_on_task_failure: bool = True,
         **kwargs: Any,
     ) -> None:
+        # Two task instances of one export at once (a catch-up, a manual run during a scheduled
+        # one) would plan from the same mark and publish overlapping windows: one at a time.
+        kwargs.setdefault("max_active_tis_per_dag", 1)
         super().__init__(**kwargs)
         self.queries = queries
         self.destination = destination

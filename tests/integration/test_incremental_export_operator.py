@@ -317,3 +317,8 @@ def test_two_runs_at_once_on_one_destination_do_not_publish_overlapping_windows(
         assert errors == []
         assert exported_versions(tmp_path).count(("A1", "one")) == 1
         export(tmp_path).execute(context(FakeTaskInstance("zuora_changes")))  # the next run can go on
+
+
+def test_one_task_instance_of_an_export_runs_at_a_time_unless_told_otherwise(tmp_path):
+    assert export(tmp_path).max_active_tis_per_dag == 1
+    assert export(tmp_path, max_active_tis_per_dag=2).max_active_tis_per_dag == 2
