@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,39 @@ def docs_migrated_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
 
 @pytest.fixture
 def docs_simulator() -> Iterator[AquaSimulator]:
-    """Jobs complete after a second, so that DAG runs end quickly."""
+    """Jobs complete after a second, so that DAG runs end quickly; Account and Subscription hold rows."""
     with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=1) as sim:
+        seed_tenant(sim)
         yield sim
+
+
+def seed_tenant(sim: AquaSimulator) -> None:
+    """Rows changed over the last 60 days, so that the docs' windowed exports export records."""
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    sim.tenant.insert_many(
+        "Account",
+        [
+            {
+                "Id": f"A{i:03}",
+                "Name": f"Customer {i}",
+                "Balance": 10 * i,
+                "UpdatedDate": now - timedelta(days=2 * i, hours=3),
+            }
+            for i in range(30)
+        ],
+    )
+    sim.tenant.insert_many(
+        "Subscription",
+        [
+            {
+                "Id": f"S{i:03}",
+                "Name": f"Plan {i}",
+                "Status": ("Active", "Expired")[i % 2],
+                "UpdatedDate": now - timedelta(days=3 * i, hours=1),
+            }
+            for i in range(20)
+        ],
+    )
 
 
 @pytest.fixture

@@ -10,11 +10,13 @@ checks the script and its options. Blocks of any other kind must be ``text`` or 
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import subprocess
 import sys
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -137,7 +139,30 @@ def test_included_example_dag_runs(path: Path, docs_home: AirflowHome, docs_simu
     else:
         assert statuses and set(statuses) == {"completed"}
     manifests = sorted(exports_folder.rglob("_manifest.json"))
-    assert len(manifests) == (2 if path.name == "example_zuora_aqua_results.py" else 0)
+    if path.name == "example_zuora_aqua_incremental.py":
+        _check_incremental_export(path.read_text(), exports_folder / "incremental", docs_simulator)
+    else:
+        assert len(manifests) == (2 if path.name == "example_zuora_aqua_results.py" else 0)
+
+
+def _check_incremental_export(source: str, destination: Path, sim: AquaSimulator) -> None:
+    """Per query, windows that tile from the DAG's start, and each current row in them exactly once."""
+    start = re.search(r'start="([^"]+)"', source).group(1).replace("Z", "+00:00")
+    wanted = {"Account": lambda row: True, "Subscription": lambda row: row["Status"] != "Expired"}
+    for query, matches in wanted.items():
+        manifests = [json.loads(path.read_text()) for path in sorted((destination / query).glob("*/_manifest.json"))]
+        windows = [(manifest["window"]["start"], manifest["window"]["end"]) for manifest in manifests]
+        assert windows and windows[0][0] == start, windows
+        assert all(left[1] == right[0] for left, right in zip(windows, windows[1:])), windows
+        mark = datetime.fromisoformat(windows[-1][1])
+        exported = []
+        for manifest in manifests:
+            for entry in manifest["files"]:
+                with open(entry["uri"].removeprefix("file://"), newline="") as handle:
+                    exported += [(row["Id"], row["IsDeleted"]) for row in csv.DictReader(handle)]
+        table = sim.tenant.rows(query)
+        current = [row for row in table if datetime.fromisoformat(start) <= row["UpdatedDate"] < mark and matches(row)]
+        assert current and sorted(exported) == sorted((row["Id"], "false") for row in current)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -242,19 +242,9 @@ def finish_run(stack: AirflowStack, run_id: str) -> Run:
     return Run(run_id, ti, xcom["value"])
 
 
-def running_pid(stack: AirflowStack, run_id: str, try_number: int = 1) -> int:
-    ti = wait_for(
-        lambda: (
-            (ti := stack.task_instance(DAG_ID, run_id, TASK_ID))
-            and ti.get("state") == "running"
-            and ti.get("try_number") == try_number
-            and ti.get("pid")
-            and ti
-        ),
-        timeout=120,
-        interval=0.2,
-        what=f"try {try_number} of {run_id} running",
-    )
+def running_pid(stack: AirflowStack, run_id: str) -> int:
+    ti = stack.wait_for_task_state(DAG_ID, run_id, TASK_ID, {"running"})
+    assert ti["pid"], ti
     return ti["pid"]
 
 
