@@ -202,7 +202,10 @@ class TestWhileARetryIsToCome:
         TaskJobRecord.open(ti, None, aqua_conn).submitted(job_id)
         return job_id, ti
 
-    def test_a_durable_tasks_job_is_left_to_the_retry(self, simulator, aqua_conn):
+    def test_a_durable_tasks_job_is_left_to_the_retry(self, simulator, aqua_conn, monkeypatch):
+        from airflow_provider_zuora_aqua import callbacks
+
+        monkeypatch.setattr(callbacks, "HAS_TASK_STATE_STORE", True)  # Airflow 3.3+: the retry re-attaches
         job_id, ti = self._failed_try(simulator, aqua_conn, try_number=1, max_tries=1)
         cancel_aqua_job_on_failure({"ti": ti, "task": SimpleNamespace(durable=True)})
         assert simulator.get_job(job_id)["status"] in ("submitted", "executing")
