@@ -13,7 +13,14 @@ Each round, side by side on the same simulator:
 Also counts the API calls one waiting task makes per job-hour: the real polling loop against
 the simulator, with a virtual clock so that an hour passes in a second.
 
-Run: ``.venv/bin/python benchmarks/cancel_latency.py [--rounds 20]`` (about 20 s per round).
+``--one-call`` measures one cancel call alone, side by side in one run, each side in fresh
+processes (``--processes`` of them, ``--calls`` timed calls each after one untimed warm-up call
+that fetches the token and opens the connection): ``ZuoraAquaHook.cancel_job``, a bare
+``requests`` session, and zuora-sdk's ``AggregateQueriesApi.delete_batch_query_job`` (run by the
+interpreter of ``.venv-sdk`` when it exists: ``bash .ci/sdk`` makes it).
+
+Run: ``.venv/bin/python benchmarks/cancel_latency.py [--rounds 20]`` (about 20 s per round), or
+``.venv/bin/python benchmarks/cancel_latency.py --one-call [--processes 10 --calls 50]``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, stop_pr
 
 CLIENT_ID = "bench-client-id"
 CLIENT_SECRET = "bench-client-secret-123"
+#: zuora-sdk refuses a client id shorter than 36 characters (a UUID, as Zuora issues them).
+SDK_CLIENT_ID = "bench0c1-1e2d-4c3b-9a8f-0123456789ab"
 QUERY = {"format": "csv", "version": "1.0", "queries": [{"name": "a", "query": "select Id from Account"}]}
 
 
@@ -115,6 +124,97 @@ def calls_per_job_hour(sim: AquaSimulator, poll_interval: float) -> int:
     return len(sim.requests)
 
 
+#: One side of the one-call benchmark: argv = base URL, client id, secret, job ids...; defines ``cancel(job_id)``.
+_ONE_CALL_SIDES = {
+    "provider": """
+os.environ["AIRFLOW_CONN_ZUORA_AQUA_DEFAULT"] = json.dumps(
+    {"conn_type": "zuora_aqua", "host": base_url, "login": client_id, "password": secret})
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+cancel = ZuoraAquaHook().cancel_job
+""",
+    "bare requests": """
+import requests
+session = requests.Session()
+token = session.post(f"{base_url}/oauth/token", data={"client_id": client_id, "client_secret": secret,
+    "grant_type": "client_credentials"}, timeout=10).json()["access_token"]
+headers = {"Authorization": f"Bearer {token}"}
+def cancel(job):
+    answer = session.delete(f"{base_url}/v1/batch-query/jobs/{job}", headers=headers, timeout=10)
+    answer.raise_for_status()
+    return answer.json()
+""",
+    "zuora-sdk": """
+import zuora_sdk
+client = zuora_sdk.ApiClient(zuora_sdk.Configuration(host=base_url))
+token = zuora_sdk.OAuthApi(client).create_token(client_id=client_id, client_secret=secret,
+    grant_type="client_credentials")
+client.set_default_header("Authorization", f"Bearer {token.access_token}")
+cancel = zuora_sdk.AggregateQueriesApi(client).delete_batch_query_job
+""",
+}
+_ONE_CALL_HEAD = """
+import json, os, sys, time
+base_url, client_id, secret, *jobs = sys.argv[1:]
+"""
+#: After the side's code: one untimed call (token, connection), then the timed ones, printed in seconds.
+_ONE_CALL_TAIL = """
+cancel(jobs[0])
+times = []
+for job in jobs[1:]:
+    started = time.perf_counter()
+    cancel(job)
+    times.append(time.perf_counter() - started)
+print(json.dumps(times))
+"""
+
+
+def one_call(processes: int, calls: int) -> int:
+    """Each side in ``processes`` fresh processes, interleaved; ``calls`` timed cancels in each."""
+    sdk_python = Path(__file__).resolve().parent.parent / ".venv-sdk" / "bin" / "python"
+    interpreters = {"provider": sys.executable, "bare requests": sys.executable}
+    if sdk_python.exists():
+        interpreters["zuora-sdk"] = str(sdk_python)
+    else:
+        print("zuora-sdk: no .venv-sdk (run `bash .ci/sdk` to make it): left out")
+    times: dict[str, list[float]] = {side: [] for side in interpreters}
+    with AquaSimulator(client_id=SDK_CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=3600) as sim:
+        from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+
+        os.environ["AIRFLOW_CONN_ZUORA_AQUA_DEFAULT"] = json.dumps(
+            {"conn_type": "zuora_aqua", "host": sim.base_url, "login": SDK_CLIENT_ID, "password": CLIENT_SECRET}
+        )
+        hook = ZuoraAquaHook()
+        for _ in range(processes):
+            for side, python in interpreters.items():  # interleaved: machine noise hits every side alike
+                jobs = [hook.submit_job(QUERY)["id"] for _ in range(calls + 1)]
+                done = subprocess.run(
+                    [
+                        python,
+                        "-c",
+                        _ONE_CALL_HEAD + _ONE_CALL_SIDES[side] + _ONE_CALL_TAIL,
+                        sim.base_url,
+                        SDK_CLIENT_ID,
+                        CLIENT_SECRET,
+                        *jobs,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                times[side].extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"\nOne cancel call on loopback, {processes} fresh processes x {calls} calls per side (warm token):")
+    bare_p50, _ = summary(times["bare requests"])
+    sdk_p50 = summary(times["zuora-sdk"])[0] if times.get("zuora-sdk") else None
+    for side, values in times.items():
+        p50, p95 = summary(values)
+        versus_sdk = "" if sdk_p50 is None else f", {p50 / sdk_p50:.2f}x zuora-sdk"
+        print(
+            f"  {side:14s} p50 {p50 * 1000:6.2f} ms  p95 {p95 * 1000:6.2f} ms  "
+            f"({p50 / bare_p50:.2f}x bare requests{versus_sdk})"
+        )
+    return 0
+
+
 def summary(values: list[float]) -> tuple[float, float]:
     ordered = sorted(values)
     return statistics.median(ordered), ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
@@ -123,7 +223,12 @@ def summary(values: list[float]) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=20, help="latency rounds; 0 counts API calls only")
+    parser.add_argument("--one-call", action="store_true", help="time one cancel call per side (see above)")
+    parser.add_argument("--processes", type=int, default=10, help="--one-call: fresh processes per side")
+    parser.add_argument("--calls", type=int, default=50, help="--one-call: timed calls per process")
     args = parser.parse_args()
+    if args.one_call:
+        return one_call(args.processes, args.calls)
 
     results: dict[str, list[float]] = {"airflow warm": [], "airflow cold": [], "bare requests": []}
     with (

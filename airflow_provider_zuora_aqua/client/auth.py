@@ -263,6 +263,7 @@ class Credentials:
         self.settings = settings
         self.log = log
         self._key = settings.token_cache_key
+        self._scrubber_cache: tuple[tuple[str, ...], Scrubber] | None = None
 
     def token(self, fetch: Callable[[], tuple[str, float]], deadline: float | None = None) -> str:
         """
@@ -349,4 +350,8 @@ class Credentials:
         return self._scrubber().json(value)
 
     def _scrubber(self) -> Scrubber:
-        return Scrubber([self.settings.client_secret, *TOKEN_CACHE.recent(self._key)])
+        secrets = (self.settings.client_secret, *TOKEN_CACHE.recent(self._key))
+        cached = self._scrubber_cache
+        if cached is None or cached[0] != secrets:  # a new token: a new pattern
+            cached = self._scrubber_cache = (secrets, Scrubber(secrets))
+        return cached[1]

@@ -112,6 +112,9 @@ class AquaClient:
         self.auth = Credentials(settings, log)
         self.record = CallRecord() if record is None else record
         self.session = new_session()
+        #: What requests would read from the environment at every call (a scan of every variable,
+        #: twice, and ~/.netrc): read once per client instead (see :func:`environment_options`).
+        self._options = environment_options(settings.base_url)
 
     def call(
         self,
@@ -246,6 +249,7 @@ class AquaClient:
                     timeout=(min(CONNECT_SECONDS, seconds), seconds),
                     allow_redirects=False,
                     stream=True,
+                    **self._options,
                 )
             except _TRANSPORT_ERRORS as exc:
                 raise self._failed(what, exc, bound) from None
@@ -368,9 +372,26 @@ def proxy_for(url: str) -> str | None:
     return requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
 
 
+def environment_options(url: str) -> dict[str, Any]:
+    """
+    ``proxies`` and ``verify`` for calls to ``url`` as ``requests`` takes them from the
+    environment (``HTTPS_PROXY``, ``NO_PROXY``..., ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``),
+    read once: a :func:`new_session` session does not read the environment itself. No proxy for
+    a loopback host.
+    """
+    proxies = {} if is_loopback(urlsplit(url).hostname or "") else requests.utils.get_environ_proxies(url)
+    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return {"proxies": proxies, "verify": verify}
+
+
 def new_session() -> Session:
-    """A session that applies :func:`proxy_for` and honours :class:`ExchangeDeadline`."""
+    """
+    A session that honours :class:`ExchangeDeadline`, never goes through a proxy to a loopback
+    host, and does not read the environment at each call (``trust_env`` off: proxies and CA
+    bundle come from :func:`environment_options`; ``~/.netrc`` is never read).
+    """
     session = Session()
+    session.trust_env = False
     adapter = _Adapter()
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -639,3 +639,31 @@ class TestThreatModelPromises:
         finally:
             release.set()
             fetching.join(10)
+
+
+class TestCostOfACall:
+    """what a call does besides its exchange (no timing here: benchmarks/cancel_latency.py --one-call times it)."""
+
+    def test_the_environment_is_read_once_per_hook_not_per_call(self, server, use_conn, monkeypatch):
+        import requests.utils
+
+        reads = {"proxies": 0, "netrc": 0}
+        environ_proxies, netrc_auth = requests.utils.get_environ_proxies, requests.utils.get_netrc_auth
+
+        def counted(name, function):
+            def call(*args, **kwargs):
+                reads[name] += 1
+                return function(*args, **kwargs)
+
+            return call
+
+        monkeypatch.setattr(requests.utils, "get_environ_proxies", counted("proxies", environ_proxies))
+        monkeypatch.setattr(requests.utils, "get_netrc_auth", counted("netrc", netrc_auth))
+        monkeypatch.setattr("requests.sessions.get_environ_proxies", requests.utils.get_environ_proxies, raising=False)
+        monkeypatch.setattr("requests.sessions.get_netrc_auth", requests.utils.get_netrc_auth)
+        hook = use_conn()
+
+        for _ in range(5):
+            hook.cancel_job(JOB_ID)
+
+        assert reads == {"proxies": 0, "netrc": 0}  # a loopback host: no proxy to look up, and ~/.netrc never
