@@ -352,9 +352,8 @@ def test_rows_inserted_updated_deleted_and_arriving_late_between_and_during_runs
     between = set(tenant.written) - before_run_2
     wait_until_older_than_the_lag(tenant_sim)
 
-    stack.trigger(DAG_ID, "changes-2")
-    running_pid(stack, "changes-2")
     submitted = len(tenant_sim.jobs())
+    stack.trigger(DAG_ID, "changes-2")
     wait_for(lambda: len(tenant_sim.jobs()) > submitted, timeout=120, what="the second run's first submit")
     # During the run: above its windows' end, they belong to the next one.
     tenant.update("acct-04", Status="Active")
@@ -367,9 +366,10 @@ def test_rows_inserted_updated_deleted_and_arriving_late_between_and_during_runs
     tenant.update("new-00", Balance=0)
     tenant.insert("late-02", "Active", 0, delay=INDEX_DELAY)
     wait_until_older_than_the_lag(tenant_sim)
+    submitted = len(tenant_sim.jobs())
     stack.trigger(DAG_ID, "changes-3")
-    running_pid(stack, "changes-3")
-    # Written during the last run, so above its mark: they match the "or" and must not be exported.
+    wait_for(lambda: len(tenant_sim.jobs()) > submitted, timeout=120, what="the third run's first submit")
+    # Written after the last run read "now", so above its mark: they match the "or" and must not be exported.
     for k in range(2):
         tenant.insert(f"after-{k}", "Active", 1000)
         story.after_mark.add(f"after-{k}")
