@@ -10,7 +10,8 @@ measurement is a fresh Python process that downloads one file once, from loopbac
   (quote-aware; gzip decompressed with zlib), the verification the provider does;
 * ``provider``: ``ZuoraAquaHook.download_file(..., expected_records=N)``: the same checks,
   plus a temporary name, fsync and rename;
-* ``zuora-sdk``: ``FilesApi.get_files`` (the whole file in memory), then written to disk.
+* ``zuora-sdk``: ``FilesApi.get_files`` (the whole file in memory), then written to disk; left
+  out when the interpreter running this has no ``zuora_sdk`` (it lives in ``.venv-sdk`` now).
 
 Rounds interleave the clients (their order rotates). Throughput is stored bytes per second
 of the download call; peak RSS growth is sampled from the parent (psutil, every 5 ms) against
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import statistics
@@ -234,7 +236,7 @@ def report(file_format: str, runs: dict[str, list[dict]]) -> None:
     print(f"\n{file_format}: {size / MIB:.0f} MiB stored, {len(runs['bare'])} round(s), medians")
     print(f"  {'client':<13} {'MiB/s':>8} {'vs bare+verify':>15} {'peak RSS growth':>16}")
     reference = statistics.median(size / run["seconds"] for run in runs["bare+verify"])
-    for client in CLIENTS:
+    for client in runs:
         rate = statistics.median(size / run["seconds"] for run in runs[client])
         growth = statistics.median(run["rss_growth"] for run in runs[client])
         print(f"  {client:<13} {rate / MIB:>8.0f} {rate / reference:>14.2f}x {growth / MIB:>13.1f} MB")
@@ -274,9 +276,12 @@ def main() -> None:
                 {"conn_type": "zuora_aqua", "host": base_url, "login": CLIENT_ID, "password": CLIENT_SECRET}
             )
             env = {**os.environ, "AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": connection, "AIRFLOW_HOME": folder}
-            runs: dict[str, dict[str, list[dict]]] = {name: {client: [] for client in CLIENTS} for name in files}
+            clients = [c for c in CLIENTS if c != "zuora-sdk" or importlib.util.find_spec("zuora_sdk") is not None]
+            if "zuora-sdk" not in clients:
+                print("zuora-sdk is not installed here (it lives in .venv-sdk, apart from Airflow): left out")
+            runs: dict[str, dict[str, list[dict]]] = {name: {client: [] for client in clients} for name in files}
             for round_number in range(args.rounds):
-                order = CLIENTS[round_number % len(CLIENTS) :] + CLIENTS[: round_number % len(CLIENTS)]
+                order = clients[round_number % len(clients) :] + clients[: round_number % len(clients)]
                 for file_format, (url, expected) in files.items():
                     for client in order:
                         run = measure(client, url, token, file_format, expected, folder, env)
