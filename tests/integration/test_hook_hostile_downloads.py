@@ -12,13 +12,13 @@ import hashlib
 import json
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from airflow_provider_zuora_aqua.exceptions import AquaIntegrityError, AquaInvalidAnswerError, AquaTransportError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from tests.support.hostile_server import FileVersions, HostileServer, Reply
+from tests.support.hostile_server import FileVersions, HostileServer, Recorded, Reply, serve
 
 CONN_ID = "hostile_files"
 FILE_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
@@ -30,10 +30,7 @@ def csv_rows(rows: int, version: str = "a") -> bytes:
     return b"Id,Name\n" + b"".join(b"%d,name-%s-%d\n" % (n, version.encode(), n) for n in range(rows))
 
 
-@pytest.fixture
-def server() -> Iterator[HostileServer]:
-    with HostileServer() as hostile:
-        yield hostile
+server = pytest.fixture(serve, name="server")
 
 
 @pytest.fixture
@@ -114,6 +111,17 @@ class TestThroughputFloor:
         assert result["sha256"] == hashlib.sha256(data).hexdigest()
 
 
+def changed_before_the_resume(route: FileVersions) -> Callable[[Recorded], Reply]:
+    """The file changes between the first answer and the first range request."""
+
+    def answer(request: Recorded) -> Reply:
+        if route.current == 0 and "Range" in request.headers:
+            route.change()
+        return route(request)
+
+    return answer
+
+
 class TestResume:
     @pytest.mark.parametrize("validator", ["etag", "last-modified"])
     def test_a_resume_sends_if_range_with_the_first_answers_validator(self, server, hook, tmp_path, validator):
@@ -133,14 +141,7 @@ class TestResume:
     def test_a_file_that_changed_between_attempts_is_not_spliced(self, server, hook, tmp_path):
         """If-Range no longer matches: the server sends the new version whole, and only it is stored."""
         old, new = csv_rows(100_000, "a"), csv_rows(100_000, "b")
-        route = FileVersions(old, new, cut_first_after=len(old) // 2)
-
-        def changing(request):
-            if route.current == 0 and "Range" in request.headers:
-                route.change()
-            return route(request)
-
-        server.on("GET", FILE_PATH, changing)
+        server.on("GET", FILE_PATH, changed_before_the_resume(FileVersions(old, new, cut_first_after=len(old) // 2)))
 
         result = hook().download_file(FILE_ID, tmp_path / "a.csv", expected_records=100_000)
 
@@ -151,13 +152,7 @@ class TestResume:
         """The range of another version (another size) does not continue the file: it starts again from zero."""
         old, new = csv_rows(100_000, "a"), csv_rows(120_000, "b")
         route = FileVersions(old, new, cut_first_after=len(old) // 2, honour_if_range=False)
-
-        def changing(request):
-            if route.current == 0 and "Range" in request.headers:
-                route.change()
-            return route(request)
-
-        server.on("GET", FILE_PATH, changing)
+        server.on("GET", FILE_PATH, changed_before_the_resume(route))
 
         result = hook().download_file(FILE_ID, tmp_path / "a.csv", expected_records=120_000)
 
