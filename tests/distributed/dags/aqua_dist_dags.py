@@ -56,3 +56,10 @@ with DAG(dag_id="aqua_dist_cb_retry", **COMMON):
         retry_delay=timedelta(seconds=20),
         on_retry_callback=[cancel_aqua_job_on_failure, mark_callback_ran],
     )
+
+# 60 exports at once against a tenant that runs 50 jobs at a time: the last ones wait for a slot.
+# max_active_tasks lifts Airflow's own cap (16 per DAG) so that the tenant's limit is the one met.
+with DAG(dag_id="aqua_dist_limit", max_active_tasks=60, **COMMON):
+    AquaSubmitJobOperator.partial(task_id="export", queries=QUERIES, poll_interval=5, deferrable=True).expand(
+        job_name=[f"dist-limit-{index}" for index in range(60)]
+    )
