@@ -18,6 +18,7 @@ from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import wait_for
 from airflow_provider_zuora_aqua.testing.distributed import CeleryStack
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET
+from tests.support.jobs import submit_keys
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(900)]
 
@@ -42,8 +43,7 @@ def running_jobs(sim: AquaSimulator) -> list[str]:
 
 def refused_submits(sim: AquaSimulator) -> int:
     """Submits answered without a job: each attempt has a key of its own, each job one accepted key."""
-    keys = {request.headers.get("Idempotency-Key") for request in sim.requests_for("submit")}
-    return len(keys) - len(sim.job_ids())
+    return len(set(submit_keys(sim))) - len(sim.job_ids())
 
 
 def mapped_instances(stack: CeleryStack) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, AirflowStack, wait_for
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, connection_json
 from tests.support.e2e import assert_no_secret, wait_for_delete
+from tests.support.jobs import submit_keys
 
 pytestmark = pytest.mark.airflow_e2e
 
@@ -118,7 +119,7 @@ def test_the_dag_level_callback_cancels_the_job_of_each_map_index_through_its_re
     # Exactly one job per map index: the retry re-attached, and the resends named the first job.
     assert first_sim.job_ids() == [first_job] and second_sim.job_ids() == [second_job]
     assert len(first_sim.requests_for("submit")) == 1
-    keys = {r.headers.get("Idempotency-Key") for r in second_sim.requests_for("submit")}
+    keys = set(submit_keys(second_sim))
     assert len(keys) == 1 and keys != {None}
     states = [mapped_ti(stack, run_id, index).get("state") for index in (0, 1)]
     assert states == ["failed", "failed"]
