@@ -9,7 +9,7 @@ when the whole worker died, the task's own ``on_failure_callback``.
 
 * As a task's callback (``AquaSubmitJobOperator`` and ``AquaIncrementalExportOperator`` install
   it by default), it cancels the jobs that task instance recorded and that still run (see
-  :class:`~airflow_provider_zuora_aqua.tasks.record.TaskJobRecord` and ``TaskJobSet``).
+  :class:`~airflow_provider_zuora_aqua.tasks.job_records.TaskJobRecord` and ``TaskJobSet``).
 * At DAG level, ``DAG(..., on_failure_callback=cancel_aqua_job_on_failure)``, it cancels every
   AQuA job that any task instance of the failed run recorded, every map index of a mapped task
   on its own, and that still runs: a DAG-level callback is called once for the run, even when
@@ -36,25 +36,22 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.compat import HAS_TASK_STATE_STORE
-from airflow_provider_zuora_aqua.exceptions import AquaSubmitInProgressError
+from airflow_provider_zuora_aqua.engine.resend import resend_recorded_submit
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus
-from airflow_provider_zuora_aqua.tasks.record import (
+from airflow_provider_zuora_aqua.tasks.job_records import (
     AQUA_CONN_ID_XCOM_KEY,
     AQUA_JOB_ID_XCOM_KEY,
     TaskJobRecord,
     TaskJobSet,
-    map_index_of,
-    task_track_id,
 )
+from airflow_provider_zuora_aqua.tasks.try_ids import map_index_of, task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 #: Callbacks run under the DAG processor's timeout: all cancels of one call end within this.
 CALLBACK_CANCEL_SECONDS = 30.0
-#: Pause between resends while Zuora still processes a dead task's submit (``409``).
-_IN_PROGRESS_WAIT_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +82,7 @@ def cancel_aqua_job_on_failure(context: Context | None) -> None:
         log.error("AQuA failure callback could not read the recorded AQuA jobs: %s", exc)
         return
     if not records:
-        log.info("Task %s recorded no AQuA job: nothing to cancel", ti.task_id)
+        log.debug("Task %s recorded no AQuA job: nothing to cancel", ti.task_id)
         return
     track_id = task_track_id(ti)
     cancelled: set[tuple[str, str]] = set()
@@ -135,29 +132,18 @@ def _cancel_if_running(job_id: str, conn_id: str, track_id: str, max_seconds: fl
 
 def _job_of_submit(record: TaskJobRecord, track_id: str, deadline: float) -> str | None:
     """
-    A task instance died after recording a submit but before recording its job id: send that
-    keyed submit again, and Zuora names the job the first request created (if that request never
-    left, this creates the job, which is then cancelled with the others). Never raises.
+    A task instance died after recording a submit but before recording its job id: Zuora names
+    the job when that keyed submit is sent again (if the first request never left, this creates
+    the job, which is then cancelled with the others). Never raises.
     """
-    if record.submit_key is None or record.submit_body is None or record.conn_id is None:
+    if record.conn_id is None:
         return None
-    hook = ZuoraAquaHook(zuora_conn_id=record.conn_id)
-    while (remaining := deadline - time.monotonic()) > 0:
-        try:
-            job = hook.submit_job(
-                record.submit_body, idempotency_key=record.submit_key, track_id=track_id, max_seconds=remaining
-            )
-        except AquaSubmitInProgressError:
-            # The dead task's own request is still being processed: its answer will name the job.
-            time.sleep(min(_IN_PROGRESS_WAIT_SECONDS, max(0.0, deadline - time.monotonic())))
-            continue
-        except Exception as exc:
-            log.error("AQuA failure callback could not find the job of submit %s: %s", record.submit_key, exc)
-            return None
-        log.info("AQuA failure callback: submit %s created AQuA job %s", record.submit_key, job["id"])
-        return str(job["id"])
-    log.warning("AQuA failure callback ran out of time before the job of submit %s", record.submit_key)
-    return None
+    try:
+        hook = ZuoraAquaHook(zuora_conn_id=record.conn_id)
+        return resend_recorded_submit(hook, record, track_id=track_id, deadline=deadline, log=log)
+    except Exception as exc:
+        log.error("AQuA failure callback could not find the job of submit %s: %s", record.submit_key, exc)
+        return None
 
 
 def _recorded(context: Context) -> Iterator[TaskJobRecord]:
@@ -167,7 +153,7 @@ def _recorded(context: Context) -> Iterator[TaskJobRecord]:
     """
     ti = context["ti"]
     if "reason" not in context or context.get("dag") is None:
-        yield from _pull(ti, ti.task_id, map_index_of(ti), _fallback_conn_id(context.get("task")))
+        yield from _pull(ti, ti.task_id, map_index_of(ti), context.get("task"))
         return
     dag = context["dag"]
     for task_id in dag.task_ids:
@@ -175,30 +161,53 @@ def _recorded(context: Context) -> Iterator[TaskJobRecord]:
         if task is None or not _records_aqua_jobs(task):
             continue
         for map_index in _map_indexes(ti, task):
-            yield from _pull(ti, task_id, map_index, _fallback_conn_id(task))
+            yield from _pull(ti, task_id, map_index, task)
 
 
-def _pull(ti: Any, task_id: str, map_index: int, fallback_conn_id: str) -> Iterator[TaskJobRecord]:
-    """What one task instance recorded: its job (submit operator), or its jobs in flight (incremental export)."""
-    yield TaskJobRecord.pull(ti, task_id, map_index, fallback_conn_id)
-    yield from TaskJobSet.pull(ti, task_id, map_index, fallback_conn_id)
+def _pull(ti: Any, task_id: str, map_index: int, task: Any) -> Iterator[TaskJobRecord]:
+    """
+    What one task instance recorded: its job (submit operator), or its jobs in flight
+    (incremental export). Only the keys its operator writes are read, each written when the task
+    starts: Airflow logs every key it does not find as an error.
+    """
+    fallback_conn_id = _fallback_conn_id(task)
+    one, several = _record_kinds(task)
+    if one:
+        yield TaskJobRecord.pull(ti, task_id, map_index, fallback_conn_id)
+    if several:
+        yield from TaskJobSet.pull(ti, task_id, map_index, fallback_conn_id)
+
+
+def _operator_class(task: Any) -> Any:
+    return getattr(task, "operator_class", type(task))
 
 
 def _records_aqua_jobs(task: Any) -> bool:
     """
-    Whether the task (or, mapped, its operator class) keeps a :class:`TaskJobRecord`. A task of
-    a serialized DAG (``airflow dags test`` runs DAG callbacks on one) is no instance of ours,
-    but keeps the template field that only our submitting operators have.
+    Whether the task holds AQuA jobs in a record (``owns_aqua_jobs`` of our operators). A task
+    of a serialized DAG (``airflow dags test`` runs DAG callbacks on one) is no instance of
+    ours, but keeps the template fields that only our submitting operators have.
     """
-    # Imported here: the operators module imports this one.
-    from airflow_provider_zuora_aqua.operators.aqua import AquaIncrementalExportOperator, AquaSubmitJobOperator
+    owns = getattr(_operator_class(task), "owns_aqua_jobs", None)
+    if isinstance(owns, bool):
+        return owns
+    fields = getattr(task, "template_fields", None) or ()
+    return "zuora_conn_id" in fields and "queries" in fields
 
-    operator_class = getattr(task, "operator_class", type(task))
-    if isinstance(operator_class, type) and issubclass(
-        operator_class, (AquaSubmitJobOperator, AquaIncrementalExportOperator)
-    ):
-        return True
-    return "zuora_conn_id" in (getattr(task, "template_fields", None) or ()) and "queries" in task.template_fields
+
+def _record_kinds(task: Any) -> tuple[bool, bool]:
+    """
+    Whether the task records one job (``aqua_job_id``, ``aqua_submit``) and whether several at
+    once (the incremental export's ``aqua_jobs``); both when the task does not say.
+    """
+    several = getattr(_operator_class(task), "holds_several_jobs", None)
+    if isinstance(several, bool):
+        return not several, several
+    fields = getattr(task, "template_fields", None) or ()
+    if "queries" in fields:
+        several = "cursor" in fields and "start" in fields
+        return not several, several
+    return True, True
 
 
 def _map_indexes(ti: Any, task: Any) -> list[int]:

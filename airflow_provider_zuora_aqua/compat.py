@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowSensorTimeout,
@@ -59,6 +60,7 @@ if not hasattr(BaseHook, "aget_connection"):  # Airflow 3.0
 
 __all__ = [
     "AirflowException",
+    "AirflowProviderDeprecationWarning",
     "AirflowSensorTimeout",
     "BaseHook",
     "BaseOperator",

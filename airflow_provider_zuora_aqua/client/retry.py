@@ -8,39 +8,13 @@ from typing import Any
 import tenacity
 
 from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
-from airflow_provider_zuora_aqua.exceptions import (
-    AquaRateLimitError,
-    AquaServerError,
-    AquaSubmitInProgressError,
-    AquaTransportError,
-)
+from airflow_provider_zuora_aqua.exceptions import is_retryable
+
+__all__ = ["is_retryable", "retry_policy"]
 
 log = logging.getLogger(__name__)
 
-#: Besides rate limits, the one server status that says a request was not processed at all.
-_SERVICE_UNAVAILABLE = 503
 _MAX_BACKOFF_SECONDS = 30.0
-
-
-def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
-    """
-    Say whether a failed call may be sent again.
-
-    Idempotent calls (reads, cancels, submits with an ``Idempotency-Key``) retry connection
-    errors, ``429`` and ``5xx``; a keyed submit also waits out ``409`` (its first request is
-    still in progress). A non-idempotent call (a submit without a key) is
-    retried only when the request cannot have created anything: a connection that was never
-    made, ``429`` or ``503``. Every other ``4xx`` is final.
-    """
-    if isinstance(exc, AquaTransportError):
-        return idempotent or not exc.request_sent
-    if isinstance(exc, AquaRateLimitError):
-        return True
-    if isinstance(exc, AquaSubmitInProgressError):
-        return True
-    if isinstance(exc, AquaServerError):
-        return idempotent or exc.status_code == _SERVICE_UNAVAILABLE
-    return False
 
 
 class _WaitRetryAfterOrBackoff(tenacity.wait.wait_base):

@@ -8,7 +8,6 @@ from typing import Any
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaConfigurationError,
-    AquaRateLimitError,
     AquaServerError,
     AquaSubmitInProgressError,
 )
@@ -24,14 +23,15 @@ MAX_JOB_NAME_LENGTH = 32
 
 def submit_refused(exc: BaseException) -> bool:
     """
-    Whether a submit that raised ``exc`` created no job: it was refused before sending, or Zuora
-    answered it with a refusal (a ZOQL error, 4xx). A lost or transient answer (transport error,
-    ``429``, ``5xx``, ``409`` in progress) may hide a job, and its key must be kept to find it.
+    Whether a submit that raised ``exc`` created no job, so its ``Idempotency-Key`` is spent: it
+    was refused before sending, or Zuora answered it with a refusal (a ZOQL error, a ``4xx``, the
+    tenant's job limit as ``429`` or error ``90028``). Zuora keeps a key's first answer, a refusal
+    included, for 24 hours and replays it: a spent key is never sent again. A lost or transient
+    answer (transport error, ``5xx``, ``409`` in progress) may hide a job: its key is kept to find it.
     """
     if isinstance(exc, AquaConfigurationError):
         return True
-    transient = (AquaRateLimitError, AquaServerError, AquaSubmitInProgressError)
-    return isinstance(exc, AquaApiError) and not isinstance(exc, transient)
+    return isinstance(exc, AquaApiError) and not isinstance(exc, (AquaServerError, AquaSubmitInProgressError))
 
 
 def build_job_request(

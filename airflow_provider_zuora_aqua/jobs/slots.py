@@ -11,6 +11,7 @@ it is sent): the refusal created no job, and Zuora may replay a refused key's an
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,17 @@ from airflow_provider_zuora_aqua.exceptions import AquaError, AquaRateLimitError
 FIRST_SLOT_WAIT_SECONDS = 5.0
 #: Longest wait between two attempts (AQuA jobs run for minutes: a slot frees in that time).
 MAX_SLOT_WAIT_SECONDS = 60.0
+
+
+def slot_wait(backoff: float, retry_after: object, remaining: float | None) -> float:
+    """
+    The pause before the next attempt: the backoff, or a longer ``Retry-After``, never past
+    :data:`MAX_SLOT_WAIT_SECONDS` nor the caller's deadline. A header is not trusted: a value
+    that is not a finite number of seconds counts as absent.
+    """
+    asked = retry_after if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) else 0.0
+    pause = min(max(backoff, asked), MAX_SLOT_WAIT_SECONDS)
+    return pause if remaining is None else max(0.0, min(pause, remaining))
 
 
 def submit_until_accepted(
@@ -48,7 +60,7 @@ def submit_until_accepted(
             remaining = None if deadline is None else deadline - clock()
             if remaining is not None and remaining <= 0:
                 raise
-            pause = max(wait, exc.retry_after or 0.0) if remaining is None else min(wait, remaining)
+            pause = slot_wait(wait, exc.retry_after, remaining)
             log.warning(
                 "Zuora refused the submit: the tenant's concurrent AQuA jobs are at their limit, or calls are "
                 "rate limited (%s); sending it again in %.0f s",

@@ -13,8 +13,13 @@ from collections.abc import Callable, Iterator
 from enum import Enum
 from typing import Any
 
-from airflow_provider_zuora_aqua.client.retry import is_retryable
-from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaError, AquaJobFailedError
+from airflow_provider_zuora_aqua.exceptions import (
+    AquaConfigurationError,
+    AquaError,
+    AquaJobError,
+    AquaJobFailedError,
+    is_retryable,
+)
 
 #: First wait between two polls of a job; it doubles up to the caller's poll interval.
 FIRST_POLL_SECONDS = 2.0
@@ -179,6 +184,48 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
         )
         reason += f"; failed batches: {details}"
     return reason
+
+
+#: Why a stateful (version 1.1) batch comes back ``full: true``: the warning that goes with it.
+STATEFUL_FULL_LOAD_REASONS = (
+    "Zuora reloads everything when the partner/project session is new (its first job), was idle "
+    "for more than 180 days, or its query or deleted column changed since the last session; "
+    "unless one of these was meant, downstream consumers get every record again"
+)
+
+
+def log_completed_batches(job: dict[str, Any], *, version: str, log: Any) -> None:
+    """A line per batch of a completed job; a stateful batch that is a full load is warned about."""
+    for batch in batches_of(job):
+        log.info(
+            "AQuA job %s batch %r completed: %s records, file %s",
+            job.get("id"),
+            batch.get("name"),
+            batch.get("recordCount"),
+            batch.get("fileId") or batch.get("segments"),
+        )
+        if version == "1.1" and batch.get("full") is True:
+            log.warning(
+                "AQuA job %s batch %r is a full load (full: true), not an increment: %s",
+                job.get("id"),
+                batch.get("name"),
+                STATEFUL_FULL_LOAD_REASONS,
+            )
+
+
+def check_deliverable(job: dict[str, Any]) -> dict[str, Any]:
+    """Return a job whose results can be downloaded (it completed, every batch too); else raise saying why."""
+    status = job.get("status")
+    if AquaJobStatus.normalize(status) != AquaJobStatus.COMPLETED:
+        if AquaJobStatus.is_terminal(status):
+            reason = job_failure_reason(job) or f"AQuA job {job.get('id')} ended {status!r}"
+            raise AquaJobFailedError(f"{reason}: it has no results to download", job=job)
+        raise AquaJobError(
+            f"AQuA job {job.get('id')} is {status!r}, not 'completed': its results are not ready. "
+            "Wait for the job first (AquaSubmitJobOperator waits by default, or use AquaJobSensor).",
+            job=job,
+        )
+    return job
 
 
 def check_job_succeeded(job: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:

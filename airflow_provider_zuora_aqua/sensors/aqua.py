@@ -11,7 +11,7 @@ from airflow_provider_zuora_aqua.compat import AirflowSensorTimeout, BaseSensorO
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, check_job_succeeded, validate_interval
-from airflow_provider_zuora_aqua.tasks.record import task_track_id
+from airflow_provider_zuora_aqua.tasks.try_ids import task_track_id
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -11,11 +11,8 @@ from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.exceptions import AquaApiError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
-from airflow_provider_zuora_aqua.tasks.record import (
-    AQUA_JOB_ID_XCOM_KEY,
-    TaskJobRecord,
-    task_idempotency_key,
-)
+from airflow_provider_zuora_aqua.tasks.job_records import AQUA_JOB_ID_XCOM_KEY, TaskJobRecord
+from airflow_provider_zuora_aqua.tasks.try_ids import task_idempotency_key
 from tests.support.credentials import connection_json
 from tests.support.fakes import QUERIES, FakeRun, FakeTaskInstance, context, submit
 from tests.support.jobs import BODY
@@ -44,7 +41,7 @@ class TestFailureCallback:
 def test_the_failure_callback_finds_and_cancels_the_job_of_a_submit_whose_answer_never_came(simulator, aqua_conn):
     """A task with no retries killed while its submit was in flight: only the recorded submit names the job."""
     from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
-    from airflow_provider_zuora_aqua.tasks.record import AQUA_SUBMIT_XCOM_KEY
+    from airflow_provider_zuora_aqua.tasks.job_records import AQUA_SUBMIT_XCOM_KEY
 
     ti = FakeTaskInstance("export")
     key = task_idempotency_key(ti)
@@ -173,7 +170,7 @@ class TestWhatTheCallbackSendsAgain:
 
 
 def test_the_callback_cancels_every_job_an_incremental_export_had_in_flight(simulator, aqua_conn):
-    from airflow_provider_zuora_aqua.tasks.record import TaskJobSet
+    from airflow_provider_zuora_aqua.tasks.job_records import TaskJobSet
 
     ti = FakeTaskInstance("changes")
     jobs = TaskJobSet.open(ti, None)

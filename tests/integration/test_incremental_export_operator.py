@@ -16,7 +16,7 @@ from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaJ
 from airflow_provider_zuora_aqua.incremental import export as export_module
 from airflow_provider_zuora_aqua.operators.aqua import AquaIncrementalExportOperator
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.tasks.record import AQUA_JOBS_XCOM_KEY
+from airflow_provider_zuora_aqua.tasks.job_records import AQUA_JOBS_XCOM_KEY
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 from tests.support.fakes import FakeStateStore, FakeTaskInstance, context
 
@@ -209,7 +209,7 @@ def test_a_retry_reattaches_to_the_job_an_earlier_try_left_running(tenant_sim, t
     ti = FakeTaskInstance("zuora_changes")
     first.execute(context(ti, task_state_store=store))  # nothing in [Jan 2 12:00, now - lag)
     # Record a submit as a try that died right after sending it would have.
-    from airflow_provider_zuora_aqua.tasks.record import TaskJobSet
+    from airflow_provider_zuora_aqua.tasks.job_records import TaskJobSet
 
     jobs = TaskJobSet.open(ti, store)
     window_slug = "20240101T000000Z_20240102T000000Z"

@@ -21,12 +21,12 @@ from airflow_provider_zuora_aqua.exceptions import (
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.tasks.record import (
+from airflow_provider_zuora_aqua.tasks.job_records import (
     AQUA_JOB_ID_XCOM_KEY,
     AQUA_SUBMIT_BODY_STATE_KEY,
     AQUA_SUBMIT_KEY_STATE_KEY,
-    task_idempotency_key,
 )
+from airflow_provider_zuora_aqua.tasks.try_ids import task_idempotency_key
 from airflow_provider_zuora_aqua.triggers.aqua import AquaJobTrigger
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 from tests.support.fakes import QUERIES, FakeStateStore, FakeTaskInstance, context, submit

@@ -31,7 +31,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaServerError,
     AquaTransportError,
 )
-from airflow_provider_zuora_aqua.tasks.record import task_track_id
+from airflow_provider_zuora_aqua.tasks.try_ids import task_track_id
 
 
 class TestTrackId:

@@ -75,7 +75,9 @@ class TestJobRequest:
         (AquaAuthenticationError("refused credentials", status_code=401), True),
         (AquaIdempotencyKeyReusedError("422", status_code=422), True),
         (AquaServerError("500", status_code=500), False),  # a lost answer may hide a job
-        (AquaRateLimitError("429", status_code=429), False),
+        # The tenant's job limit refused it: no job, and Zuora replays a refused key's answer.
+        (AquaRateLimitError("429", status_code=429), True),
+        (AquaRateLimitError("job limit", status_code=200, error_code="90028"), True),
         (AquaSubmitInProgressError("409", status_code=409), False),
         (AquaTransportError("reset", request_sent=True), False),
     ],

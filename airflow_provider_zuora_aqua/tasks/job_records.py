@@ -26,12 +26,11 @@ sent again with its key, Zuora answers with the job the first request created.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from airflow_provider_zuora_aqua.client.wire import IDEMPOTENCY_KEY_MAX_LENGTH, make_idempotency_key, make_track_id
+from airflow_provider_zuora_aqua.tasks.try_ids import map_index_of
 
 #: XCom key (and task state store key) under which a task records the id of its AQuA job.
 AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"
@@ -47,39 +46,6 @@ AQUA_SUBMIT_XCOM_KEY = "aqua_submit"
 
 #: Zuora forgets an Idempotency-Key 24 hours after it was set: so does the record.
 SUBMIT_KEY_RETENTION = timedelta(hours=24)
-
-
-def task_track_id(ti: Any) -> str:
-    """A ``Zuora-Track-Id`` (at most 64 characters) naming the task try that makes the call."""
-    return make_track_id("airflow", *_try_parts(ti))
-
-
-def task_idempotency_key(ti: Any) -> str:
-    """
-    A new ``Idempotency-Key`` (at most 255 characters) for a submit of the task try.
-
-    It names the try for a reader and ends in a random UUID, so that no other task, DAG or
-    Airflow deployment on the tenant can derive the same key (names made safe for a header
-    collide: ``etl`` + ``zuora.export`` and ``etl.zuora`` + ``export``, or non-ASCII ids).
-    Make it once per submit and record it before sending: every resend of that submit, the
-    retry's and the failure callback's included, reads it back from the record, and Zuora
-    answers them with the job the first request created.
-    """
-    unique = uuid.uuid4().hex
-    readable = make_idempotency_key("airflow-aqua-submit", *_try_parts(ti))
-    return f"{readable[: IDEMPOTENCY_KEY_MAX_LENGTH - len(unique) - 1]}.{unique}"
-
-
-def map_index_of(ti: Any) -> int:
-    """The task instance's map index; -1 when it is not mapped."""
-    map_index = getattr(ti, "map_index", -1)
-    return map_index if isinstance(map_index, int) else -1
-
-
-def _try_parts(ti: Any) -> tuple[object, ...]:
-    map_index = map_index_of(ti)
-    task = ti.task_id if map_index < 0 else f"{ti.task_id}[{map_index}]"
-    return ti.dag_id, task, ti.run_id, ti.try_number
 
 
 @dataclass
@@ -124,11 +90,11 @@ class TaskJobRecord:
                 # The connection an earlier try submitted with (none recorded before this field existed).
                 record.conn_id = _text(store.get(AQUA_CONN_ID_XCOM_KEY)) or conn_id
         # The failure callback may run where templates are not rendered: it reads the real conn id here.
+        # Every key is written (None when empty): the failure callback reads each, and Airflow logs
+        # a key it does not find as an error.
         ti.xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=record.conn_id)
-        if record.submit_key:
-            ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=record._submit_xcom())
-        if record.job_id:
-            ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=record.job_id)
+        ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=record._submit_xcom() if record.submit_key else None)
+        ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=record.job_id)
         return record
 
     def submitting(self, key: str, body: dict[str, Any], conn_id: str) -> None:
@@ -261,6 +227,10 @@ class TaskJobSet:
             self.jobs[slot].job_id = job_id
             self._save()
 
+    def recorded(self) -> dict[str, TaskJobRecord]:
+        """The jobs in flight by slot (a copy: dropping one while iterating is safe)."""
+        return dict(self.jobs)
+
     def drop(self, slot: str) -> None:
         """The slot's submit was refused (no job), or its job's end was handled."""
         if self.jobs.pop(slot, None) is not None:
@@ -306,3 +276,46 @@ def _entries(value: object, map_index: int) -> dict[str, TaskJobRecord]:
             map_index, _text(entry.get("conn_id")), _text(entry.get("job_id")), key, body
         )
     return entries
+
+
+class JobLedger(Protocol):
+    """
+    What the job engine writes through: the jobs of one task instance, by slot (a name of the
+    operator's choosing), in the stores that outlive the task process.
+    """
+
+    def recorded(self) -> dict[str, TaskJobRecord]:
+        """The jobs (or submits) earlier tries left, by slot."""
+
+    def submitting(self, slot: str, key: str, body: dict[str, Any], conn_id: str) -> None:
+        """Record a submit before it is sent."""
+
+    def submitted(self, slot: str, job_id: str) -> None:
+        """Record the job id the moment it is known."""
+
+    def drop(self, slot: str) -> None:
+        """The slot's submit was refused (no job), or its job's end was handled."""
+
+
+#: The slot of the one job of :class:`OneJobLedger`.
+ONE_JOB_SLOT = "job"
+
+
+@dataclass
+class OneJobLedger:
+    """A :class:`TaskJobRecord` as a :class:`JobLedger` of one slot (``AquaSubmitJobOperator``'s job)."""
+
+    record: TaskJobRecord
+
+    def recorded(self) -> dict[str, TaskJobRecord]:
+        return {ONE_JOB_SLOT: self.record} if self.record.names_a_job else {}
+
+    def submitting(self, slot: str, key: str, body: dict[str, Any], conn_id: str) -> None:
+        self.record.submitting(key, body, conn_id)
+
+    def submitted(self, slot: str, job_id: str) -> None:
+        self.record.submitted(job_id)
+
+    def drop(self, slot: str) -> None:
+        self.record.answered()
+        self.record.forget()

@@ -6,7 +6,7 @@ import pytest
 
 from airflow_provider_zuora_aqua.client.wire import validate_idempotency_key, validate_track_id
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
-from airflow_provider_zuora_aqua.tasks.record import (
+from airflow_provider_zuora_aqua.tasks.job_records import (
     AQUA_CONN_ID_XCOM_KEY,
     AQUA_JOB_ID_XCOM_KEY,
     AQUA_JOBS_XCOM_KEY,
@@ -15,9 +15,8 @@ from airflow_provider_zuora_aqua.tasks.record import (
     AQUA_SUBMIT_XCOM_KEY,
     TaskJobRecord,
     TaskJobSet,
-    task_idempotency_key,
-    task_track_id,
 )
+from airflow_provider_zuora_aqua.tasks.try_ids import task_idempotency_key, task_track_id
 from tests.support.fakes import FakeRun, FakeStateStore, FakeTaskInstance
 
 
@@ -62,7 +61,9 @@ class TestTaskJobRecord:
     def test_a_submit_then_its_job_are_written_to_both_stores_under_the_documented_keys(self):
         ti, store = FakeTaskInstance("export", map_index=1), FakeStateStore()
         record = TaskJobRecord.open(ti, store, "zuora_prod")
-        assert ti.xcom == {AQUA_CONN_ID_XCOM_KEY: "zuora_prod"} and store == {}
+        # Every key is there from the start (the failure callback reads each: no "XCom not found").
+        assert ti.xcom == {AQUA_CONN_ID_XCOM_KEY: "zuora_prod", AQUA_SUBMIT_XCOM_KEY: None, AQUA_JOB_ID_XCOM_KEY: None}
+        assert store == {}
 
         record.submitting("key-1", {"format": "csv"}, "zuora_prod")
         record.submitted("job-1")

@@ -1,0 +1,64 @@
+"""The operators' arguments, checked and turned into what the job engine takes."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_zuora_aqua.compat import AirflowProviderDeprecationWarning
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
+from airflow_provider_zuora_aqua.jobs.status import validate_interval
+
+
+def job_timeout_argument(job_timeout: float | None, timeout: float | None, *, operator: str) -> float | None:
+    """
+    ``job_timeout``, the one name of the job deadline across operators; the submit operator's
+    older ``timeout`` still works, with a deprecation warning.
+    """
+    if timeout is not None:
+        if job_timeout is not None:
+            raise AquaConfigurationError(f"{operator}: give job_timeout only (timeout is its deprecated name)")
+        warnings.warn(
+            f"{operator}(timeout=...) is deprecated: use job_timeout=..., the name every AQuA operator uses",
+            AirflowProviderDeprecationWarning,
+            stacklevel=3,
+        )
+        job_timeout = timeout
+    return None if job_timeout is None else validate_interval("job_timeout", job_timeout)
+
+
+def add_callback(existing: Any, callback: Any) -> list[Any]:
+    """Append ``callback`` to an ``on_*_callback`` value (None, a callable or a list), once."""
+    callbacks = list(existing) if isinstance(existing, (list, tuple)) else ([existing] if existing else [])
+    if callback not in callbacks:
+        callbacks.append(callback)
+    return callbacks
+
+
+def deleted_column(deleted: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """AQuA's ``deleted`` object of each query: stateless exports need ``forceExport`` to get deleted rows."""
+    if deleted is False or deleted is None:
+        return None
+    if deleted is True:
+        return {"column": "IsDeleted", "format": "Boolean", "forceExport": True}
+    if isinstance(deleted, Mapping) and isinstance(deleted.get("column"), str) and deleted["column"]:
+        return {"format": "Boolean", "forceExport": True, **deleted}
+    raise AquaConfigurationError(
+        f"deleted={deleted!r}: give True, or AQuA's deleted object such as "
+        "{'column': 'IsDeleted', 'format': 'Numeric'}"
+    )
+
+
+def max_active_jobs_argument(max_active_jobs: object) -> int:
+    """The jobs one task runs at once: 1 to 50, the tenant's stateless limit."""
+    if isinstance(max_active_jobs, bool) or not isinstance(max_active_jobs, int) or not 1 <= max_active_jobs <= 50:
+        raise AquaConfigurationError(
+            f"max_active_jobs={max_active_jobs!r}: give 1 to 50 (the tenant runs 50 stateless jobs at once)"
+        )
+    return max_active_jobs
+
+
+def templated(*values: object) -> bool:
+    """Whether any value still holds a Jinja template (checked once rendered)."""
+    return any("{{" in str(value) for value in values)
