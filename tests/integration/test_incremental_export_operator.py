@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaJobFailedError
+from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaError, AquaJobFailedError
 from airflow_provider_zuora_aqua.incremental import export as export_module
 from airflow_provider_zuora_aqua.operators.aqua import AquaIncrementalExportOperator
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
@@ -322,3 +322,40 @@ def test_two_runs_at_once_on_one_destination_do_not_publish_overlapping_windows(
 def test_one_task_instance_of_an_export_runs_at_a_time_unless_told_otherwise(tmp_path):
     assert export(tmp_path).max_active_tis_per_dag == 1
     assert export(tmp_path, max_active_tis_per_dag=2).max_active_tis_per_dag == 2
+
+
+def test_a_window_whose_recorded_submit_zuora_refused_is_submitted_with_a_fresh_key(monkeypatch, tmp_path):
+    """
+    A try died waiting for a slot with a refused submit in its record (Zuora keeps a refused
+    key's answer, 90028, for 24 hours): the retry exports the window with a new key, once.
+    """
+    from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+    from airflow_provider_zuora_aqua.tasks.job_records import TaskJobSet
+
+    with AquaSimulator(
+        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=0.1, concurrent_job_limit=1
+    ) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=0))
+        monkeypatch.setattr(export_module, "_utc_now", sim.tenant.clock.now)
+        sim.tenant.clock.set(START + timedelta(days=1, minutes=5))
+        write(sim, START + timedelta(hours=1), "A1", "one")
+        hook = ZuoraAquaHook(CONN_ID)
+        holder = hook.submit_job(
+            {"format": "csv", "version": "1.0", "queries": [{"name": "a", "query": "select Id from Account"}]}
+        )
+        slot, key = "Account/20240101T000000Z_20240102T000000Z", "refused-for-the-limit"
+        body = {"format": "csv", "version": "1.0", "queries": [{"name": "Account", "query": "select Id from Account"}]}
+        with pytest.raises(AquaError, match="limit"):
+            hook.submit_job(body, idempotency_key=key)
+        store = FakeStateStore()
+        TaskJobSet.open(FakeTaskInstance("zuora_changes"), store).submitting(slot, key, body, CONN_ID)
+        sim.finish_job(holder["id"], "completed")
+
+        windows = export(tmp_path, max_window=timedelta(days=1)).execute(
+            context(FakeTaskInstance("zuora_changes", try_number=2), task_state_store=store)
+        )
+
+        assert [window["records"] for window in windows] == [1]
+        keys = [request.headers.get("Idempotency-Key") for request in sim.requests_for("submit")]
+        assert keys.count(key) == 2 and len(sim.job_ids()) == 2  # the holder, and the window's one job
+        assert exported_versions(tmp_path) == [("A1", "one")]

@@ -307,7 +307,7 @@ def _body_of_export() -> dict:
 
 
 class TestSubmitWithDestination:
-    """Issue 8: with a destination the task returns the manifest; the job id stays until the files landed."""
+    """With a destination the task returns the manifest; the job id stays until the files landed."""
 
     @pytest.fixture
     def quick(self, monkeypatch):
@@ -529,3 +529,57 @@ def test_a_stateful_job_that_comes_back_as_a_full_load_is_warned_about(monkeypat
         assert reason in first_log
     assert "full load" not in second_log  # an increment: no warning
     assert "full" not in stateless["batches"][0] and "full load" not in stateless_log
+
+
+@pytest.mark.parametrize("answer", ["body", "429"])
+def test_a_retry_after_a_try_stopped_while_waiting_for_a_slot_submits_with_a_fresh_key(monkeypatch, answer):
+    """
+    Try 1 is killed while the tenant is full; try 2 starts once a slot is free. Zuora keeps a
+    refused key's answer (90028) for 24 hours: try 2 must not send it again, but submit anew.
+    """
+    from airflow_provider_zuora_aqua.jobs import slots
+
+    monkeypatch.setattr(slots, "FIRST_SLOT_WAIT_SECONDS", 5)
+    with AquaSimulator(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        job_seconds=60,
+        concurrent_job_limit=1,
+        job_limit_answer=answer,
+    ) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=0))
+        holder = ZuoraAquaHook(CONN_ID).submit_job(BODY)["id"]
+        store = FakeStateStore()
+        first = export()
+        threading.Timer(0.5, first.on_kill).start()  # SIGTERM while the try waits for a slot
+        with pytest.raises(AquaError, match="killed"):
+            first.execute(context(FakeTaskInstance("export"), task_state_store=store))
+        refused = submit_keys(sim)[1:]
+        sim.finish_job(holder, "completed")
+
+        job = export().execute(context(FakeTaskInstance("export", try_number=2), task_state_store=store))
+
+        retried = submit_keys(sim)[1 + len(refused) :]
+        assert sim.job_ids() == [holder, job["id"]]
+        assert not set(retried) & set(refused), "a refused Idempotency-Key was sent again"
+
+
+def test_a_recorded_submit_zuora_refused_is_replaced_by_a_fresh_key(monkeypatch):
+    """A killed try left a submit in the record whose answer was a refusal: the retry spends no try on it."""
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=60, concurrent_job_limit=1) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=0))
+        hook = ZuoraAquaHook(CONN_ID)
+        holder = hook.submit_job(BODY)["id"]
+        ti = FakeTaskInstance("export")
+        key = task_idempotency_key(ti)
+        body = export()._job_request()
+        with pytest.raises(AquaError, match="limit"):
+            hook.submit_job(body, idempotency_key=key)  # Zuora saves this refusal under the key
+        store = FakeStateStore({AQUA_SUBMIT_KEY_STATE_KEY: key, AQUA_SUBMIT_BODY_STATE_KEY: body})
+        sim.finish_job(holder, "completed")
+
+        job = export().execute(context(FakeTaskInstance("export", try_number=2), task_state_store=store))
+
+        assert sim.job_ids() == [holder, job["id"]]
+        assert submit_keys(sim).count(key) == 2  # the first send, and the one resend that found it refused
+        assert store[AQUA_SUBMIT_KEY_STATE_KEY] != key

@@ -68,3 +68,19 @@ def test_other_errors_are_not_waited_out():
 
     with pytest.raises(AquaServerError):
         submit_until_accepted(failing, deadline=None, stopped=threading.Event(), log=log)
+
+
+@pytest.mark.parametrize(
+    ("backoff", "retry_after", "remaining", "expected"),
+    [
+        (5.0, None, None, 5.0),
+        (5.0, 20.0, None, 20.0),  # a longer Retry-After is honoured
+        (5.0, 100_000.0, None, slots.MAX_SLOT_WAIT_SECONDS),  # up to the documented ceiling
+        (5.0, float("inf"), None, 5.0),  # not a finite number of seconds: as if absent
+        (5.0, float("nan"), None, 5.0),
+        (5.0, 30.0, 2.0, 2.0),  # never past the caller's deadline
+        (5.0, None, -1.0, 0.0),
+    ],
+)
+def test_the_wait_for_a_slot_is_bounded_whatever_retry_after_says(backoff, retry_after, remaining, expected):
+    assert slots.slot_wait(backoff, retry_after, remaining) == expected
