@@ -33,6 +33,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobNotFoundError,
     AquaJobTimeoutError,
 )
+from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
 from airflow_provider_zuora_aqua.jobs.request import submit_refused
 from airflow_provider_zuora_aqua.jobs.slots import submit_until_accepted
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, JobWatch, job_failure_reason
@@ -300,6 +301,26 @@ class JobEngine:
             f"AQuA job {held.job_id} of {held.slot} did not finish within the {limit}; it was cancelled",
             job=cancelled or held.watch.job,
             request_id=held.hook.last_request_id,
+        )
+
+    def settle_deferred(self, slot: str, event: AquaJobEvent, hook: ZuoraAquaHook, limit: str) -> Finished:
+        """
+        What the trigger saw of the job it watched for ``slot``: the ended job; or, when the
+        trigger timed out (``limit`` says which) or could not read the job, cancel it and raise.
+        """
+        self.job_ids[slot] = event.job_id
+        job = event.job or {"id": event.job_id}
+        if event.status not in (TIMEOUT, POLL_FAILED):
+            return Finished(slot, event.job_id, job, event.request_id, hook)
+        self.hold(slot, job, hook)
+        if event.status == POLL_FAILED:
+            self.cancel_all("its status could not be read")
+            raise event.error_to_raise()
+        cancelled = self.cancel_all(f"the {limit} was reached").get(slot)
+        raise AquaJobTimeoutError(
+            f"AQuA job {event.job_id} did not finish within the {limit}; it was cancelled",
+            job=cancelled or job,
+            request_id=event.request_id,
         )
 
     def _check_stopped(self) -> None:

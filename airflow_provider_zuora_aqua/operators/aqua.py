@@ -16,14 +16,11 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobAlreadyFinishedError,
     AquaJobFailedError,
     AquaJobNotFoundError,
-    AquaJobTimeoutError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.incremental.export import IncrementalExport
-from airflow_provider_zuora_aqua.incremental.ledger import validate_query_name
-from airflow_provider_zuora_aqua.incremental.query import validate_cursor, window_query
-from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, Window, duration, whole_second
-from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
+from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, duration
+from airflow_provider_zuora_aqua.jobs.event import AquaJobEvent
 from airflow_provider_zuora_aqua.jobs.request import FORMATS, build_job_request
 from airflow_provider_zuora_aqua.jobs.status import (
     check_deliverable,
@@ -34,6 +31,7 @@ from airflow_provider_zuora_aqua.jobs.status import (
 from airflow_provider_zuora_aqua.operators.arguments import (
     add_callback,
     deleted_column,
+    export_arguments,
     job_timeout_argument,
     max_active_jobs_argument,
     templated,
@@ -269,6 +267,21 @@ class AquaSubmitJobOperator(AquaJobOperator):
     def job_id(self, job_id: str | None) -> None:
         self.__dict__["_job_id"] = job_id
 
+    def _engine_of_a_given_job(self) -> JobEngine | None:
+        job_id = self.__dict__.get("_job_id")
+        if not job_id:
+            return None
+        engine = JobEngine(
+            self.hook,
+            OneJobLedger(TaskJobRecord()),  # on_kill never writes the record
+            track_id=self.track_id,
+            new_key=str,
+            stopped=self._stopped,
+            log=self.log,
+        )
+        engine.hold(ONE_JOB_SLOT, {"id": job_id})
+        return engine
+
     def execute(self, context: Context) -> dict[str, Any]:
         body = self._job_request()
         engine, _ = self._engine_and_record(context)
@@ -288,22 +301,10 @@ class AquaSubmitJobOperator(AquaJobOperator):
         """Resume after the trigger: the job's result, a clear failure, or cancel on timeout."""
         checked = AquaJobEvent.from_payload(event)
         engine, record = self._engine_and_record(context)
-        engine.job_ids[ONE_JOB_SLOT] = checked.job_id
-        hook = engine.hook_for(record.conn_id)
-        job = checked.job or {"id": checked.job_id}
-        if checked.status in (TIMEOUT, POLL_FAILED):
-            engine.hold(ONE_JOB_SLOT, job, hook)
-            if checked.status == POLL_FAILED:
-                engine.cancel_all("its status could not be read")
-                raise checked.error_to_raise()
-            limit = self._deferred_limit()
-            cancelled = engine.cancel_all(f"the {limit} was reached").get(ONE_JOB_SLOT)
-            raise AquaJobTimeoutError(
-                f"AQuA job {checked.job_id} did not finish within the {limit}; it was cancelled",
-                job=cancelled or job,
-                request_id=checked.request_id,
-            )
-        return self._finish(context, engine, Finished(ONE_JOB_SLOT, checked.job_id, job, checked.request_id, hook))
+        finished = engine.settle_deferred(
+            ONE_JOB_SLOT, checked, engine.hook_for(record.conn_id), self._deferred_limit()
+        )
+        return self._finish(context, engine, finished)
 
     def _engine_and_record(self, context: Context) -> tuple[JobEngine, TaskJobRecord]:
         record = TaskJobRecord.open(context["ti"], self._task_state_store(context), self.zuora_conn_id)
@@ -599,14 +600,4 @@ class AquaIncrementalExportOperator(AquaJobOperator):
         return windows
 
     def _export_arguments(self) -> tuple[dict[str, str], str, datetime]:
-        """The rendered queries, cursor and start, checked (each query narrowed once to a sample window)."""
-        cursor = validate_cursor(self.cursor)
-        start = whole_second(self.start, field="start")
-        if not isinstance(self.queries, Mapping) or not self.queries:
-            raise AquaConfigurationError("queries must be a non-empty mapping of query name to ZOQL select")
-        sample = Window(start, start + ONE_SECOND)
-        queries = {}
-        for name, query in self.queries.items():
-            window_query(query, cursor, sample, name=validate_query_name(name))
-            queries[name] = query
-        return queries, cursor, start
+        return export_arguments(self.queries, self.cursor, self.start)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from airflow_provider_zuora_aqua.compat import AirflowProviderDeprecationWarning
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
+from airflow_provider_zuora_aqua.incremental.ledger import validate_query_name
+from airflow_provider_zuora_aqua.incremental.query import validate_cursor, window_query
+from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, Window, whole_second
 from airflow_provider_zuora_aqua.jobs.status import validate_interval
 
 
@@ -62,3 +66,17 @@ def max_active_jobs_argument(max_active_jobs: object) -> int:
 def templated(*values: object) -> bool:
     """Whether any value still holds a Jinja template (checked once rendered)."""
     return any("{{" in str(value) for value in values)
+
+
+def export_arguments(queries: object, cursor: object, start: datetime | str) -> tuple[dict[str, str], str, datetime]:
+    """The incremental export's rendered queries, cursor and start, checked (each query narrowed to a sample window)."""
+    checked_cursor = validate_cursor(cursor)
+    checked_start = whole_second(start, field="start")
+    if not isinstance(queries, Mapping) or not queries:
+        raise AquaConfigurationError("queries must be a non-empty mapping of query name to ZOQL select")
+    sample = Window(checked_start, checked_start + ONE_SECOND)
+    checked = {}
+    for name, query in queries.items():
+        window_query(query, checked_cursor, sample, name=validate_query_name(name))
+        checked[name] = query
+    return checked, checked_cursor, checked_start

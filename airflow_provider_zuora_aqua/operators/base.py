@@ -71,7 +71,7 @@ class AquaJobOperator(AquaBaseOperator):
     def on_kill(self) -> None:
         """Cancel the task's jobs, in a few seconds at most, and never raise."""
         self._stopped.set()
-        engine: JobEngine | None = self.__dict__.get("_engine")
+        engine: JobEngine | None = self.__dict__.get("_engine") or self._engine_of_a_given_job()
         try:
             if engine is None or not engine.in_flight:
                 self.log.info("on_kill: no running AQuA job to cancel")
@@ -81,6 +81,10 @@ class AquaJobOperator(AquaBaseOperator):
                 engine.cancel_on_kill()
         except Exception as exc:
             self.log.error("on_kill: could not cancel the AQuA job(s): %s", exc)
+
+    def _engine_of_a_given_job(self) -> JobEngine | None:
+        """An engine holding a job id given from outside, before any execute (None: no such id)."""
+        return None
 
     def _delivered(self, context: Context, job: Mapping[str, Any], manifest: Manifest | None) -> None:
         """Keep the delivery for lineage, and put its files on the asset event of each outlet."""
