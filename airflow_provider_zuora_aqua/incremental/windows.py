@@ -11,6 +11,7 @@ nothing to the tenant's time zone (which would shift or repeat an hour around a 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -19,6 +20,13 @@ from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaI
 
 UTC = timezone.utc
 ONE_SECOND = timedelta(seconds=1)
+#: The earliest ``start``: Zuora's own example of an initial high-water mark, "a date earlier than
+#: you started using Zuora ... such as 2000-01-01", in "High Water Mark Approach for AQuA Stateless Queries":
+#: https://docs.zuora.com/en/zuora-platform/data/aggregate-query-api-aqua/bulk-data-extraction-from-zuora-using-aqua/high-water-mark-approach-for-aqua-stateless-queries
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+#: One bound of a window folder's name: ``YYYYMMDDThhmmssZ``, the year always four digits.
+_SLUG_BOUND = r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z"
+_SLUG = re.compile(f"{_SLUG_BOUND}_{_SLUG_BOUND}")
 
 
 def whole_second(value: datetime | str, *, field: str) -> datetime:
@@ -45,6 +53,25 @@ def whole_second(value: datetime | str, *, field: str) -> datetime:
             "give one, e.g. '2024-01-01T00:00:00Z' or datetime(..., tzinfo=timezone.utc)"
         )
     return value.astimezone(UTC).replace(microsecond=0)
+
+
+def validate_start(value: datetime | str) -> datetime:
+    """
+    The export's ``start``: a time-zone-aware date-time in whole UTC seconds, not before 2000-01-01.
+
+    Zuora has no records before then, and an earlier start plans windows over nothing (a start in
+    year 1 plans tens of thousands of empty jobs).
+
+    :raises AquaConfigurationError: not a date-time with a time zone, or before 2000-01-01T00:00:00Z.
+    """
+    start = whole_second(value, field="start")
+    if start < EARLIEST_START:
+        raise AquaConfigurationError(
+            f"start={iso(start)!r} is before 2000-01-01, when Zuora has no records (Zuora's own initial "
+            "high-water mark is 2000-01-01): write start='2000-01-01T00:00:00Z', or a later date before "
+            "your tenant's first record"
+        )
+    return start
 
 
 def duration(value: timedelta | float | int, *, field: str, minimum: timedelta = timedelta(0)) -> timedelta:
@@ -113,8 +140,27 @@ class Window:
 
     @property
     def slug(self) -> str:
-        """A folder name that sorts in time order: ``20240101T000000Z_20240102T000000Z``."""
-        return f"{self.start:%Y%m%dT%H%M%SZ}_{self.end:%Y%m%dT%H%M%SZ}"
+        """
+        A folder name that sorts in time order: ``20240101T000000Z_20240102T000000Z``.
+
+        Read back by :meth:`from_slug`. The year is written with four digits by hand: ``%Y``
+        leaves years before 1000 unpadded on Linux, and such a folder would not read back.
+        """
+        return f"{_slug_bound(self.start)}_{_slug_bound(self.end)}"
+
+    @classmethod
+    def from_slug(cls, slug: str) -> Window:
+        """The window a folder named by :attr:`slug` holds; :class:`ValueError` for any other name."""
+        match = _SLUG.fullmatch(slug)
+        if match is None:
+            raise ValueError(f"{slug!r} is not a window folder such as '20240101T000000Z_20240102T000000Z'")
+        numbers = [int(number) for number in match.groups()]
+        start, end = (datetime(*bound, tzinfo=UTC) for bound in (numbers[:6], numbers[6:]))
+        return cls(start, end)
+
+
+def _slug_bound(instant: datetime) -> str:
+    return f"{instant.year:04d}{instant:%m%dT%H%M%S}Z"
 
 
 def cut(start: datetime, end: datetime, longest: timedelta) -> list[Window]:

@@ -15,6 +15,7 @@ from airflow_provider_zuora_aqua.incremental.windows import (
     duration,
     iso,
     plan_windows,
+    validate_start,
     whole_second,
 )
 
@@ -117,3 +118,67 @@ class TestPlanning:
         assert contiguous_end(published, at(1)) == at(3)
         assert contiguous_end([], at(1)) == at(1)
         assert contiguous_end(published[2:], at(1)) == at(1)
+
+
+class TestStart:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "2000-01-01T00:00:00Z",
+            datetime(2000, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
+            "2024-05-01T12:00:00.5Z",
+        ],
+    )
+    def test_zuoras_initial_high_water_mark_and_later_are_accepted_in_whole_utc_seconds(self, value):
+        start = validate_start(value)
+        assert start >= datetime(2000, 1, 1, tzinfo=UTC)
+        assert start.utcoffset() == timedelta(0) and start.microsecond == 0
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "1999-12-31T23:59:59Z",
+            "2000-01-01T00:30:00+01:00",  # 1999-12-31T23:30:00Z
+            datetime(1, 1, 1, tzinfo=UTC),
+            "0001-01-01T00:00:00Z",
+        ],
+    )
+    def test_a_start_before_2000_is_refused_naming_start_and_the_earliest_value(self, value):
+        expected = r"start=.*before 2000-01-01.*write start='2000-01-01T00:00:00Z'"
+        with pytest.raises(AquaConfigurationError, match=expected):
+            validate_start(value)
+
+    def test_a_start_without_a_zone_is_still_refused(self):
+        with pytest.raises(AquaConfigurationError, match="no time zone"):
+            validate_start("2024-01-01T00:00:00")
+
+
+class TestSlug:
+    @pytest.mark.parametrize("year", [1, 999, 1000, 2024, 9998])
+    def test_years_are_zero_padded_and_the_slug_reads_back(self, year):
+        window = Window(datetime(year, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC))
+        start, _, end = window.slug.partition("_")
+        assert len(start) == len(end) == len("20240101T000000Z")
+        assert start.startswith(f"{year:04d}0203T040506")
+        assert Window.from_slug(window.slug) == window
+
+    def test_slugs_sort_in_time_order(self):
+        windows = [Window(datetime(y, 1, 1, tzinfo=UTC), datetime(y, 1, 2, tzinfo=UTC)) for y in (5, 999, 2024)]
+        assert sorted(w.slug for w in windows) == [w.slug for w in windows]
+
+    @pytest.mark.parametrize(
+        "slug",
+        [
+            "notes",
+            "9990101T000000Z_9990102T000000Z",  # the old unpadded form of year 999
+            "20240101T000000Z_20240101T000000Z",  # empty
+            "20240102T000000Z_20240101T000000Z",  # backwards
+            "20241301T000000Z_20241302T000000Z",  # month 13
+            "20240101T000000Z-20240102T000000Z",
+            "20240101T000000Z_20240102T000000",
+            " 20240101T000000Z_20240102T000000Z",
+        ],
+    )
+    def test_anything_else_is_not_a_window_folder(self, slug):
+        with pytest.raises(ValueError):
+            Window.from_slug(slug)
