@@ -7,14 +7,19 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
+from airflow_provider_zuora_aqua.incremental import windows
 from airflow_provider_zuora_aqua.incremental.windows import (
+    MAX_PLANNED_WINDOWS,
+    ONE_SECOND,
     UTC,
     Window,
     contiguous_end,
     cut,
     duration,
     iso,
+    plan_exports,
     plan_windows,
+    validate_max_window,
     validate_start,
     whole_second,
 )
@@ -182,3 +187,53 @@ class TestSlug:
     def test_anything_else_is_not_a_window_folder(self, slug):
         with pytest.raises(ValueError):
             Window.from_slug(slug)
+
+
+class TestPlanBounds:
+    @pytest.mark.parametrize("value", [timedelta(minutes=1), 60, timedelta(days=30), 90.5])
+    def test_a_max_window_of_a_minute_or_more_is_whole_seconds(self, value):
+        seconds = value.total_seconds() if isinstance(value, timedelta) else value
+        assert validate_max_window(value) == timedelta(seconds=int(seconds))
+
+    @pytest.mark.parametrize("value", [1, 59, timedelta(seconds=59.9), 0])
+    def test_a_max_window_under_a_minute_is_refused_with_what_to_write(self, value):
+        with pytest.raises(AquaConfigurationError, match=r"max_window=.*under one minute.*at least 60 seconds"):
+            validate_max_window(value)
+
+    @pytest.mark.parametrize("value", [-5, "1h", None, float("inf")])
+    def test_a_max_window_that_is_no_duration_is_refused(self, value):
+        with pytest.raises(AquaConfigurationError, match="max_window"):
+            validate_max_window(value)
+
+    def test_the_limit_is_ten_thousand_windows(self):
+        assert MAX_PLANNED_WINDOWS == 10_000
+
+    def test_a_plan_at_the_limit_is_planned(self):
+        assert len(plan_windows([], at(1), at(4), DAY, max_windows=3)) == 3
+
+    def test_a_plan_over_the_limit_is_refused_with_its_count_and_the_fix(self):
+        published = [Window(at(2), at(3))]  # gaps [1, 2) and [3, 5): 1 + 2 windows
+        assert len(plan_windows(published, at(1), at(5), DAY, max_windows=3)) == 3
+        with pytest.raises(AquaConfigurationError, match=r"4 windows.*over the 3.*later start.*larger max_window"):
+            plan_windows(published, at(1), at(5, hour=1), DAY, max_windows=3)
+
+    def test_a_huge_plan_is_refused_before_any_window_is_made(self, monkeypatch):
+        def no_windows(*args):
+            raise AssertionError("windows were materialised before the plan was counted")
+
+        monkeypatch.setattr(windows, "cut", no_windows)
+        with pytest.raises(AquaConfigurationError, match=r"864,000 windows") as raised:
+            plan_windows([], at(1), at(11), ONE_SECOND)  # ten days of one-second windows
+        assert "max_window" in str(raised.value) and "start" in str(raised.value)
+
+    def test_the_bound_is_on_all_queries_together(self):
+        taken = {"Account": [], "Invoice": [Window(at(1), at(2))]}
+        assert plan_exports(taken, at(1), at(4), DAY, max_windows=5) == {
+            "Account": [Window(at(1), at(2)), Window(at(2), at(3)), Window(at(3), at(4))],
+            "Invoice": [Window(at(2), at(3)), Window(at(3), at(4))],
+        }
+        with pytest.raises(AquaConfigurationError, match=r"5 windows.*over the 4"):
+            plan_exports(taken, at(1), at(4), DAY, max_windows=4)
+
+    def test_an_end_before_the_start_plans_nothing(self):
+        assert plan_windows([], at(3), at(1), DAY) == []
