@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
+from airflow_provider_zuora_aqua.jobs.limits import ZuoraLimit
 
 UTC = timezone.utc
 ONE_SECOND = timedelta(seconds=1)
@@ -134,12 +135,17 @@ class Window:
     def length(self) -> timedelta:
         return self.end - self.start
 
+    @property
+    def splittable(self) -> bool:
+        """Whether :meth:`bisect` can halve it: two seconds or more."""
+        return self.length >= 2 * ONE_SECOND
+
     def bisect(self) -> tuple[Window, Window]:
         """The two halves, split on a whole second.
 
         :raises AquaIntegrityError: a one-second window cannot be split.
         """
-        if self.length < 2 * ONE_SECOND:
+        if not self.splittable:
             raise AquaIntegrityError(
                 f"window [{iso(self.start)}, {iso(self.end)}) is one second long and cannot be split further"
             )
@@ -184,6 +190,23 @@ class Window:
 
 def _slug_bound(instant: datetime) -> str:
     return f"{instant.year:04d}{instant:%m%dT%H%M%S}Z"
+
+
+def split_window(window: Window, limit: ZuoraLimit, *, query: str) -> tuple[Window, Window]:
+    """
+    The halves of ``query``'s ``window``, whose job hit ``limit``.
+
+    :raises AquaConfigurationError: a one-second window: halving cannot help any more, the query
+        itself must ask for less.
+    """
+    if not window.splittable:
+        raise AquaConfigurationError(
+            f"queries[{query!r}]: window [{iso(window.start)}, {iso(window.end)}) is one second long, yet "
+            f"{limit.description}: it cannot be split further. Make one second of it smaller: select "
+            "fewer columns (fields of joined objects especially), or narrow its 'where' (or split it into two "
+            "queries with complementary conditions)"
+        )
+    return window.bisect()
 
 
 def cut(start: datetime, end: datetime, longest: timedelta) -> list[Window]:

@@ -19,10 +19,12 @@ from airflow_provider_zuora_aqua.incremental.windows import (
     iso,
     plan_exports,
     plan_windows,
+    split_window,
     validate_max_window,
     validate_start,
     whole_second,
 )
+from airflow_provider_zuora_aqua.jobs.limits import ZuoraLimit
 
 DAY = timedelta(days=1)
 
@@ -237,3 +239,31 @@ class TestPlanBounds:
 
     def test_an_end_before_the_start_plans_nothing(self):
         assert plan_windows([], at(3), at(1), DAY) == []
+
+
+class TestSplit:
+    @pytest.mark.parametrize("limit", list(ZuoraLimit))
+    def test_a_window_is_halved_whatever_the_limit(self, limit):
+        assert split_window(Window(at(1), at(3)), limit, query="Account") == (
+            Window(at(1), at(2)),
+            Window(at(2), at(3)),
+        )
+
+    @pytest.mark.parametrize(
+        ("limit", "named"),
+        [(ZuoraLimit.FILE_SIZE, "2,047 MB file size cap"), (ZuoraLimit.PROCESSING_TIME, "3 hours of processing time")],
+    )
+    def test_a_one_second_window_names_the_limit_and_what_to_change(self, limit, named):
+        with pytest.raises(AquaConfigurationError) as raised:
+            split_window(Window(at(1), at(1, second=1)), limit, query="Account")
+        message = str(raised.value)
+        assert message.startswith("queries['Account']: ")
+        assert "[2024-01-01T00:00:00+00:00, 2024-01-01T00:00:01+00:00) is one second long" in message
+        assert named in message
+        assert "select fewer columns" in message and "narrow its 'where'" in message
+        # Advice that cannot help a one-second window is not given.
+        assert "max_window" not in message and "retry" not in message.lower()
+
+    def test_only_a_window_of_two_seconds_or_more_is_splittable(self):
+        assert Window(at(1), at(1, second=2)).splittable
+        assert not Window(at(1), at(1, second=1)).splittable
