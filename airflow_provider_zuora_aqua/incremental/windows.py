@@ -33,9 +33,9 @@ MAX_PLANNED_WINDOWS = 10_000
 #: you started using Zuora ... such as 2000-01-01", in "High Water Mark Approach for AQuA Stateless Queries":
 #: https://docs.zuora.com/en/zuora-platform/data/aggregate-query-api-aqua/bulk-data-extraction-from-zuora-using-aqua/high-water-mark-approach-for-aqua-stateless-queries
 EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
-#: One bound of a window folder's name: ``YYYYMMDDThhmmssZ``, the year always four digits.
-_SLUG_BOUND = r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z"
-_SLUG = re.compile(f"{_SLUG_BOUND}_{_SLUG_BOUND}")
+#: A window folder's name: ``<start>_<end>``, each ``YYYYMMDDThhmmssZ`` with a four-digit year.
+_SLUG = re.compile(r"(\d{8}T\d{6}Z)_(\d{8}T\d{6}Z)")
+_SLUG_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 def whole_second(value: datetime | str, *, field: str) -> datetime:
@@ -183,12 +183,12 @@ class Window:
         match = _SLUG.fullmatch(slug)
         if match is None:
             raise ValueError(f"{slug!r} is not a window folder such as '20240101T000000Z_20240102T000000Z'")
-        numbers = [int(number) for number in match.groups()]
-        start, end = (datetime(*bound, tzinfo=UTC) for bound in (numbers[:6], numbers[6:]))
+        start, end = (datetime.strptime(bound, _SLUG_FORMAT).replace(tzinfo=UTC) for bound in match.groups())
         return cls(start, end)
 
 
 def _slug_bound(instant: datetime) -> str:
+    # _SLUG_FORMAT by hand: strftime's %Y is not zero-padded before year 1000 (strptime's reads 4 digits).
     return f"{instant.year:04d}{instant:%m%dT%H%M%S}Z"
 
 
