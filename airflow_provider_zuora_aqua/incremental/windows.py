@@ -68,17 +68,17 @@ def validate_start(value: datetime | str) -> datetime:
     """
     The export's ``start``: a time-zone-aware date-time in whole UTC seconds, not before 2000-01-01.
 
-    Zuora has no records before then, and an earlier start plans windows over nothing (a start in
-    year 1 plans tens of thousands of empty jobs).
+    2000-01-01 is Zuora's own initial high-water mark for a first export (see
+    :data:`EARLIEST_START`); an earlier start only plans jobs over years before any tenant's data
+    (a start in year 1 plans tens of thousands of them).
 
     :raises AquaConfigurationError: not a date-time with a time zone, or before 2000-01-01T00:00:00Z.
     """
     start = whole_second(value, field="start")
     if start < EARLIEST_START:
         raise AquaConfigurationError(
-            f"start={iso(start)!r} is before 2000-01-01, when Zuora has no records (Zuora's own initial "
-            "high-water mark is 2000-01-01): write start='2000-01-01T00:00:00Z', or a later date before "
-            "your tenant's first record"
+            f"start={iso(start)!r} is before 2000-01-01, Zuora's own initial high-water mark for a first "
+            "export: write start='2000-01-01T00:00:00Z', or a later date before your tenant's first record"
         )
     return start
 
