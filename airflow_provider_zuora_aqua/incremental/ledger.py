@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
@@ -23,7 +24,6 @@ from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
 from airflow_provider_zuora_aqua.results.staging import Destination
 
 _QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-_WINDOW_FOLDER = re.compile(r"\d{8}T\d{6}Z_\d{8}T\d{6}Z")
 #: A manifest lists files; one larger than this is not ours.
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
@@ -36,6 +36,25 @@ def validate_query_name(name: object) -> str:
             "'_', '.' or '-', starting with a letter or digit (e.g. 'Account')"
         )
     return name
+
+
+def validate_query_names(names: Iterable[object]) -> list[str]:
+    """
+    Every query's name (see :func:`validate_query_name`), in order; no two equal ignoring case.
+
+    Two such names would share one folder on a case-insensitive store (macOS and Windows file
+    systems, some object-storage mounts) and mix their windows.
+    """
+    checked = [validate_query_name(name) for name in names]
+    seen: dict[str, str] = {}
+    for name in checked:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise AquaConfigurationError(
+                f"queries: the names {other!r} and {name!r} differ only in case, and would share one folder on a "
+                f"case-insensitive store: rename one (e.g. {name!r} to '{name}_2')"
+            )
+    return checked
 
 
 def window_folder(destination: Destination, query: str, window: Window) -> Destination:
@@ -98,7 +117,16 @@ def _window_folders(query_folder: Destination) -> list[Destination]:
         if not remote.exists():
             return []
         names = [path.name for path in remote.iterdir() if path.is_dir()]
-    return [query_folder.child(name) for name in sorted(names) if _WINDOW_FOLDER.fullmatch(name)]
+    return [query_folder.child(name) for name in sorted(names) if _is_window_slug(name)]
+
+
+def _is_window_slug(name: str) -> bool:
+    """Whether a folder is named as :attr:`Window.slug` names one (any other folder is not ours)."""
+    try:
+        Window.from_slug(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_manifest(target: Destination) -> dict[str, Any] | None:

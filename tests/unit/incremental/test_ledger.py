@@ -12,6 +12,7 @@ from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaI
 from airflow_provider_zuora_aqua.incremental.ledger import (
     published_windows,
     validate_query_name,
+    validate_query_names,
     window_folder,
 )
 from airflow_provider_zuora_aqua.incremental.windows import UTC, Window
@@ -73,3 +74,26 @@ def test_query_names_must_be_plain_folder_names(name):
 def test_ordinary_query_names_pass():
     assert validate_query_name("Account") == "Account"
     assert validate_query_name("invoice_items.v2") == "invoice_items.v2"
+
+
+def test_a_window_of_a_year_before_1000_is_read_back_from_its_folder(tmp_path: Path):
+    early = Window(datetime(999, 1, 1, tzinfo=UTC), datetime(999, 1, 2, tzinfo=UTC))
+    publish(tmp_path, "Account", early)
+    assert published_windows(resolve_destination(tmp_path), "Account", "UpdatedDate") == [early]
+
+
+def test_query_names_are_checked_one_by_one_and_returned_in_order():
+    assert validate_query_names(["Account", "Invoice", "Invoice_Item"]) == ["Account", "Invoice", "Invoice_Item"]
+    with pytest.raises(AquaConfigurationError, match="'bad name'"):
+        validate_query_names(["Account", "bad name"])
+
+
+@pytest.mark.parametrize(
+    "names", [["Account", "account"], ["Invoice", "Account", "INVOICE"], ["Invoice.v2", "INVOICE.V2"]]
+)
+def test_names_equal_ignoring_case_are_refused_naming_both(names: list[str]):
+    expected = r"queries: the names .* differ only in case.*rename one"
+    with pytest.raises(AquaConfigurationError, match=expected) as raised:
+        validate_query_names(names)
+    colliding = [name for name in names if name.casefold() == names[-1].casefold()]
+    assert all(repr(name) in str(raised.value) for name in colliding)

@@ -68,3 +68,85 @@ def test_a_joined_objects_field_of_the_same_name_is_not_the_cursor():
 def test_cursor_must_be_a_field_name(cursor):
     with pytest.raises(AquaConfigurationError, match="cursor"):
         validate_cursor(cursor)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "Account.UpdatedDate > '2020-01-01T00:00:00+00:00'",
+        "account.updateddate > '2020-01-01T00:00:00+00:00'",
+        "updateddate >= '2020-01-01'",
+        "\"UpdatedDate\" > '2020-01-01'",
+        "`UpdatedDate` > '2020-01-01'",
+        "Account.\"UpdatedDate\" > '2020-01-01'",
+        "\"Account.UpdatedDate\" > '2020-01-01'",
+        "Status = 'Active' and (Balance > 0 or UpdatedDate < '2020-01-01')",
+    ],
+)
+def test_a_condition_on_the_cursor_is_refused_in_any_spelling(condition):
+    with pytest.raises(
+        AquaConfigurationError, match=r"queries\['q'\] filters on UpdatedDate itself.*remove that condition"
+    ):
+        narrowed(f"select Id, Name from Account where {condition}")
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "Name = 'UpdatedDate'",  # a string, not a field
+        "UpdatedDateNote = 'x'",
+        "Account.UpdatedDate > '2020-01-01T00:00:00+00:00'",  # the joined account's, not the subscription's
+    ],
+)
+def test_other_fields_and_strings_are_not_the_cursor(condition):
+    assert narrowed(f"select Id from Subscription where {condition}").endswith(f"where ({condition}) and {BOUND}")
+
+
+def test_the_cursor_may_be_selected_and_ordered_by():
+    assert narrowed("select Id, UpdatedDate from Account order by UpdatedDate") == (
+        f"select Id, UpdatedDate from Account where {BOUND} order by UpdatedDate"
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "select Id from Account;",
+        "select Id from Account where Status = 'Active' ;  \n",
+        "select Id from Account limit 5;",
+    ],
+)
+def test_a_trailing_semicolon_is_refused_with_the_fix(query):
+    with pytest.raises(AquaConfigurationError, match=r"queries\['q'\] ends with ';'.*remove the trailing ';'"):
+        narrowed(query)
+
+
+def test_a_semicolon_between_two_statements_is_refused():
+    with pytest.raises(AquaConfigurationError, match=r"queries\['q'\] holds a ';'.*one statement"):
+        narrowed("select Id from Account; select Id from Invoice")
+
+
+def test_a_semicolon_inside_a_string_is_data():
+    assert narrowed("select Id from Account where Name = 'a;b'") == (
+        f"select Id from Account where (Name = 'a;b') and {BOUND}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("select Id, Limit from Account", f"select Id, Limit from Account where {BOUND}"),
+        (
+            "select Id, limit, Name from Account where Status = 'x'",
+            f"select Id, limit, Name from Account where (Status = 'x') and {BOUND}",
+        ),
+        ("select Id from Account where Limit > 5", f"select Id from Account where (Limit > 5) and {BOUND}"),
+        ("select Id, Limit from Account limit 10", f"select Id, Limit from Account where {BOUND} limit 10"),
+        (
+            "select Id from Account where Status = 'x' LIMIT 10",
+            f"select Id from Account where (Status = 'x') and {BOUND} LIMIT 10",
+        ),
+    ],
+)
+def test_a_field_named_limit_is_a_field_and_the_limit_clause_is_a_clause(query, expected):
+    assert narrowed(query) == expected
