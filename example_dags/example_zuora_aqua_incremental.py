@@ -44,7 +44,7 @@ with DAG(
         },
         destination=EXPORT_FOLDER + "/incremental",  # or s3://bucket/prefix with destination_conn_id
         start="2026-11-01T00:00:00Z",  # where the first window starts when nothing was exported yet
-        lag=timedelta(minutes=10),  # the newest window ends 10 minutes before now (the default)
+        lag=timedelta(hours=2),  # the newest window ends 2 hours before now: Zuora's rule (the default)
         max_window=timedelta(days=30),  # a catch-up is cut into windows of at most this (the default)
         deleted=True,  # deleted records too, with IsDeleted = true (Zuora keeps them 30 days)
         max_active_jobs=4,  # AQuA jobs at once, of the tenant's 50 (the default)

@@ -16,9 +16,8 @@ recorded submit again, and never exports a published window twice.
 
 from __future__ import annotations
 
-import re
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,22 +31,27 @@ from airflow_provider_zuora_aqua.incremental.windows import (
     Window,
     contiguous_end,
     iso,
-    plan_windows,
+    plan_exports,
+    split_window,
     whole_second,
 )
+from airflow_provider_zuora_aqua.jobs.limits import ZuoraLimit, ran_too_long
 from airflow_provider_zuora_aqua.jobs.request import build_job_request
-from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, batches_of, job_failure_reason
+from airflow_provider_zuora_aqua.jobs.status import job_failure_reason
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, Manifest, download_job_results
 from airflow_provider_zuora_aqua.results.staging import Destination
-
-#: How Zuora says a query ran past its 3-hour limit (its wording is not documented; these cover
-#: the forms seen and the simulator's). Any other failed batch fails the task.
-_TOO_LONG = re.compile(r"exceed\w*\s+(the\s+)?(maximum\s+)?(\w+\s+)?time|time\s*limit|3\s*hours", re.IGNORECASE)
 
 
 def slot_of(query: str, window: Window) -> str:
     """The job's name in the task's record: ``<query>/<window folder>``."""
     return f"{query}/{window.slug}"
+
+
+#: Zuora's rule for stateless exports that keep their own high-water mark: "set the new high
+#: water mark to at least 2 hours earlier than the current time. It might take a long time for
+#: some transactions to be completed." (docs.zuora.com, Aggregate Query API, "High water mark
+#: approach for AQuA stateless queries").
+ZUORA_LAG = timedelta(hours=2)
 
 
 @dataclass
@@ -101,6 +105,14 @@ class IncrementalExport:
         return self.engine.log
 
     def run(self) -> list[Delivery]:
+        if self.lag < ZUORA_LAG:
+            self.log.warning(
+                "lag is %s, under the 2 hours Zuora tells stateless exports to keep their high-water mark "
+                "behind now: a record whose transaction commits more than %s after its UpdatedDate is never "
+                "exported",
+                self.lag,
+                self.lag,
+            )
         end = whole_second(self.now(), field="now") - self.lag
         with self.engine.cancelling_on_error():
             queue = self._plan(end)
@@ -135,13 +147,18 @@ class IncrementalExport:
             self.published[query] = published_windows(self.destination, query, self.cursor)
         for slot in self.engine.reattach(keep=self._still_wanted):
             query, _, slug = slot.partition("/")
-            self.windows[slot] = (query, _window_of(slug))
-        todo = []
-        for order, query in enumerate(self.queries):
-            taken = self.published[query] + [window for q, window in self.windows.values() if q == query]
-            todo += [
-                (window.start, order, query, window) for window in plan_windows(taken, self.start, end, self.max_window)
-            ]
+            self.windows[slot] = (query, Window.from_slug(slug))
+        taken = {
+            query: self.published[query] + [window for q, window in self.windows.values() if q == query]
+            for query in self.queries
+        }
+        # Counted before any window is made: a plan over the bound is refused before anything is sent.
+        planned = plan_exports(taken, self.start, end, self.max_window)
+        todo = [
+            (window.start, order, query, window)
+            for order, query in enumerate(self.queries)
+            for window in planned[query]
+        ]
         return deque((query, window) for _, _, query, window in sorted(todo, key=lambda item: item[:2]))
 
     def _still_wanted(self, slot: str) -> bool:
@@ -172,9 +189,11 @@ class IncrementalExport:
             try:
                 delivered.append(self._publish(query, window, finished))
             except AquaFileTooLargeError as exc:
-                self._split(query, window, queue, f"a file is over Zuora's size cap ({exc})")
-        elif _ran_too_long(finished.job):
-            self._split(query, window, queue, f"its query ran past Zuora's time limit ({reason})")
+                self._split(query, window, queue, ZuoraLimit.FILE_SIZE, f"a file is over Zuora's size cap ({exc})")
+        elif ran_too_long(finished.job):
+            self._split(
+                query, window, queue, ZuoraLimit.PROCESSING_TIME, f"its query ran past Zuora's time limit ({reason})"
+            )
         else:
             self.engine.release(finished.slot)
             raise AquaJobFailedError(reason, job=finished.job)
@@ -182,8 +201,8 @@ class IncrementalExport:
         # publishes it instead of exporting the window again.
         self.engine.release(finished.slot)
 
-    def _split(self, query: str, window: Window, queue: deque[tuple[str, Window]], why: str) -> None:
-        first, second = window.bisect()
+    def _split(self, query: str, window: Window, queue: deque[tuple[str, Window]], limit: ZuoraLimit, why: str) -> None:
+        first, second = split_window(window, limit, query=query)
         self.log.warning("Splitting %s in two: %s", slot_of(query, window), why)
         queue.extendleft([(query, second), (query, first)])
 
@@ -227,18 +246,3 @@ class IncrementalExport:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _window_of(slug: str) -> Window:
-    start, _, end = slug.partition("_")
-    return Window(*(datetime.strptime(bound, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) for bound in (start, end)))
-
-
-def _ran_too_long(job: dict[str, Any]) -> bool:
-    """Whether a failed job's batches say their query ran past Zuora's time limit."""
-    failed: Iterable[dict[str, Any]] = (
-        batch
-        for batch in batches_of(job)
-        if AquaJobStatus.normalize(batch.get("status")) in (AquaJobStatus.ABORTED, AquaJobStatus.ERROR)
-    )
-    return any(_TOO_LONG.search(str(batch.get("message") or "")) for batch in failed)

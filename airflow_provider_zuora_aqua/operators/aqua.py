@@ -18,8 +18,8 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobNotFoundError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from airflow_provider_zuora_aqua.incremental.export import IncrementalExport
-from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, duration
+from airflow_provider_zuora_aqua.incremental.export import ZUORA_LAG, IncrementalExport
+from airflow_provider_zuora_aqua.incremental.windows import duration, validate_max_window
 from airflow_provider_zuora_aqua.jobs.event import AquaJobEvent
 from airflow_provider_zuora_aqua.jobs.request import FORMATS, build_job_request
 from airflow_provider_zuora_aqua.jobs.status import (
@@ -54,11 +54,10 @@ __all__ = [
     "AquaSubmitJobOperator",
 ]
 
-#: The incremental export's defaults: Zuora's rule for stateless exports with their own
-#: high-water mark puts the mark "at least 2 hours earlier than the current time"; monthly
-#: windows keep a catch-up's jobs few (Guardian moved to monthly chunks); 4 of the tenant's 50
-#: jobs at once.
-DEFAULT_LAG = timedelta(minutes=10)
+#: The incremental export's defaults: Zuora's own lag for a high-water mark (see
+#: :data:`~airflow_provider_zuora_aqua.incremental.export.ZUORA_LAG`); monthly windows keep a
+#: catch-up's jobs few (Guardian moved to monthly chunks); 4 of the tenant's 50 jobs at once.
+DEFAULT_LAG = ZUORA_LAG
 DEFAULT_MAX_WINDOW = timedelta(days=30)
 DEFAULT_MAX_ACTIVE_JOBS = 4
 
@@ -492,9 +491,12 @@ class AquaIncrementalExportOperator(AquaJobOperator):
         datetime or an ISO 8601 string with an offset (``2024-01-01T00:00:00Z``). (templated)
     :param destination_conn_id: The connection of the object storage ``destination``. (templated)
     :param cursor: The date-time field the windows are on. (templated)
-    :param lag: How far behind now the newest window ends (a timedelta or seconds): Zuora's
-        export index is eventually consistent, and a record can appear with an ``UpdatedDate``
-        already in the past. Default 10 minutes.
+    :param lag: How far behind now the newest window ends (a timedelta or seconds). Default 2
+        hours, Zuora's own rule for stateless exports with a high-water mark: "set the new high
+        water mark to at least 2 hours earlier than the current time. It might take a long time
+        for some transactions to be completed" (Zuora, "High water mark approach for AQuA
+        stateless queries"). A record committed later than ``lag`` after its ``UpdatedDate`` is
+        lost for good; a shorter lag is allowed (fresher windows) and the run's log says so.
     :param max_window: The longest window before it is cut (a timedelta or seconds). Default 30
         days.
     :param format: ``csv``, ``zip`` or ``gzip``.
@@ -557,7 +559,7 @@ class AquaIncrementalExportOperator(AquaJobOperator):
         self.destination_conn_id = destination_conn_id
         self.cursor = cursor
         self.lag = duration(lag, field="lag")
-        self.max_window = duration(max_window, field="max_window", minimum=ONE_SECOND)
+        self.max_window = validate_max_window(max_window)
         self.format = str(format).lower()
         if self.format not in FORMATS:
             raise AquaConfigurationError(f"format {format!r} is not supported; use one of {', '.join(FORMATS)}")

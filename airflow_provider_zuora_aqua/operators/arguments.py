@@ -9,9 +9,9 @@ from typing import Any
 
 from airflow_provider_zuora_aqua.compat import AirflowProviderDeprecationWarning
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
-from airflow_provider_zuora_aqua.incremental.ledger import validate_query_name
+from airflow_provider_zuora_aqua.incremental.ledger import validate_query_name, validate_query_names
 from airflow_provider_zuora_aqua.incremental.query import validate_cursor, window_query
-from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, Window, whole_second
+from airflow_provider_zuora_aqua.incremental.windows import ONE_SECOND, Window, validate_start
 from airflow_provider_zuora_aqua.jobs.status import validate_interval
 
 
@@ -71,9 +71,10 @@ def templated(*values: object) -> bool:
 def export_arguments(queries: object, cursor: object, start: datetime | str) -> tuple[dict[str, str], str, datetime]:
     """The incremental export's rendered queries, cursor and start, checked (each query narrowed to a sample window)."""
     checked_cursor = validate_cursor(cursor)
-    checked_start = whole_second(start, field="start")
+    checked_start = validate_start(start)
     if not isinstance(queries, Mapping) or not queries:
         raise AquaConfigurationError("queries must be a non-empty mapping of query name to ZOQL select")
+    validate_query_names(queries)
     sample = Window(checked_start, checked_start + ONE_SECOND)
     checked = {}
     for name, query in queries.items():
