@@ -34,7 +34,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaJobTimeoutError,
 )
 from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
-from airflow_provider_zuora_aqua.jobs.request import submit_refused
+from airflow_provider_zuora_aqua.jobs.request import query_names, submit_refused
 from airflow_provider_zuora_aqua.jobs.slots import submit_until_accepted
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, JobWatch, job_failure_reason
 
@@ -58,6 +58,8 @@ class HeldJob:
     hook: ZuoraAquaHook
     watch: JobWatch
     next_poll: float
+    #: The names of the queries submitted (None: not known, a job re-attached by its id alone).
+    expected: list[str] | None = None
     unknown_reads: int = 0
 
 
@@ -70,6 +72,8 @@ class Finished:
     job: dict[str, Any] | None
     request_id: str | None
     hook: ZuoraAquaHook
+    #: The names of the queries submitted: a completed job must hold exactly their batches.
+    expected: list[str] | None = None
 
 
 class JobEngine:
@@ -132,7 +136,7 @@ class JobEngine:
                 self.ledger.drop(slot)
                 continue
             self.ledger.submitted(slot, str(job["id"]))
-            self.hold(slot, job, hook)
+            self.hold(slot, job, hook, expected=query_names(record.submit_body))
             found[slot] = job
         return found
 
@@ -200,14 +204,16 @@ class JobEngine:
             submit_once, deadline=deadline, stopped=self.stopped, log=self.log, clock=self.clock
         )
         self.ledger.submitted(slot, str(job["id"]))
-        self.hold(slot, job, self.hook)
+        self.hold(slot, job, self.hook, expected=query_names(body))
         if self.stopped.is_set():
             # SIGTERM came while the submit was in flight, when on_kill had no job id to cancel.
             self.cancel_all("the task was killed while submitting it")
             raise AquaError(f"AQuA job {job['id']} was cancelled: the task was killed while submitting it")
         return job
 
-    def hold(self, slot: str, job: dict[str, Any], hook: ZuoraAquaHook | None = None) -> HeldJob:
+    def hold(
+        self, slot: str, job: dict[str, Any], hook: ZuoraAquaHook | None = None, *, expected: list[str] | None = None
+    ) -> HeldJob:
         """Hold a job from now on: it is watched, and a failure or ``on_kill`` cancels it."""
         job_id = str(job["id"])
         deadline = None if self.job_timeout is None else self.clock() + self.job_timeout
@@ -215,7 +221,7 @@ class JobEngine:
         watch.saw(job)
         # A job already finished (re-attached) is handed back without another read.
         first_poll = self.clock() if watch.finished else self.clock() + watch.next_wait()
-        held = self.in_flight[slot] = HeldJob(slot, job_id, hook or self.hook, watch, first_poll)
+        held = self.in_flight[slot] = HeldJob(slot, job_id, hook or self.hook, watch, first_poll, expected)
         self.job_ids[slot] = job_id
         return held
 
@@ -268,7 +274,7 @@ class JobEngine:
                 held.watch.saw(job)
         if held.watch.finished:
             del self.in_flight[held.slot]
-            return Finished(held.slot, held.job_id, held.watch.job, held.hook.last_request_id, held.hook)
+            return Finished(held.slot, held.job_id, held.watch.job, held.hook.last_request_id, held.hook, held.expected)
         if held.watch.timed_out:
             raise self._timed_out(held)
         held.next_poll = self.clock() + held.watch.next_wait()
@@ -303,7 +309,9 @@ class JobEngine:
             request_id=held.hook.last_request_id,
         )
 
-    def settle_deferred(self, slot: str, event: AquaJobEvent, hook: ZuoraAquaHook, limit: str) -> Finished:
+    def settle_deferred(
+        self, slot: str, event: AquaJobEvent, hook: ZuoraAquaHook, limit: str, *, expected: list[str] | None = None
+    ) -> Finished:
         """
         What the trigger saw of the job it watched for ``slot``: the ended job; or, when the
         trigger timed out (``limit`` says which) or could not read the job, cancel it and raise.
@@ -311,7 +319,7 @@ class JobEngine:
         self.job_ids[slot] = event.job_id
         job = event.job or {"id": event.job_id}
         if event.status not in (TIMEOUT, POLL_FAILED):
-            return Finished(slot, event.job_id, job, event.request_id, hook)
+            return Finished(slot, event.job_id, job, event.request_id, hook, expected)
         self.hold(slot, job, hook)
         if event.status == POLL_FAILED:
             self.cancel_all("its status could not be read")

@@ -184,7 +184,7 @@ class IncrementalExport:
             )
             queue.appendleft((query, window))
             return
-        reason = job_failure_reason(finished.job)
+        reason = job_failure_reason(finished.job, expected=finished.expected)
         if reason is None:
             try:
                 delivered.append(self._publish(query, window, finished))

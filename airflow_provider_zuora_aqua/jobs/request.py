@@ -34,6 +34,14 @@ def submit_refused(exc: BaseException) -> bool:
     return isinstance(exc, AquaApiError) and not isinstance(exc, (AquaServerError, AquaSubmitInProgressError))
 
 
+def query_names(body: Mapping[str, Any] | None) -> list[str] | None:
+    """The names of the queries of a submit body (None: no body, or one of another shape)."""
+    queries = body.get("queries") if isinstance(body, Mapping) else None
+    if not isinstance(queries, list) or not all(isinstance(query, Mapping) for query in queries):
+        return None
+    return [str(query.get("name")) for query in queries]
+
+
 def build_job_request(
     *,
     queries: Sequence[Mapping[str, Any]] | Mapping[str, str],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import Any
 
@@ -159,12 +159,13 @@ def batches_of(job: dict[str, Any]) -> list[dict[str, Any]]:
     return [batch for batch in batches if isinstance(batch, dict)]
 
 
-def job_failure_reason(job: dict[str, Any]) -> str | None:
+def job_failure_reason(job: dict[str, Any], expected: Sequence[str] | None = None) -> str | None:
     """
     Say why a finished job is not a success, with the messages of its failed batches.
 
-    ``None`` means success: the job is ``completed`` and so is every batch (a batch of a
-    completed job still ``pending`` or ``executing`` has no file: it is no success either).
+    ``None`` means success: the job is ``completed``, so is every batch (a batch of a completed
+    job still ``pending`` or ``executing`` has no file: it is no success either), and it holds
+    exactly the batches submitted (:func:`batch_mismatch`, when ``expected`` names them).
     """
     status = job.get("status")
     completed = AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED
@@ -175,7 +176,7 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
         if (batch_status != AquaJobStatus.COMPLETED if completed else batch_status in _BATCH_FAILURE_STATUSES)
     ]
     if completed and not failed:
-        return None
+        return batch_mismatch(job, expected)
     reason = f"AQuA job {job.get('id')} ended with status {status!r}"
     if failed:
         details = "; ".join(
@@ -184,6 +185,38 @@ def job_failure_reason(job: dict[str, Any]) -> str | None:
         )
         reason += f"; failed batches: {details}"
     return reason
+
+
+def batch_mismatch(job: dict[str, Any], expected: Sequence[str] | None) -> str | None:
+    """
+    Say how a completed job's batches differ from the queries submitted; None when they match.
+
+    Zuora ignores a query on an object the API user may not read (error 90018) and still
+    completes the job without its batch: delivering that job would lose the query's records
+    silently. Without ``expected`` (a job submitted elsewhere), a job without any batch is refused.
+    """
+    names = [str(batch.get("name")) for batch in batches_of(job)]
+    said = f" (Zuora said: {job['message']})" if isinstance(job.get("message"), str) and job["message"] else ""
+    if expected is None:
+        if names:
+            return None
+        return f"AQuA job {job.get('id')} completed without any batch{said}: Zuora dropped every query"
+    missing = [name for name in expected if name not in names]
+    extra = sorted(set(names) - set(expected))
+    problems = []
+    if missing:
+        problems.append(
+            f"without the batch of {', '.join(repr(name) for name in missing)}: Zuora ignores a query on an object "
+            "the API user may not read (error 90018) and completes the job without it; grant the user access to "
+            "the object, or remove the query"
+        )
+    if extra:
+        problems.append(f"with batches no query asked for ({', '.join(repr(name) for name in extra)})")
+    if len(names) != len(set(names)):
+        problems.append("with two batches of one name")
+    if not problems:
+        return None
+    return f"AQuA job {job.get('id')} completed " + "; and ".join(problems) + said + ": nothing of it is delivered"
 
 
 #: Why a stateful (version 1.1) batch comes back ``full: true``: the warning that goes with it.
@@ -216,6 +249,9 @@ def log_completed_batches(job: dict[str, Any], *, version: str, log: Any) -> Non
 def check_deliverable(job: dict[str, Any]) -> dict[str, Any]:
     """Return a job whose results can be downloaded (it completed, every batch too); else raise saying why."""
     status = job.get("status")
+    mismatch = batch_mismatch(job, None) if AquaJobStatus.normalize(status) == AquaJobStatus.COMPLETED else None
+    if mismatch is not None:
+        raise AquaJobFailedError(mismatch, job=job)
     if AquaJobStatus.normalize(status) != AquaJobStatus.COMPLETED:
         if AquaJobStatus.is_terminal(status):
             reason = job_failure_reason(job) or f"AQuA job {job.get('id')} ended {status!r}"

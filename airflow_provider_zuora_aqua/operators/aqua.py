@@ -338,7 +338,7 @@ class AquaSubmitJobOperator(AquaJobOperator):
             engine.release(finished.slot)
             raise AquaJobNotFoundError(f"AQuA job {finished.job_id} no longer exists at Zuora", request_id=None)
         job = finished.job
-        reason = job_failure_reason(job)
+        reason = job_failure_reason(job, expected=finished.expected)
         if reason is not None:
             engine.release(finished.slot)
             raise AquaJobFailedError(reason, job=job, request_id=finished.request_id)

@@ -247,9 +247,11 @@ def test_a_retry_reattaches_to_the_job_an_earlier_try_left_running(tenant_sim, t
 def test_a_failed_window_fails_the_task_and_cancels_the_others(tenant_sim, tmp_path, monkeypatch):
     write(tenant_sim, START + timedelta(hours=1), "A1", "one")
     original = export_module.job_failure_reason
-    monkeypatch.setattr(
-        export_module, "job_failure_reason", lambda job: "boom" if "20240101" in str(job.get("name")) else original(job)
-    )
+
+    def first_window_fails(job, **kwargs):
+        return "boom" if "20240101" in str(job.get("name")) else original(job, **kwargs)
+
+    monkeypatch.setattr(export_module, "job_failure_reason", first_window_fails)
     operator = export(tmp_path, max_active_jobs=3)
     with pytest.raises(AquaJobFailedError, match="boom"):
         operator.execute(context(FakeTaskInstance("zuora_changes")))
