@@ -184,7 +184,7 @@ class TestReattach:
         finished = engine.next_finished()
 
         assert (finished.slot, finished.job_id, finished.job["status"]) == (SLOT, "job-1", "completed")
-        assert len(zuora.calls_of("get")) == 1
+        assert len(zuora.calls_of("get")) == 1 and engine.stopped.waits == []  # at once, no read
         assert zuora.calls_of("submit") == [] and not engine.in_flight
 
     @pytest.mark.parametrize(
