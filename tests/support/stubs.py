@@ -20,11 +20,11 @@ DEFAULT_CONN_ID = "zuora_aqua_default"
 BODY = {"format": "csv", "version": "1.0", "queries": [{"name": "a", "query": "select Id from Account"}]}
 
 
-def job(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
-    """An AQuA job JSON; a completed one has one completed batch."""
+def job(job_id: str, status: str, batch: str = "a", **extra: Any) -> dict[str, Any]:
+    """An AQuA job JSON; a completed one has one completed batch, named as the query ``batch``."""
     answer: dict[str, Any] = {"id": job_id, "status": status, **extra}
     if status == "completed" and "batches" not in extra:
-        answer["batches"] = [{"name": "a", "status": "completed", "recordCount": 1, "fileId": f"file-{job_id}"}]
+        answer["batches"] = [{"name": batch, "status": "completed", "recordCount": 1, "fileId": f"file-{job_id}"}]
     return answer
 
 

@@ -172,7 +172,7 @@ class TestFailureCallback:
 
 class TestSubmitExecute:
     def test_submits_waits_and_returns_the_job_then_forgets_it(self, zuora):
-        zuora.reads["job-1"] = [job("job-1", "executing"), job("job-1", "completed")]
+        zuora.reads["job-1"] = [job("job-1", "executing"), job("job-1", "completed", batch="accounts")]
         ti, store = FakeTaskInstance("export"), FakeStateStore()
         operator = submit_operator()
 
@@ -300,7 +300,7 @@ class TestOnKill:
         assert [call.job_id for call in zuora.calls_of("cancel")] == ["job-1"]
 
     def test_a_job_whose_end_was_handled_is_not_cancelled(self, zuora):
-        zuora.reads["job-1"] = [job("job-1", "completed")]
+        zuora.reads["job-1"] = [job("job-1", "completed", batch="accounts")]
         operator = submit_operator()
         operator.execute(context())
         operator.on_kill()
