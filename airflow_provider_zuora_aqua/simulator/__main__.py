@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="default seconds before a write is visible to queries (default 0)",
     )
     tenant.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the tenant's clock this far ahead of the real one (negative: behind; e.g. -900), "
+        "for stamps, job times and the Date header (default 0)",
+    )
+    tenant.add_argument(
         "--max-query-rows",
         type=int,
         default=None,
@@ -141,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             time_zone=args.time_zone,
             index_delay=args.index_delay,
             max_query_rows=args.max_query_rows,
+            clock_skew=args.clock_skew,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -3,10 +3,12 @@
 Rows travel as JSON objects; ``UpdatedDate`` and ``CreatedDate`` as ISO 8601 strings with an
 offset (answers use ``2024-01-01T00:00:00Z``). Other fields keep their JSON type.
 
-* ``GET /_simulator/tenant``: ``{"now", "frozen", "time_zone", "index_delay", "tables": {name: live rows}}``.
+* ``GET /_simulator/tenant``: ``{"now", "frozen", "skew", "time_zone", "index_delay", "tables": {name:
+  live rows}}`` (``skew``: seconds from the real clock, null while the clock is set).
 * ``POST /_simulator/tenant/clock``: ``{"now": "<ISO 8601>", "running": false}`` sets the clock
   (frozen unless ``running``); ``{"now": null}`` follows the real clock again; ``{"advance":
-  <seconds>}`` moves it on. Answers ``{"now", "frozen"}``.
+  <seconds>}`` moves it on; ``{"skew": <seconds>}`` follows the real clock that far ahead
+  (negative: behind). Answers ``{"now", "frozen"}``.
 * ``POST /_simulator/tables/{table}``: create an empty table.
 * ``GET /_simulator/tables/{table}/rows[?deleted=true][&visible=true]``: the rows
   (:meth:`.tenant.Tenant.rows`), a JSON list.
@@ -71,14 +73,17 @@ def handle(simulator: AquaSimulator, method: str, path: str, query: str, raw_bod
             {
                 "now": iso_utc(clock.now()),
                 "frozen": clock.frozen,
+                "skew": clock.skew_seconds,
                 "time_zone": tenant.zone.key,
                 "index_delay": tenant.index_delay,
                 "tables": tenant.tables(),
             },
         )
     if (method, path) == ("POST", "/_simulator/tenant/clock"):
-        settings = _known(body(raw_body), "now", "running", "advance")
-        if "advance" in settings:
+        settings = _known(body(raw_body), "now", "running", "advance", "skew")
+        if "skew" in settings:
+            clock.skew(settings["skew"])
+        elif "advance" in settings:
             clock.advance(float(settings["advance"]))
         elif settings.get("now") is None:
             clock.reset()

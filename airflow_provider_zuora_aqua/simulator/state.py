@@ -80,6 +80,7 @@ class _Job:
     spec: JobSpec
     batches: list[_Batch]
     submitted_at: float
+    # The tenant clock at submit, as POSIX seconds: job times are read from it.
     submitted_wall: float
     job_seconds: float
     queue_seconds: float
@@ -266,7 +267,8 @@ class AquaState:
                 spec,
                 batches,
                 now,
-                time.time(),
+                # Job times come from the tenant's clock (skewed or set), like the Date header.
+                tenant_now.timestamp(),
                 self._job_seconds,
                 self._queue_seconds,
                 self._max_query_rows,

@@ -26,8 +26,10 @@ The export index is eventually consistent
     write, which is then in the past: a row that "arrives late" in a window already exported.
 
 The clock
-    :class:`TenantClock` follows the real UTC time by default; tests may set it (frozen, or
-    running from a given instant) and advance it. Stamps and index visibility both read it.
+    :class:`TenantClock` follows the real UTC time by default, optionally skewed by some
+    seconds (a tenant whose clock is not the client's); tests may set it (frozen, or running
+    from a given instant) and advance it. Stamps, index visibility, job times and the HTTP
+    ``Date`` header all read it.
 
 A job reads one snapshot, taken at submit (AQuA runs a job's queries in one read-only
 transaction): writes after the submit are not in its files.
@@ -83,19 +85,26 @@ def _has_offset(text: str) -> bool:
 
 
 class TenantClock:
-    """The tenant's "now": the real UTC time unless a test set it."""
+    """The tenant's "now": the real UTC time (plus a skew) unless a test set it.
+
+    Zuora's servers keep their own time; a client that takes "now" from its own clock is off by
+    their difference. :meth:`skew` reproduces that: the clock follows the real time shifted by a
+    number of seconds, and everything that reads it (stamps, index visibility, job times, the
+    HTTP ``Date`` header) shifts with it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._base: datetime | None = None
         self._base_real = 0.0
         self._running = True
+        self._skew = 0.0
 
     def now(self) -> datetime:
         """The current tenant time (UTC, with microseconds)."""
         with self._lock:
             if self._base is None:
-                return datetime.now(_UTC)
+                return datetime.now(_UTC) + timedelta(seconds=self._skew)
             if not self._running:
                 return self._base
             return self._base + timedelta(seconds=time.time() - self._base_real)
@@ -113,15 +122,28 @@ class TenantClock:
         """Move the clock ``seconds`` forward (a real-time clock becomes set, still running)."""
         with self._lock:
             if self._base is None:
-                self._base, self._base_real, self._running = datetime.now(_UTC), time.time(), True
+                real = datetime.now(_UTC) + timedelta(seconds=self._skew)
+                self._base, self._base_real, self._running = real, time.time(), True
             self._base += timedelta(seconds=seconds)
         return self.now()
 
-    def reset(self) -> datetime:
-        """Follow the real clock again."""
+    def skew(self, seconds: float) -> datetime:
+        """Follow the real clock ``seconds`` ahead (negative: behind), e.g. ``-900`` for 15 minutes slow."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
+            raise ValueError(f"the clock skew is a number of seconds, not {seconds!r}")
         with self._lock:
-            self._base, self._running = None, True
+            self._base, self._running, self._skew = None, True, float(seconds)
         return self.now()
+
+    def reset(self) -> datetime:
+        """Follow the real clock again, without skew."""
+        return self.skew(0)
+
+    @property
+    def skew_seconds(self) -> float | None:
+        """The skew from the real clock, None while the clock is set (frozen or running from a set time)."""
+        with self._lock:
+            return self._skew if self._base is None else None
 
     @property
     def frozen(self) -> bool:

@@ -6,6 +6,8 @@ import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 
 import pytest
 import requests
@@ -164,3 +166,10 @@ def test_tenant_options(serve: Serve) -> None:
     ).json()["id"]
     job = session.get(f"{base_url}/v1/batch-query/jobs/{job_id}", timeout=TIMEOUT).json()
     assert job["status"] == "aborted" and job["batches"][0]["status"] == "aborted"  # --max-query-rows
+
+
+def test_clock_skew_option(serve: Serve) -> None:
+    _, base_url = serve("--clock-skew", "-900")
+    answer = requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT)
+    behind = (datetime.now(timezone.utc) - parsedate_to_datetime(answer.headers["Date"])).total_seconds()
+    assert answer.json()["skew"] == -900 and 899 <= behind <= 901
