@@ -12,12 +12,15 @@ offset (answers use ``2024-01-01T00:00:00Z``). Other fields keep their JSON type
 * ``POST /_simulator/tables/{table}``: create an empty table.
 * ``GET /_simulator/tables/{table}/rows[?deleted=true][&visible=true]``: the rows
   (:meth:`.tenant.Tenant.rows`), a JSON list.
-* ``POST /_simulator/tables/{table}/rows``: ``{"rows": [{...}, ...], "index_delay": s}`` (or
-  ``"row": {...}``) inserts; answers the stored rows.
+* ``POST /_simulator/tables/{table}/rows``: ``{"rows": [{...}, ...], "index_delay": s, "late_by":
+  s}`` (or ``"row": {...}``) inserts; answers the stored rows.
 * ``PATCH /_simulator/tables/{table}/rows/{id}``: ``{"changes": {...}, "index_delay": s,
-  "stamp": true}`` updates; answers the row.
-* ``DELETE /_simulator/tables/{table}/rows/{id}``: ``{"index_delay": s}`` (optional) deletes;
-  answers the row's last fields.
+  "stamp": true, "late_by": s}`` updates; answers the row.
+* ``DELETE /_simulator/tables/{table}/rows/{id}``: ``{"index_delay": s, "late_by": s}``
+  (optional) deletes; answers the row's last fields.
+
+``late_by`` makes a write a late commit: stamped that many seconds ago, visible ``index_delay``
+seconds from now (see :mod:`.tenant`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,13 @@ def _delay(settings: dict[str, Any]) -> float | None:
     if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float))):
         raise ValueError("'index_delay' must be a number of seconds")
     return delay
+
+
+def _late_by(settings: dict[str, Any]) -> float:
+    late_by = settings.get("late_by", 0)
+    if isinstance(late_by, bool) or not isinstance(late_by, (int, float)):
+        raise ValueError("'late_by' must be a number of seconds")
+    return late_by
 
 
 def handle(simulator: AquaSimulator, method: str, path: str, query: str, raw_body: bytes) -> Reply | None:
@@ -105,20 +115,21 @@ def handle(simulator: AquaSimulator, method: str, path: str, query: str, raw_bod
         current = tenant.rows(table, deleted=flags.get("deleted", False), visible=flags.get("visible", False))
         return json_reply(200, [row_to_json(row) for row in current])
     if row_id is None and method == "POST":
-        settings = _known(body(raw_body), "rows", "row", "index_delay")
+        settings = _known(body(raw_body), "rows", "row", "index_delay", "late_by")
         rows: object = settings["rows"] if "rows" in settings else [settings.get("row")]
         if not isinstance(rows, list):
             raise ValueError("'rows' must be a list of row objects")
-        stored = tenant.insert_many(table, rows, _delay(settings))
+        stored = tenant.insert_many(table, rows, _delay(settings), _late_by(settings))
         return json_reply(200, [row_to_json(row) for row in stored])
     if row_id is not None and method == "PATCH":
-        settings = _known(body(raw_body), "changes", "index_delay", "stamp")
+        settings = _known(body(raw_body), "changes", "index_delay", "stamp", "late_by")
         changes = settings.get("changes")
         if not isinstance(changes, dict):
             raise ValueError("'changes' must be an object of fields")
-        row = tenant.update(table, row_id, changes, _delay(settings), stamp=bool(settings.get("stamp", True)))
+        stamp = bool(settings.get("stamp", True))
+        row = tenant.update(table, row_id, changes, _delay(settings), stamp=stamp, late_by=_late_by(settings))
         return json_reply(200, row_to_json(row))
     if row_id is not None and method == "DELETE":
-        settings = _known(body(raw_body), "index_delay")
-        return json_reply(200, row_to_json(tenant.delete(table, row_id, _delay(settings))))
+        settings = _known(body(raw_body), "index_delay", "late_by")
+        return json_reply(200, row_to_json(tenant.delete(table, row_id, _delay(settings), _late_by(settings))))
     return None

@@ -24,6 +24,10 @@ The export index is eventually consistent
     it only once the tenant clock has passed ``written + index_delay``, and until then see the
     row as it was before (or not at all, for an insert). The row keeps the ``UpdatedDate`` of the
     write, which is then in the past: a row that "arrives late" in a window already exported.
+    A **late commit** (``late_by`` seconds) goes further: the write is stamped ``late_by``
+    seconds before now, as a long transaction that started then and commits now (Zuora: "it
+    might take a long time for some transactions to be completed"), and becomes visible
+    ``index_delay`` seconds from now.
 
 The clock
     :class:`TenantClock` follows the real UTC time by default, optionally skewed by some
@@ -207,17 +211,28 @@ class Tenant:
         with self._lock:
             self._table(table, create=True)
 
-    def insert(self, table: str, row: Mapping[str, Any], index_delay: float | None = None) -> dict[str, Any]:
+    def insert(
+        self, table: str, row: Mapping[str, Any], index_delay: float | None = None, late_by: float = 0
+    ) -> dict[str, Any]:
         """Insert a row; return it as stored. ValueError if its ``Id`` exists."""
-        return self.insert_many(table, [row], index_delay)[0]
+        return self.insert_many(table, [row], index_delay, late_by)[0]
 
     def insert_many(
-        self, table: str, rows: Iterable[Mapping[str, Any]], index_delay: float | None = None
+        self,
+        table: str,
+        rows: Iterable[Mapping[str, Any]],
+        index_delay: float | None = None,
+        late_by: float = 0,
     ) -> list[dict[str, Any]]:
-        """Insert several rows at once (one clock reading); return them as stored."""
+        """Insert several rows at once (one clock reading); return them as stored.
+
+        ``late_by`` (seconds) makes them a late commit: stamped that long ago, visible only
+        from now (plus ``index_delay``).
+        """
         with self._lock:
             versions = self._table(table, create=True)
             now = self.clock.now()
+            stamp = whole_second(now - _late(late_by))
             stored = []
             for row in rows:
                 fields = self._normalise(row)
@@ -227,7 +242,7 @@ class Tenant:
                 if row_id in versions:
                     raise ValueError(f"{table} already has a row with Id {row_id!r}")
                 for name in STAMPED:
-                    fields.setdefault(name, whole_second(now))
+                    fields.setdefault(name, stamp)
                 versions[row_id] = [self._version(fields, False, now, index_delay)]
                 stored.append(dict(fields))
             return stored
@@ -239,10 +254,12 @@ class Tenant:
         changes: Mapping[str, Any],
         index_delay: float | None = None,
         stamp: bool = True,
+        late_by: float = 0,
     ) -> dict[str, Any]:
         """Change fields of a live row (``UpdatedDate`` stamped unless given or ``stamp=False``).
 
-        KeyError if the row does not exist or is deleted. Return the row as stored.
+        ``late_by`` stamps it that many seconds ago (a late commit). KeyError if the row does not
+        exist or is deleted. Return the row as stored.
         """
         with self._lock:
             history = self._live_history(table, row_id)
@@ -250,16 +267,19 @@ class Tenant:
             fields = {**history[-1].fields, **self._normalise(changes)}
             fields["Id"] = row_id
             if stamp and "UpdatedDate" not in changes:
-                fields["UpdatedDate"] = whole_second(now)
+                fields["UpdatedDate"] = whole_second(now - _late(late_by))
             history.append(self._version(fields, False, now, index_delay))
             return dict(fields)
 
-    def delete(self, table: str, row_id: str, index_delay: float | None = None) -> dict[str, Any]:
-        """Delete a live row (kept 30 days as deleted); return its last fields. KeyError if none."""
+    def delete(self, table: str, row_id: str, index_delay: float | None = None, late_by: float = 0) -> dict[str, Any]:
+        """Delete a live row (kept 30 days as deleted); return its last fields. KeyError if none.
+
+        ``late_by`` stamps the deletion that many seconds ago (a late commit).
+        """
         with self._lock:
             history = self._live_history(table, row_id)
             now = self.clock.now()
-            fields = {**history[-1].fields, "UpdatedDate": whole_second(now)}
+            fields = {**history[-1].fields, "UpdatedDate": whole_second(now - _late(late_by))}
             history.append(self._version(fields, True, now, index_delay))
             return dict(fields)
 
@@ -401,6 +421,13 @@ class Tenant:
                     continue
             current.append(version)
         return current
+
+
+def _late(late_by: float) -> timedelta:
+    """How far in the past a late commit is stamped; ValueError unless a non-negative number."""
+    if isinstance(late_by, bool) or not isinstance(late_by, (int, float)) or not late_by >= 0:
+        raise ValueError(f"late_by must be a non-negative number of seconds, not {late_by!r}")
+    return timedelta(seconds=late_by)
 
 
 def _getter(fields: dict[str, Any], table: str) -> FieldGetter:

@@ -173,3 +173,8 @@ def test_clock_skew_option(serve: Serve) -> None:
     answer = requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT)
     behind = (datetime.now(timezone.utc) - parsedate_to_datetime(answer.headers["Date"])).total_seconds()
     assert answer.json()["skew"] == -900 and 899 <= behind <= 901
+
+
+def test_the_default_index_delay_is_a_minute(serve: Serve) -> None:
+    _, base_url = serve()
+    assert requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT).json()["index_delay"] == 60
