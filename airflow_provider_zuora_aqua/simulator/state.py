@@ -59,9 +59,9 @@ class _Batch:
     full: bool | None
     # File ids of the segments of a split stateful full load, in row order; empty if not split.
     segment_ids: tuple[str, ...] = ()
-    # The rendered rows of a query on a tenant table (None: generated rows) and extra header cells.
+    # The rendered rows of a query on a tenant table (None: generated rows) and header cells before the fields'.
     table_rows: tuple[tuple[str | None, ...], ...] | None = None
-    extra_header: tuple[str, ...] = ()
+    leading_header: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ class AquaState:
             full,
             segments,
             None if table is None else table.rows,
-            () if table is None else table.extra_header,
+            () if table is None else table.leading_header,
         )
 
     def _increment_start(self, spec: JobSpec, previous: _Job) -> datetime | None:
@@ -402,7 +402,7 @@ class AquaState:
                 null_replacement=job.spec.null_replacement,
                 part=part,
                 table_rows=table_rows,
-                extra_header=batch.extra_header,
+                leading_header=batch.leading_header,
             )
 
     def purge_files(self, job_id: str | None = None) -> list[str]:

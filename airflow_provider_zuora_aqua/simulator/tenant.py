@@ -17,7 +17,8 @@ Deletes
     A delete keeps the row as deleted for 30 days (Zuora's retention of deleted data), with
     ``UpdatedDate`` stamped at the delete. Queries leave deleted rows out unless the submit asks
     for them (``deleted: {column, format}``); then they come with the live rows that match,
-    the extra column ``1``/``0`` (``Numeric``) or ``true``/``false`` (``Boolean``).
+    and every row has the deleted column, first, named ``<Object>.<column>``: ``1``/``0``
+    (``Numeric``) or ``true``/``false`` (``Boolean``).
 
 The export index is eventually consistent
     Each write has an ``index_delay`` (seconds, default the tenant's ``index_delay``): queries see
@@ -169,9 +170,9 @@ class _Version:
 
 @dataclass(frozen=True)
 class TableExport:
-    """What one query on a table exports: the extra header cells and the rendered rows."""
+    """What one query on a table exports: header cells before the fields' and the rendered rows."""
 
-    extra_header: tuple[str, ...]
+    leading_header: tuple[str, ...]
     rows: tuple[tuple[str | None, ...], ...]
 
 
@@ -343,14 +344,15 @@ class Tenant:
                     continue
                 if predicate(get):
                     selected.append((version, get))
-        extra = () if deleted is None else (deleted.column,)
+        # Zuora writes the deleted column first, named after the object: "Account.IsDeleted".
+        leading = () if deleted is None else (f"{name}.{deleted.column}",)
         rows = []
         for version, get in selected:
             cells = [self.render(get(field), date_time_utc) for field in parsed.fields]
             if deleted is not None:
-                cells.append(_deleted_cell(version.deleted, deleted.format))
+                cells.insert(0, _deleted_cell(version.deleted, deleted.format))
             rows.append(tuple(cells))
-        return TableExport(extra, tuple(rows))
+        return TableExport(leading, tuple(rows))
 
     def render(self, value: object, date_time_utc: bool) -> str | None:
         """A value as a CSV cell: date-times in the tenant's zone (``-08:00``), or UTC (``+0000``)."""
