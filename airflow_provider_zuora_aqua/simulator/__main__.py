@@ -117,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
         "for stamps, job times and the Date header (default 0)",
     )
     tenant.add_argument(
+        "--deny-object",
+        action="append",
+        default=[],
+        metavar="OBJECT",
+        help="the API user may not read OBJECT: queries touching it are dropped from their job, as Zuora "
+        "ignores them (error 90018); repeatable",
+    )
+    tenant.add_argument(
         "--max-query-rows",
         type=int,
         default=None,
@@ -159,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             max_query_rows=args.max_query_rows,
             clock_skew=args.clock_skew,
         )
+        simulator.tenant.deny(*args.deny_object)
     except ValueError as exc:
         parser.error(str(exc))
     for settings in args.fault:

@@ -3,12 +3,16 @@
 Rows travel as JSON objects; ``UpdatedDate`` and ``CreatedDate`` as ISO 8601 strings with an
 offset (answers use ``2024-01-01T00:00:00Z``). Other fields keep their JSON type.
 
-* ``GET /_simulator/tenant``: ``{"now", "frozen", "skew", "time_zone", "index_delay", "tables": {name:
-  live rows}}`` (``skew``: seconds from the real clock, null while the clock is set).
+* ``GET /_simulator/tenant``: ``{"now", "frozen", "skew", "time_zone", "index_delay",
+  "denied_objects", "tables": {name: live rows}}`` (``skew``: seconds from the real clock, null
+  while the clock is set).
 * ``POST /_simulator/tenant/clock``: ``{"now": "<ISO 8601>", "running": false}`` sets the clock
   (frozen unless ``running``); ``{"now": null}`` follows the real clock again; ``{"advance":
   <seconds>}`` moves it on; ``{"skew": <seconds>}`` follows the real clock that far ahead
   (negative: behind). Answers ``{"now", "frozen"}``.
+* ``POST /_simulator/tenant/denied``: ``{"objects": ["Invoice", ...]}`` sets the objects the API
+  user may not read (``[]``: none); a query touching one is dropped from its job (90018).
+  Answers ``{"denied_objects"}``.
 * ``POST /_simulator/tables/{table}``: create an empty table.
 * ``GET /_simulator/tables/{table}/rows[?deleted=true][&visible=true]``: the rows
   (:meth:`.tenant.Tenant.rows`), a JSON list.
@@ -86,6 +90,7 @@ def handle(simulator: AquaSimulator, method: str, path: str, query: str, raw_bod
                 "skew": clock.skew_seconds,
                 "time_zone": tenant.zone.key,
                 "index_delay": tenant.index_delay,
+                "denied_objects": tenant.denied_objects,
                 "tables": tenant.tables(),
             },
         )
@@ -100,6 +105,13 @@ def handle(simulator: AquaSimulator, method: str, path: str, query: str, raw_bod
         else:
             clock.set(settings["now"], running=bool(settings.get("running", False)))
         return json_reply(200, {"now": iso_utc(clock.now()), "frozen": clock.frozen})
+    if (method, path) == ("POST", "/_simulator/tenant/denied"):
+        objects = _known(body(raw_body), "objects").get("objects")
+        if not isinstance(objects, list) or not all(isinstance(name, str) and name.isidentifier() for name in objects):
+            raise ValueError("'objects' must be a list of object names such as 'Invoice'")
+        tenant.allow()
+        tenant.deny(*objects)
+        return json_reply(200, {"denied_objects": tenant.denied_objects})
     found = _TABLE.fullmatch(path)
     if found is None:
         return None

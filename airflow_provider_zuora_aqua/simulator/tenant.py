@@ -52,7 +52,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .where import FieldGetter, compile_condition
-from .zoql import ParsedQuery, parse_datetime_literal
+from .zoql import ParsedQuery, parse_datetime_literal, referenced_objects
 
 DEFAULT_TIME_ZONE = "America/Los_Angeles"
 #: Zuora keeps deleted records 30 days; AQuA exports them only within that time.
@@ -204,6 +204,8 @@ class Tenant:
         # Table key (lower-case name) -> (name as first written, Id -> versions in write order).
         self._tables: dict[str, tuple[str, dict[str, list[_Version]]]] = {}
         self._sequence = 0
+        # Objects the API user may not read (lower-case name -> name as given).
+        self._denied: dict[str, str] = {}
 
     # Writes
 
@@ -283,6 +285,35 @@ class Tenant:
             fields = {**history[-1].fields, "UpdatedDate": whole_second(now - _late(late_by))}
             history.append(self._version(fields, True, now, index_delay))
             return dict(fields)
+
+    # The API user's permissions
+
+    def deny(self, *objects: str) -> None:
+        """Take away the API user's permission to read ``objects``: AQuA then drops their queries."""
+        with self._lock:
+            for name in objects:
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise ValueError(f"an object name is an identifier such as 'Invoice', not {name!r}")
+                self._denied[name.lower()] = name
+
+    def allow(self, *objects: str) -> None:
+        """Give back the permission to read ``objects`` (none named: every object)."""
+        with self._lock:
+            if not objects:
+                self._denied.clear()
+            for name in objects:
+                self._denied.pop(str(name).lower(), None)
+
+    @property
+    def denied_objects(self) -> list[str]:
+        """The objects the API user may not read, sorted."""
+        with self._lock:
+            return sorted(self._denied.values())
+
+    def may_read(self, parsed: ParsedQuery) -> bool:
+        """Whether the API user may read every object the query touches (its own, and joined ones)."""
+        with self._lock:
+            return not any(name.lower() in self._denied for name in referenced_objects(parsed))
 
     # Reads
 

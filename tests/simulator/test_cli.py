@@ -178,3 +178,16 @@ def test_clock_skew_option(serve: Serve) -> None:
 def test_the_default_index_delay_is_a_minute(serve: Serve) -> None:
     _, base_url = serve()
     assert requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT).json()["index_delay"] == 60
+
+
+def test_deny_object_option(serve: Serve) -> None:
+    _, base_url = serve("--deny-object", "Invoice", "--deny-object", "Account", "--job-seconds", "0")
+    session = requests.Session()
+    session.headers["Authorization"] = (
+        "Bearer " + requests.post(f"{base_url}/oauth/token", data=token_form(), timeout=TIMEOUT).json()["access_token"]
+    )
+    job_id = session.post(f"{base_url}/v1/batch-query/", json=job_body(), timeout=TIMEOUT).json()["id"]
+    job = session.get(f"{base_url}/v1/batch-query/jobs/{job_id}", timeout=TIMEOUT).json()
+    assert (job["status"], job["batches"]) == ("completed", [])
+    tenant = requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT).json()
+    assert tenant["denied_objects"] == ["Account", "Invoice"]
