@@ -299,7 +299,9 @@ class AquaState:
             include = not full or query.deleted["forceExport"]
             deleted = DeletedExport(query.deleted["column"], query.deleted["format"], include)
         try:
-            table = self.tenant.export(query.parsed, spec.date_time_utc, deleted, since)
+            table = self.tenant.export(
+                query.parsed, spec.date_time_utc, deleted, since, export_zoql=query.batch_type == "zoqlexport"
+            )
         except ZoqlValueError as exc:
             raise AquaError(
                 errors.QUERY_SYNTAX_ERROR,

@@ -352,6 +352,7 @@ class Tenant:
         date_time_utc: bool,
         deleted: DeletedExport | None = None,
         since: datetime | None = None,
+        export_zoql: bool = True,
     ) -> TableExport | None:
         """The rows a query on a table exports now; None if its object has no table.
 
@@ -359,9 +360,10 @@ class Tenant:
         within 30 days) that match the ``where`` condition (and, for a stateful increment, whose
         ``UpdatedDate`` is at or after ``since``), ordered by ``Id``. Cells are rendered for the
         file: None for null. Raises :class:`.where.ZoqlValueError` for a literal that cannot be
-        compared with its field.
+        compared with its field. ``export_zoql`` (a ``zoqlexport`` query) reads relative date
+        expressions (``'today - 1 day'``), which standard ZOQL lacks.
         """
-        predicate = compile_condition(parsed.condition, self.zone)
+        predicate = compile_condition(parsed.condition, self.zone, self.clock.now() if export_zoql else None)
         with self._lock:
             key = parsed.object_name.lower()
             if key not in self._tables:
