@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import random
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from . import faults
+from . import faults, sample
 from .endpoints import JOB_LIMIT_ANSWERS
 from .faults import parse_fault_spec
 from .server import FILE_PURGE_SECONDS, IDEMPOTENCY_SECONDS, MAX_FILE_BYTES, AquaSimulator
@@ -20,6 +22,9 @@ from .tenant import DEFAULT_TIME_ZONE
 #: below any sane lag (the provider's default is 10 minutes, Estuary's 5). In-process simulators
 #: default to 0 so that tests stay deterministic.
 CLI_INDEX_DELAY = 60.0
+#: Credentials for a simulator started without any (36 characters, as Zuora's client ids).
+DEFAULT_CLIENT_ID = "5a1b0000-0000-4000-8000-a9a000000000"
+DEFAULT_CLIENT_SECRET = "simulator-secret"
 
 
 def _fault(spec: str) -> dict[str, Any]:
@@ -27,6 +32,28 @@ def _fault(spec: str) -> dict[str, Any]:
         return parse_fault_spec(spec)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class LateCommit:
+    """A ``--late-commit``: a row for ``table`` stamped ``late_by`` seconds ago, visible after ``visible_in``."""
+
+    table: str
+    late_by: float
+    visible_in: float | None
+
+
+def _late_commit(spec: str) -> LateCommit:
+    parts = spec.split(":")
+    try:
+        if len(parts) not in (2, 3) or not parts[0].isidentifier():
+            raise ValueError
+        numbers = [float(part) for part in parts[1:]]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not TABLE:LATE_BY[:VISIBLE_IN], e.g. Account:7200:600") from None
+    if min(numbers) < 0:
+        raise argparse.ArgumentTypeError(f"{spec!r}: seconds must not be negative")
+    return LateCommit(parts[0], numbers[0], numbers[1] if len(numbers) == 2 else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--queue-seconds", type=float, default=None, help="time spent 'submitted' (default min(0.5, job-seconds/10))"
     )
-    parser.add_argument("--client-id", required=True, help="the OAuth client id to accept")
-    parser.add_argument("--client-secret", required=True, help="the OAuth client secret to accept")
+    parser.add_argument(
+        "--client-id", default=DEFAULT_CLIENT_ID, help=f"the OAuth client id to accept (default {DEFAULT_CLIENT_ID})"
+    )
+    parser.add_argument(
+        "--client-secret",
+        default=DEFAULT_CLIENT_SECRET,
+        help=f"the OAuth client secret to accept (default {DEFAULT_CLIENT_SECRET})",
+    )
     parser.add_argument("--token-seconds", type=float, default=3599, help="token lifetime (default 3599)")
     parser.add_argument(
         "--errors-as-200", action="store_true", help="answer job-id refusals (90002, 90003) with HTTP 200"
@@ -67,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="inject faults; repeatable, and several SPECs may follow one --fault",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for rate-based faults (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for rate-based faults and the sample data (default 0)"
+    )
     files = parser.add_argument_group("result files")
     files.add_argument(
         "--file-rows", type=int, default=None, help="records in every batch's file (default 1-1000, from the query)"
@@ -100,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-zone",
         default=DEFAULT_TIME_ZONE,
         help=f"the tenant's time zone: ZOQL date-times without an offset are read in it (default {DEFAULT_TIME_ZONE})",
+    )
+    tenant.add_argument(
+        "--no-sample-data",
+        dest="sample_data",
+        action="store_false",
+        help=f"start with no tables (default: {sample.ACCOUNTS} Account and {sample.SUBSCRIPTIONS} Subscription rows "
+        "updated over the last 28 days, a few of them late commits)",
+    )
+    tenant.add_argument(
+        "--late-commit",
+        type=_late_commit,
+        action="append",
+        default=[],
+        metavar="TABLE:LATE_BY[:VISIBLE_IN]",
+        help="at start, write a row to TABLE stamped LATE_BY seconds ago that queries see only VISIBLE_IN "
+        "seconds later (default: the index delay), e.g. Account:7200:600; repeatable",
     )
     tenant.add_argument(
         "--index-delay",
@@ -166,8 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             index_delay=args.index_delay,
             max_query_rows=args.max_query_rows,
             clock_skew=args.clock_skew,
+            sample_data=args.sample_data,
         )
         simulator.tenant.deny(*args.deny_object)
+        rng = random.Random(args.seed)
+        for late in args.late_commit:
+            row = sample.sample_row(late.table, rng, simulator.tenant.clock.now())
+            simulator.tenant.insert(late.table, row, index_delay=late.visible_in, late_by=late.late_by)
     except ValueError as exc:
         parser.error(str(exc))
     for settings in args.fault:
