@@ -98,8 +98,11 @@ def record_count(query: str) -> int:
 def header(parsed: ParsedQuery, use_query_labels: bool) -> list[str]:
     """The CSV header.
 
-    Plain select-list names by default; with ``useQueryLabels`` (API names) each field of
-    the queried object is qualified with it (``Account.Name``), as the field's full name.
+    With ``useQueryLabels`` Zuora writes "object and field API names ... instead of the field
+    labels": each field of the queried object qualified with it (``Account.Name``), a joined
+    one as written (``Account.Name`` in a Subscription query). Without it Zuora writes display
+    labels (``Account: Account Balance``), which the simulator does not know: it writes the
+    select list's names as written (``Balance``).
     """
     if not use_query_labels:
         return list(parsed.fields)

@@ -372,3 +372,16 @@ def test_control_api_refusals(data_sim: AquaSimulator, method: str, path: str, p
     data_sim.tenant.insert("Account", {"Id": "A1"})
     response = _control(data_sim, method, path, json=payload)
     assert response.status_code == status and response.json()["error"]
+
+
+def test_query_labels_name_table_columns_by_object_and_api_name(data_sim: AquaSimulator) -> None:
+    """Zuora: useQueryLabels "will use object and field API names for the CSV header output"."""
+    data_sim.tenant.insert("Subscription", {"Id": "S1", "Name": "A-S00000001", "Account.Name": "Acme"})
+    client = Client(data_sim.base_url)
+    body = job_body("select Id, Name, Account.Name from Subscription", useQueryLabels=True)
+    body["queries"][0]["deleted"] = {"column": "IsDeleted", "format": "Boolean", "forceExport": True}
+    job = client.wait_for(client.submit_job(body)["id"], "completed")
+    assert client.file(job["batches"][0]["fileId"]).text.splitlines() == [
+        "Subscription.IsDeleted,Subscription.Id,Subscription.Name,Account.Name",
+        "false,S1,A-S00000001,Acme",
+    ]
