@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             sample_data=args.sample_data,
         )
         simulator.tenant.deny(*args.deny_object)
-        rng = random.Random(args.seed)
+        # Its own stream: the sample data's would repeat the sample's first Ids.
+        rng = random.Random(f"late-commit-{args.seed}")
         for late in args.late_commit:
             row = sample.sample_row(late.table, rng, simulator.tenant.clock.now())
             simulator.tenant.insert(late.table, row, index_delay=late.visible_in, late_by=late.late_by)
