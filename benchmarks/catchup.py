@@ -81,7 +81,9 @@ def worker(args: argparse.Namespace) -> None:
 def start_simulator(job_seconds: float) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator", "--client-id", CLIENT_ID]
-        + ["--client-secret", CLIENT_SECRET, "--job-seconds", str(job_seconds)],
+        + ["--client-secret", CLIENT_SECRET, "--job-seconds", str(job_seconds)]
+        # Its rows are history: visible at once (the CLI's default index delay is a minute).
+        + ["--index-delay", "0", "--no-sample-data"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

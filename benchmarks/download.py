@@ -140,7 +140,7 @@ def worker(args: argparse.Namespace) -> None:
 def start_simulator(rows: int) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator", "--client-id", CLIENT_ID]
-        + ["--client-secret", CLIENT_SECRET, "--job-seconds", "0", "--file-rows", str(rows)],
+        + ["--client-secret", CLIENT_SECRET, "--job-seconds", "0", "--file-rows", str(rows), "--no-sample-data"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

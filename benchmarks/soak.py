@@ -392,6 +392,7 @@ class SimulatorProcess:
         command = [sys.executable, "-m", "airflow_provider_zuora_aqua.simulator", "--host", "127.0.0.1"]
         command += ["--job-seconds", "3600", "--seed", str(self._seed)]
         command += ["--client-id", self.client_id, "--client-secret", self.client_secret]
+        command += ["--no-sample-data"]  # generated rows, as the soak figures were measured with
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import random
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
-from . import faults
+from . import faults, sample
 from .endpoints import JOB_LIMIT_ANSWERS
 from .faults import parse_fault_spec
 from .server import FILE_PURGE_SECONDS, IDEMPOTENCY_SECONDS, MAX_FILE_BYTES, AquaSimulator
 from .tenant import DEFAULT_TIME_ZONE
+
+#: The CLI's default index delay, in seconds. Zuora documents no figure for how late its export
+#: index is; its "at least 2 hours" advice is for long transactions (``late_by`` writes). A minute
+#: is long enough that a client exporting up to "now" visibly misses the latest writes, and far
+#: below any sane lag (the provider's default is 10 minutes, Estuary's 5). In-process simulators
+#: default to 0 so that tests stay deterministic.
+CLI_INDEX_DELAY = 60.0
+#: Credentials for a simulator started without any (36 characters, as Zuora's client ids).
+DEFAULT_CLIENT_ID = "5a1b0000-0000-4000-8000-a9a000000000"
+DEFAULT_CLIENT_SECRET = "simulator-secret"
 
 
 def _fault(spec: str) -> dict[str, Any]:
@@ -20,6 +32,28 @@ def _fault(spec: str) -> dict[str, Any]:
         return parse_fault_spec(spec)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class LateCommit:
+    """A ``--late-commit``: a row for ``table`` stamped ``late_by`` seconds ago, visible after ``visible_in``."""
+
+    table: str
+    late_by: float
+    visible_in: float | None
+
+
+def _late_commit(spec: str) -> LateCommit:
+    parts = spec.split(":")
+    try:
+        if len(parts) not in (2, 3) or not parts[0].isidentifier():
+            raise ValueError
+        numbers = [float(part) for part in parts[1:]]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{spec!r} is not TABLE:LATE_BY[:VISIBLE_IN], e.g. Account:7200:600") from None
+    if min(numbers) < 0:
+        raise argparse.ArgumentTypeError(f"{spec!r}: seconds must not be negative")
+    return LateCommit(parts[0], numbers[0], numbers[1] if len(numbers) == 2 else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--queue-seconds", type=float, default=None, help="time spent 'submitted' (default min(0.5, job-seconds/10))"
     )
-    parser.add_argument("--client-id", required=True, help="the OAuth client id to accept")
-    parser.add_argument("--client-secret", required=True, help="the OAuth client secret to accept")
+    parser.add_argument(
+        "--client-id", default=DEFAULT_CLIENT_ID, help=f"the OAuth client id to accept (default {DEFAULT_CLIENT_ID})"
+    )
+    parser.add_argument(
+        "--client-secret",
+        default=DEFAULT_CLIENT_SECRET,
+        help=f"the OAuth client secret to accept (default {DEFAULT_CLIENT_SECRET})",
+    )
     parser.add_argument("--token-seconds", type=float, default=3599, help="token lifetime (default 3599)")
     parser.add_argument(
         "--errors-as-200", action="store_true", help="answer job-id refusals (90002, 90003) with HTTP 200"
@@ -60,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="inject faults; repeatable, and several SPECs may follow one --fault",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed for rate-based faults (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed for rate-based faults and the sample data (default 0)"
+    )
     files = parser.add_argument_group("result files")
     files.add_argument(
         "--file-rows", type=int, default=None, help="records in every batch's file (default 1-1000, from the query)"
@@ -95,10 +137,43 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the tenant's time zone: ZOQL date-times without an offset are read in it (default {DEFAULT_TIME_ZONE})",
     )
     tenant.add_argument(
+        "--no-sample-data",
+        dest="sample_data",
+        action="store_false",
+        help=f"start with no tables (default: {sample.ACCOUNTS} Account and {sample.SUBSCRIPTIONS} Subscription rows "
+        "updated over the last 28 days, a few of them late commits)",
+    )
+    tenant.add_argument(
+        "--late-commit",
+        type=_late_commit,
+        action="append",
+        default=[],
+        metavar="TABLE:LATE_BY[:VISIBLE_IN]",
+        help="at start, write a row to TABLE stamped LATE_BY seconds ago that queries see only VISIBLE_IN "
+        "seconds later (default: the index delay), e.g. Account:7200:600; repeatable",
+    )
+    tenant.add_argument(
         "--index-delay",
         type=float,
+        default=CLI_INDEX_DELAY,
+        help=f"default seconds before a write is visible to queries (default {CLI_INDEX_DELAY:g}: Zuora's export "
+        "index is eventually consistent)",
+    )
+    tenant.add_argument(
+        "--clock-skew",
+        type=float,
         default=0.0,
-        help="default seconds before a write is visible to queries (default 0)",
+        metavar="SECONDS",
+        help="run the tenant's clock this far ahead of the real one (negative: behind; e.g. -900), "
+        "for stamps, job times and the Date header (default 0)",
+    )
+    tenant.add_argument(
+        "--deny-object",
+        action="append",
+        default=[],
+        metavar="OBJECT",
+        help="the API user may not read OBJECT: queries touching it are dropped from their job, as Zuora "
+        "ignores them (error 90018); repeatable",
     )
     tenant.add_argument(
         "--max-query-rows",
@@ -141,7 +216,15 @@ def main(argv: list[str] | None = None) -> int:
             time_zone=args.time_zone,
             index_delay=args.index_delay,
             max_query_rows=args.max_query_rows,
+            clock_skew=args.clock_skew,
+            sample_data=args.sample_data,
         )
+        simulator.tenant.deny(*args.deny_object)
+        # Its own stream: the sample data's would repeat the sample's first Ids.
+        rng = random.Random(f"late-commit-{args.seed}")
+        for late in args.late_commit:
+            row = sample.sample_row(late.table, rng, simulator.tenant.clock.now())
+            simulator.tenant.insert(late.table, row, index_delay=late.visible_in, late_by=late.late_by)
     except ValueError as exc:
         parser.error(str(exc))
     for settings in args.fault:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import gzip
 import json
 import time
@@ -60,6 +61,12 @@ class AquaRequestHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._serve()
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header: the tenant's clock (skewed or set), whole seconds, as Zuora's servers send it."""
+        if timestamp is None:
+            timestamp = self.server.simulator.tenant.clock.now().timestamp()
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def version_string(self) -> str:
         """The Server header, without http.server's Python version suffix."""

@@ -15,7 +15,8 @@ file of millions of rows is written at disk speed in constant memory.
 
 A query on an object that has a table in the simulator's tenant (:mod:`.tenant`) carries its
 rows instead (``FileContent.table_rows``): the same header, the rows' own cells (null cells as
-the ``nullReplacement``), and the ``deleted`` column when the submit asked for one.
+the ``nullReplacement``), and the ``deleted`` column when the submit asked for one: first, named
+``<Object>.<column>`` (``Account.IsDeleted``), as in Zuora's own examples.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class FileContent:
     #: The cells of a table's rows (None for null), instead of generated rows; ``rows`` and
     #: ``first_row`` are ignored then.
     table_rows: tuple[tuple[str | None, ...], ...] | None = None
-    #: Header cells after the select list's (the ``deleted`` column's name).
-    extra_header: tuple[str, ...] = ()
+    #: Header cells before the select list's (the ``deleted`` column, first as Zuora writes it).
+    leading_header: tuple[str, ...] = ()
 
     @property
     def base_name(self) -> str:
@@ -97,8 +98,11 @@ def record_count(query: str) -> int:
 def header(parsed: ParsedQuery, use_query_labels: bool) -> list[str]:
     """The CSV header.
 
-    Plain select-list names by default; with ``useQueryLabels`` (API names) each field of
-    the queried object is qualified with it (``Account.Name``), as the field's full name.
+    With ``useQueryLabels`` Zuora writes "object and field API names ... instead of the field
+    labels": each field of the queried object qualified with it (``Account.Name``), a joined
+    one as written (``Account.Name`` in a Subscription query). Without it Zuora writes display
+    labels (``Account: Account Balance``), which the simulator does not know: it writes the
+    select list's names as written (``Balance``).
     """
     if not use_query_labels:
         return list(parsed.fields)
@@ -130,7 +134,8 @@ def _row_templates(fields: tuple[str, ...], null_replacement: str | None) -> lis
 
 def write_csv(out: BinaryIO, content: FileContent, after_block: Callable[[], None] | None = None) -> None:
     """Write the CSV of ``content`` to ``out``, calling ``after_block`` after each block of rows."""
-    out.write(_csv_line(header(content.parsed, content.use_query_labels) + list(content.extra_header)).encode("utf-8"))
+    cells = list(content.leading_header) + header(content.parsed, content.use_query_labels)
+    out.write(_csv_line(cells).encode("utf-8"))
     if content.table_rows is not None:
         _write_table_rows(out, content.table_rows, content.null_replacement or "", after_block)
         return
@@ -161,7 +166,7 @@ def csv_size_bound(content: FileContent) -> int:
     if content.table_rows is not None:
         # Every character as four UTF-8 bytes, quoted and doubled: generous, and cheap.
         cells = sum(len(cell or content.null_replacement or "") + 3 for row in content.table_rows for cell in row)
-        return 8 * cells + 1024 * (1 + len(content.extra_header) + len(content.parsed.fields))
+        return 8 * cells + 1024 * (1 + len(content.leading_header) + len(content.parsed.fields))
     last_row = content.first_row + content.rows - 1
     templates = _row_templates(content.parsed.fields, content.null_replacement)
     longest_row = max(len(template.format(max(last_row, 0)).encode("utf-8")) for template in templates)

@@ -17,6 +17,7 @@ from .files import FileStore
 from .handler import AquaRequestHandler
 from .idempotency import IdempotencyStore
 from .recording import RecordedRequest, RequestLog
+from .sample import load_sample
 from .state import AquaState
 from .tenant import DEFAULT_TIME_ZONE, Tenant
 
@@ -111,7 +112,11 @@ class AquaSimulator:
     it; default ``America/Los_Angeles``), ``index_delay`` the default seconds before a write is
     visible to queries. ``max_query_rows`` (None: no limit) stands in for Zuora's 3-hour query
     limit: a batch with more records ends ``aborted``, and its job with it, with
-    :data:`~.errors.QUERY_TIME_LIMIT_MESSAGE`.
+    :data:`~.errors.QUERY_TIME_LIMIT_MESSAGE`. ``clock_skew`` (seconds, default 0) puts the
+    tenant's clock that far ahead of the real one (negative: behind): stamps, index visibility,
+    job times and every answer's ``Date`` header read it. ``sample_data`` loads seeded Account and
+    Subscription rows (:mod:`.sample`, seeded by ``seed``); in-process it is off, so that a test
+    starts from an empty tenant.
 
     ``state``, ``api``, ``faults``, ``files`` and ``log`` are the parts the HTTP handler works
     with; tests should prefer the methods below.
@@ -139,6 +144,8 @@ class AquaSimulator:
         time_zone: str = DEFAULT_TIME_ZONE,
         index_delay: float = 0.0,
         max_query_rows: int | None = None,
+        clock_skew: float = 0.0,
+        sample_data: bool = False,
     ) -> None:
         if job_seconds < 0 or token_seconds < 0 or (queue_seconds or 0) < 0:
             raise ValueError("job_seconds, token_seconds and queue_seconds must not be negative")
@@ -152,6 +159,9 @@ class AquaSimulator:
             self.tenant = Tenant(time_zone, index_delay)
         except (ValueError, LookupError) as exc:  # zoneinfo's errors for unknown zones
             raise ValueError(f"time_zone {time_zone!r} is not a known IANA time zone") from exc
+        self.tenant.clock.skew(clock_skew)
+        if sample_data:
+            load_sample(self.tenant, seed)
         if file_purge_seconds < 0 or idempotency_seconds < 0:
             raise ValueError("file_purge_seconds and idempotency_seconds must not be negative")
         self._address = (host, port)

@@ -59,9 +59,9 @@ class _Batch:
     full: bool | None
     # File ids of the segments of a split stateful full load, in row order; empty if not split.
     segment_ids: tuple[str, ...] = ()
-    # The rendered rows of a query on a tenant table (None: generated rows) and extra header cells.
+    # The rendered rows of a query on a tenant table (None: generated rows) and header cells before the fields'.
     table_rows: tuple[tuple[str | None, ...], ...] | None = None
-    extra_header: tuple[str, ...] = ()
+    leading_header: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class _Job:
     spec: JobSpec
     batches: list[_Batch]
     submitted_at: float
+    # The tenant clock at submit, as POSIX seconds: job times are read from it.
     submitted_wall: float
     job_seconds: float
     queue_seconds: float
@@ -90,6 +91,9 @@ class _Job:
     abort_index: int | None = None
     # The tenant clock at submit (the start of a stateful session's next increment).
     tenant_submitted: datetime | None = None
+    # Every submitted query's batch, shown until the job executes; ``batches`` are those that run
+    # (a query on an object the API user may not read is dropped then).
+    listed_batches: list[_Batch] = field(default_factory=list)
     # Monotonic instants derived from the above, set in __post_init__.
     executing_at: float = field(init=False)
     done_at: float = field(init=False)
@@ -257,20 +261,24 @@ class AquaState:
             since = None if previous is None else self._increment_start(spec, previous)
             tenant_now = self.tenant.clock.now()
             # Stateful jobs export everything the first time, increments afterwards.
-            batches = [
+            listed = [
                 self._new_batch(index, query, spec, first_load if spec.stateful else None, since)
                 for index, query in enumerate(spec.queries)
             ]
+            # Zuora ignores a query on an object the API user may not read (90018): it does not run.
+            batches = [batch for batch in listed if self.tenant.may_read(batch.spec.parsed)]
             job = _Job(
                 secrets.token_hex(16),
                 spec,
                 batches,
                 now,
-                time.time(),
+                # Job times come from the tenant's clock (skewed or set), like the Date header.
+                tenant_now.timestamp(),
                 self._job_seconds,
                 self._queue_seconds,
                 self._max_query_rows,
                 tenant_submitted=tenant_now,
+                listed_batches=listed,
             )
             self._jobs[job.job_id] = job
             for index, batch in enumerate(batches):
@@ -291,7 +299,9 @@ class AquaState:
             include = not full or query.deleted["forceExport"]
             deleted = DeletedExport(query.deleted["column"], query.deleted["format"], include)
         try:
-            table = self.tenant.export(query.parsed, spec.date_time_utc, deleted, since)
+            table = self.tenant.export(
+                query.parsed, spec.date_time_utc, deleted, since, export_zoql=query.batch_type == "zoqlexport"
+            )
         except ZoqlValueError as exc:
             raise AquaError(
                 errors.QUERY_SYNTAX_ERROR,
@@ -313,7 +323,7 @@ class AquaState:
             full,
             segments,
             None if table is None else table.rows,
-            () if table is None else table.extra_header,
+            () if table is None else table.leading_header,
         )
 
     def _increment_start(self, spec: JobSpec, previous: _Job) -> datetime | None:
@@ -400,7 +410,7 @@ class AquaState:
                 null_replacement=job.spec.null_replacement,
                 part=part,
                 table_rows=table_rows,
-                extra_header=batch.extra_header,
+                leading_header=batch.leading_header,
             )
 
     def purge_files(self, job_id: str | None = None) -> list[str]:
@@ -441,9 +451,13 @@ class AquaState:
         return max(candidates, key=lambda job: job.times(now)[1] or 0.0, default=None)
 
 
-def _render_batch(job: _Job, index: int, now: float, submitted: bool) -> dict[str, Any]:
-    batch = job.batches[index]
-    status = "pending" if submitted else job.batch_status(index, now)
+def _render_batch(job: _Job, index: int, now: float) -> dict[str, Any]:
+    status = job.batch_status(index, now)
+    return _batch_body(job.batches[index], status, job.batch_message(index, now))
+
+
+def _batch_body(batch: _Batch, status: str, message: str | None) -> dict[str, Any]:
+    """A batch's JSON; ``message`` None leaves it out (the submit answer has none)."""
     body: dict[str, Any] = {
         "batchId": batch.batch_id,
         "batchType": batch.spec.batch_type,
@@ -452,8 +466,8 @@ def _render_batch(job: _Job, index: int, now: float, submitted: bool) -> dict[st
         "status": status,
         "recordCount": batch.record_count if status == "completed" else 0,
     }
-    if not submitted:
-        body["message"] = job.batch_message(index, now)
+    if message is not None:
+        body["message"] = message
     if status == "completed":
         if batch.segment_ids:
             body["segments"] = list(batch.segment_ids)
@@ -471,8 +485,14 @@ def _render_batch(job: _Job, index: int, now: float, submitted: bool) -> dict[st
 def _render(job: _Job, now: float, submitted: bool = False) -> dict[str, Any]:
     """The job JSON; ``submitted`` renders the submit response, before any progress."""
     spec = job.spec
+    status = "submitted" if submitted else job.status(now)
+    if status == "submitted":
+        # Until it executes, the job lists every query, those it will drop (90018) too.
+        batches = [_batch_body(batch, "pending", None if submitted else "") for batch in job.listed_batches]
+    else:
+        batches = [_render_batch(job, i, now) for i in range(len(job.batches))]
     body: dict[str, Any] = {
-        "batches": [_render_batch(job, i, now, submitted) for i in range(len(job.batches))],
+        "batches": batches,
         "encrypted": spec.encrypted,
         "format": spec.format.upper(),
         "id": job.job_id,
@@ -481,7 +501,7 @@ def _render(job: _Job, now: float, submitted: bool = False) -> dict[str, Any]:
         body["name"] = spec.name
     body.update(
         sourceData="LIVE",
-        status="submitted" if submitted else job.status(now),
+        status=status,
         version=spec.version,
         useQueryLabels=spec.use_query_labels,
         dateTimeUtc=spec.date_time_utc,

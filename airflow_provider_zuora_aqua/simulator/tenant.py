@@ -17,17 +17,24 @@ Deletes
     A delete keeps the row as deleted for 30 days (Zuora's retention of deleted data), with
     ``UpdatedDate`` stamped at the delete. Queries leave deleted rows out unless the submit asks
     for them (``deleted: {column, format}``); then they come with the live rows that match,
-    the extra column ``1``/``0`` (``Numeric``) or ``true``/``false`` (``Boolean``).
+    and every row has the deleted column, first, named ``<Object>.<column>``: ``1``/``0``
+    (``Numeric``) or ``true``/``false`` (``Boolean``).
 
 The export index is eventually consistent
     Each write has an ``index_delay`` (seconds, default the tenant's ``index_delay``): queries see
     it only once the tenant clock has passed ``written + index_delay``, and until then see the
     row as it was before (or not at all, for an insert). The row keeps the ``UpdatedDate`` of the
     write, which is then in the past: a row that "arrives late" in a window already exported.
+    A **late commit** (``late_by`` seconds) goes further: the write is stamped ``late_by``
+    seconds before now, as a long transaction that started then and commits now (Zuora: "it
+    might take a long time for some transactions to be completed"), and becomes visible
+    ``index_delay`` seconds from now.
 
 The clock
-    :class:`TenantClock` follows the real UTC time by default; tests may set it (frozen, or
-    running from a given instant) and advance it. Stamps and index visibility both read it.
+    :class:`TenantClock` follows the real UTC time by default, optionally skewed by some
+    seconds (a tenant whose clock is not the client's); tests may set it (frozen, or running
+    from a given instant) and advance it. Stamps, index visibility, job times and the HTTP
+    ``Date`` header all read it.
 
 A job reads one snapshot, taken at submit (AQuA runs a job's queries in one read-only
 transaction): writes after the submit are not in its files.
@@ -45,7 +52,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .where import FieldGetter, compile_condition
-from .zoql import ParsedQuery, parse_datetime_literal
+from .zoql import ParsedQuery, parse_datetime_literal, referenced_objects
 
 DEFAULT_TIME_ZONE = "America/Los_Angeles"
 #: Zuora keeps deleted records 30 days; AQuA exports them only within that time.
@@ -83,19 +90,26 @@ def _has_offset(text: str) -> bool:
 
 
 class TenantClock:
-    """The tenant's "now": the real UTC time unless a test set it."""
+    """The tenant's "now": the real UTC time (plus a skew) unless a test set it.
+
+    Zuora's servers keep their own time; a client that takes "now" from its own clock is off by
+    their difference. :meth:`skew` reproduces that: the clock follows the real time shifted by a
+    number of seconds, and everything that reads it (stamps, index visibility, job times, the
+    HTTP ``Date`` header) shifts with it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._base: datetime | None = None
         self._base_real = 0.0
         self._running = True
+        self._skew = 0.0
 
     def now(self) -> datetime:
         """The current tenant time (UTC, with microseconds)."""
         with self._lock:
             if self._base is None:
-                return datetime.now(_UTC)
+                return datetime.now(_UTC) + timedelta(seconds=self._skew)
             if not self._running:
                 return self._base
             return self._base + timedelta(seconds=time.time() - self._base_real)
@@ -113,15 +127,28 @@ class TenantClock:
         """Move the clock ``seconds`` forward (a real-time clock becomes set, still running)."""
         with self._lock:
             if self._base is None:
-                self._base, self._base_real, self._running = datetime.now(_UTC), time.time(), True
+                real = datetime.now(_UTC) + timedelta(seconds=self._skew)
+                self._base, self._base_real, self._running = real, time.time(), True
             self._base += timedelta(seconds=seconds)
         return self.now()
 
-    def reset(self) -> datetime:
-        """Follow the real clock again."""
+    def skew(self, seconds: float) -> datetime:
+        """Follow the real clock ``seconds`` ahead (negative: behind), e.g. ``-900`` for 15 minutes slow."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:
+            raise ValueError(f"the clock skew is a number of seconds, not {seconds!r}")
         with self._lock:
-            self._base, self._running = None, True
+            self._base, self._running, self._skew = None, True, float(seconds)
         return self.now()
+
+    def reset(self) -> datetime:
+        """Follow the real clock again, without skew."""
+        return self.skew(0)
+
+    @property
+    def skew_seconds(self) -> float | None:
+        """The skew from the real clock, None while the clock is set (frozen or running from a set time)."""
+        with self._lock:
+            return self._skew if self._base is None else None
 
     @property
     def frozen(self) -> bool:
@@ -143,9 +170,9 @@ class _Version:
 
 @dataclass(frozen=True)
 class TableExport:
-    """What one query on a table exports: the extra header cells and the rendered rows."""
+    """What one query on a table exports: header cells before the fields' and the rendered rows."""
 
-    extra_header: tuple[str, ...]
+    leading_header: tuple[str, ...]
     rows: tuple[tuple[str | None, ...], ...]
 
 
@@ -177,6 +204,8 @@ class Tenant:
         # Table key (lower-case name) -> (name as first written, Id -> versions in write order).
         self._tables: dict[str, tuple[str, dict[str, list[_Version]]]] = {}
         self._sequence = 0
+        # Objects the API user may not read (lower-case name -> name as given).
+        self._denied: dict[str, str] = {}
 
     # Writes
 
@@ -185,17 +214,28 @@ class Tenant:
         with self._lock:
             self._table(table, create=True)
 
-    def insert(self, table: str, row: Mapping[str, Any], index_delay: float | None = None) -> dict[str, Any]:
+    def insert(
+        self, table: str, row: Mapping[str, Any], index_delay: float | None = None, late_by: float = 0
+    ) -> dict[str, Any]:
         """Insert a row; return it as stored. ValueError if its ``Id`` exists."""
-        return self.insert_many(table, [row], index_delay)[0]
+        return self.insert_many(table, [row], index_delay, late_by)[0]
 
     def insert_many(
-        self, table: str, rows: Iterable[Mapping[str, Any]], index_delay: float | None = None
+        self,
+        table: str,
+        rows: Iterable[Mapping[str, Any]],
+        index_delay: float | None = None,
+        late_by: float = 0,
     ) -> list[dict[str, Any]]:
-        """Insert several rows at once (one clock reading); return them as stored."""
+        """Insert several rows at once (one clock reading); return them as stored.
+
+        ``late_by`` (seconds) makes them a late commit: stamped that long ago, visible only
+        from now (plus ``index_delay``).
+        """
         with self._lock:
             versions = self._table(table, create=True)
             now = self.clock.now()
+            stamp = whole_second(now - _late(late_by))
             stored = []
             for row in rows:
                 fields = self._normalise(row)
@@ -205,7 +245,7 @@ class Tenant:
                 if row_id in versions:
                     raise ValueError(f"{table} already has a row with Id {row_id!r}")
                 for name in STAMPED:
-                    fields.setdefault(name, whole_second(now))
+                    fields.setdefault(name, stamp)
                 versions[row_id] = [self._version(fields, False, now, index_delay)]
                 stored.append(dict(fields))
             return stored
@@ -217,10 +257,12 @@ class Tenant:
         changes: Mapping[str, Any],
         index_delay: float | None = None,
         stamp: bool = True,
+        late_by: float = 0,
     ) -> dict[str, Any]:
         """Change fields of a live row (``UpdatedDate`` stamped unless given or ``stamp=False``).
 
-        KeyError if the row does not exist or is deleted. Return the row as stored.
+        ``late_by`` stamps it that many seconds ago (a late commit). KeyError if the row does not
+        exist or is deleted. Return the row as stored.
         """
         with self._lock:
             history = self._live_history(table, row_id)
@@ -228,18 +270,50 @@ class Tenant:
             fields = {**history[-1].fields, **self._normalise(changes)}
             fields["Id"] = row_id
             if stamp and "UpdatedDate" not in changes:
-                fields["UpdatedDate"] = whole_second(now)
+                fields["UpdatedDate"] = whole_second(now - _late(late_by))
             history.append(self._version(fields, False, now, index_delay))
             return dict(fields)
 
-    def delete(self, table: str, row_id: str, index_delay: float | None = None) -> dict[str, Any]:
-        """Delete a live row (kept 30 days as deleted); return its last fields. KeyError if none."""
+    def delete(self, table: str, row_id: str, index_delay: float | None = None, late_by: float = 0) -> dict[str, Any]:
+        """Delete a live row (kept 30 days as deleted); return its last fields. KeyError if none.
+
+        ``late_by`` stamps the deletion that many seconds ago (a late commit).
+        """
         with self._lock:
             history = self._live_history(table, row_id)
             now = self.clock.now()
-            fields = {**history[-1].fields, "UpdatedDate": whole_second(now)}
+            fields = {**history[-1].fields, "UpdatedDate": whole_second(now - _late(late_by))}
             history.append(self._version(fields, True, now, index_delay))
             return dict(fields)
+
+    # The API user's permissions
+
+    def deny(self, *objects: str) -> None:
+        """Take away the API user's permission to read ``objects``: AQuA then drops their queries."""
+        with self._lock:
+            for name in objects:
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise ValueError(f"an object name is an identifier such as 'Invoice', not {name!r}")
+                self._denied[name.lower()] = name
+
+    def allow(self, *objects: str) -> None:
+        """Give back the permission to read ``objects`` (none named: every object)."""
+        with self._lock:
+            if not objects:
+                self._denied.clear()
+            for name in objects:
+                self._denied.pop(str(name).lower(), None)
+
+    @property
+    def denied_objects(self) -> list[str]:
+        """The objects the API user may not read, sorted."""
+        with self._lock:
+            return sorted(self._denied.values())
+
+    def may_read(self, parsed: ParsedQuery) -> bool:
+        """Whether the API user may read every object the query touches (its own, and joined ones)."""
+        with self._lock:
+            return not any(name.lower() in self._denied for name in referenced_objects(parsed))
 
     # Reads
 
@@ -278,6 +352,7 @@ class Tenant:
         date_time_utc: bool,
         deleted: DeletedExport | None = None,
         since: datetime | None = None,
+        export_zoql: bool = True,
     ) -> TableExport | None:
         """The rows a query on a table exports now; None if its object has no table.
 
@@ -285,9 +360,10 @@ class Tenant:
         within 30 days) that match the ``where`` condition (and, for a stateful increment, whose
         ``UpdatedDate`` is at or after ``since``), ordered by ``Id``. Cells are rendered for the
         file: None for null. Raises :class:`.where.ZoqlValueError` for a literal that cannot be
-        compared with its field.
+        compared with its field. ``export_zoql`` (a ``zoqlexport`` query) reads relative date
+        expressions (``'today - 1 day'``), which standard ZOQL lacks.
         """
-        predicate = compile_condition(parsed.condition, self.zone)
+        predicate = compile_condition(parsed.condition, self.zone, self.clock.now() if export_zoql else None)
         with self._lock:
             key = parsed.object_name.lower()
             if key not in self._tables:
@@ -301,14 +377,15 @@ class Tenant:
                     continue
                 if predicate(get):
                     selected.append((version, get))
-        extra = () if deleted is None else (deleted.column,)
+        # Zuora writes the deleted column first, named after the object: "Account.IsDeleted".
+        leading = () if deleted is None else (f"{name}.{deleted.column}",)
         rows = []
         for version, get in selected:
             cells = [self.render(get(field), date_time_utc) for field in parsed.fields]
             if deleted is not None:
-                cells.append(_deleted_cell(version.deleted, deleted.format))
+                cells.insert(0, _deleted_cell(version.deleted, deleted.format))
             rows.append(tuple(cells))
-        return TableExport(extra, tuple(rows))
+        return TableExport(leading, tuple(rows))
 
     def render(self, value: object, date_time_utc: bool) -> str | None:
         """A value as a CSV cell: date-times in the tenant's zone (``-08:00``), or UTC (``+0000``)."""
@@ -379,6 +456,13 @@ class Tenant:
                     continue
             current.append(version)
         return current
+
+
+def _late(late_by: float) -> timedelta:
+    """How far in the past a late commit is stamped; ValueError unless a non-negative number."""
+    if isinstance(late_by, bool) or not isinstance(late_by, (int, float)) or not late_by >= 0:
+        raise ValueError(f"late_by must be a non-negative number of seconds, not {late_by!r}")
+    return timedelta(seconds=late_by)
 
 
 def _getter(fields: dict[str, Any], table: str) -> FieldGetter:

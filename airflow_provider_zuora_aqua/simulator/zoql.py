@@ -305,6 +305,21 @@ class _Parser:
         raise self.error("expected a value (a quoted string, a number, true, false, null or a date-time)")
 
 
+def referenced_objects(parsed: ParsedQuery) -> set[str]:
+    """The objects a query touches: the queried one and each joined one (``Account.Name``)."""
+    fields = list(parsed.fields)
+    pending: list[Condition] = [] if parsed.condition is None else [parsed.condition]
+    while pending:
+        condition = pending.pop()
+        if isinstance(condition, Comparison):
+            fields.append(condition.field)
+        elif isinstance(condition, Not):
+            pending.append(condition.operand)
+        else:
+            pending.extend(condition.operands)
+    return {parsed.object_name} | {field.split(".")[0] for field in fields if "." in field}
+
+
 def parse_zoql(query: str) -> ParsedQuery:
     """Parse ``query`` or raise :class:`ZoqlSyntaxError` naming what is wrong and where."""
     return _Parser(query).statement()

@@ -159,7 +159,8 @@ def _check_incremental_export(source: str, destination: Path, sim: AquaSimulator
         for manifest in manifests:
             for entry in manifest["files"]:
                 with open(entry["uri"].removeprefix("file://"), newline="") as handle:
-                    exported += [(row["Id"], row["IsDeleted"]) for row in csv.DictReader(handle)]
+                    # AQuA names the deleted column after the object: "Account.IsDeleted".
+                    exported += [(row["Id"], row[f"{query}.IsDeleted"]) for row in csv.DictReader(handle)]
         table = sim.tenant.rows(query)
         current = [row for row in table if datetime.fromisoformat(start) <= row["UpdatedDate"] < mark and matches(row)]
         assert current and sorted(exported) == sorted((row["Id"], "false") for row in current)

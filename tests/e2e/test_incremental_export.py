@@ -416,7 +416,9 @@ def published_by(run: Run) -> dict[str, set[tuple[str, int, bool]]]:
 
 
 def version_of(row: dict[str, Any]) -> tuple[str, int, bool]:
-    return row["Id"], int(row["Rev"]), row["IsDeleted"] == "true"
+    # AQuA names the deleted column after the object, first in the row: "Account.IsDeleted".
+    deleted = next(value for name, value in row.items() if name.endswith(".IsDeleted"))
+    return row["Id"], int(row["Rev"]), deleted == "true"
 
 
 def exported_versions(destination: Path) -> dict[str, set[tuple[str, int, bool]]]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 import pytest
 import requests
@@ -15,6 +18,7 @@ from tests.support.sim_client import (
     CLIENT_SECRET,
     MODULE,
     TIMEOUT,
+    csv_records,
     first_line,
     job_body,
     stateful_body,
@@ -102,6 +106,7 @@ def test_file_and_idempotency_options(serve: Serve) -> None:
     _, base_url = serve(
         *("--job-seconds", "0", "--file-rows", "250", "--segment-rows", "100", "--max-file-bytes", "5000"),
         *("--file-purge-seconds", "3600", "--file-transport-gzip", "--idempotency-seconds", "60"),
+        "--no-sample-data",  # generated rows: Account has no table
     )
     session = requests.Session()
     token = session.post(f"{base_url}/oauth/token", data=token_form(), timeout=TIMEOUT).json()["access_token"]
@@ -146,7 +151,8 @@ def test_bad_file_options_are_usage_errors(option: list[str]) -> None:
 
 def test_tenant_options(serve: Serve) -> None:
     _, base_url = serve(
-        *("--job-seconds", "0", "--time-zone", "Europe/Berlin", "--index-delay", "30", "--max-query-rows", "1")
+        *("--job-seconds", "0", "--time-zone", "Europe/Berlin", "--index-delay", "30", "--max-query-rows", "1"),
+        "--no-sample-data",
     )
     control = f"{base_url}/_simulator"
     tenant = requests.get(f"{control}/tenant", timeout=TIMEOUT).json()
@@ -164,3 +170,89 @@ def test_tenant_options(serve: Serve) -> None:
     ).json()["id"]
     job = session.get(f"{base_url}/v1/batch-query/jobs/{job_id}", timeout=TIMEOUT).json()
     assert job["status"] == "aborted" and job["batches"][0]["status"] == "aborted"  # --max-query-rows
+
+
+def test_clock_skew_option(serve: Serve) -> None:
+    _, base_url = serve("--clock-skew", "-900")
+    answer = requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT)
+    behind = (datetime.now(timezone.utc) - parsedate_to_datetime(answer.headers["Date"])).total_seconds()
+    assert answer.json()["skew"] == -900 and 899 <= behind <= 901
+
+
+def test_the_default_index_delay_is_a_minute(serve: Serve) -> None:
+    _, base_url = serve()
+    assert requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT).json()["index_delay"] == 60
+
+
+def test_deny_object_option(serve: Serve) -> None:
+    _, base_url = serve("--deny-object", "Invoice", "--deny-object", "Account", "--job-seconds", "0")
+    session = requests.Session()
+    session.headers["Authorization"] = (
+        "Bearer " + requests.post(f"{base_url}/oauth/token", data=token_form(), timeout=TIMEOUT).json()["access_token"]
+    )
+    job_id = session.post(f"{base_url}/v1/batch-query/", json=job_body(), timeout=TIMEOUT).json()["id"]
+    job = session.get(f"{base_url}/v1/batch-query/jobs/{job_id}", timeout=TIMEOUT).json()
+    assert (job["status"], job["batches"]) == ("completed", [])
+    tenant = requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT).json()
+    assert tenant["denied_objects"] == ["Account", "Invoice"]
+
+
+def test_no_options_serve_a_tenant_that_looks_like_zuora() -> None:
+    process = subprocess.Popen([*MODULE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base_url = first_line(process)
+        tenant = requests.get(f"{base_url}/_simulator/tenant", timeout=TIMEOUT).json()
+        assert (
+            tenant["tables"] == {"Account": 242, "Subscription": 361} and tenant["time_zone"] == "America/Los_Angeles"
+        )
+        session = requests.Session()
+        form = token_form(client_id="5a1b0000-0000-4000-8000-a9a000000000", client_secret="simulator-secret")
+        token = session.post(f"{base_url}/oauth/token", data=form, timeout=TIMEOUT).json()["access_token"]
+        session.headers["Authorization"] = f"Bearer {token}"
+        now = datetime.now(timezone.utc)
+        start, end = (now - timedelta(days=7)).isoformat(), (now - timedelta(days=3)).isoformat()
+        fields = "Id, AccountNumber, Name, Status, UpdatedDate"
+        query = f"select {fields} from Account where UpdatedDate >= '{start}' and UpdatedDate < '{end}'"
+        job_id = session.post(
+            f"{base_url}/v1/batch-query/", json=job_body(query, dateTimeUtc=True), timeout=TIMEOUT
+        ).json()["id"]
+        deadline = time.monotonic() + 15
+        while (job := session.get(f"{base_url}/v1/batch-query/jobs/{job_id}", timeout=TIMEOUT).json())[
+            "status"
+        ] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        records = csv_records(
+            session.get(f"{base_url}/v1/files/{job['batches'][0]['fileId']}", timeout=TIMEOUT).content
+        )
+        assert 10 <= len(records) == job["batches"][0]["recordCount"] < 240
+        for record in records:
+            assert re.fullmatch(r"[0-9a-f]{32}", record["Id"]) and re.fullmatch(r"A\d{8}", record["AccountNumber"])
+            assert record["Status"] in ("Active", "Draft", "Canceled") and record["Name"]
+            updated = datetime.strptime(record["UpdatedDate"], "%Y-%m-%dT%H:%M:%S%z")
+            assert now - timedelta(days=7) <= updated < now - timedelta(days=3)
+    finally:
+        process.terminate()
+        process.communicate(timeout=TIMEOUT)
+
+
+def test_late_commit_option(serve: Serve) -> None:
+    _, base_url = serve("--late-commit", "Account:7200:600", "--late-commit", "Invoice:60")
+    control = f"{base_url}/_simulator/tables"
+    visible = {row["Id"] for row in requests.get(f"{control}/Account/rows?visible=true", timeout=TIMEOUT).json()}
+    hidden = [
+        row for row in requests.get(f"{control}/Account/rows", timeout=TIMEOUT).json() if row["Id"] not in visible
+    ]
+    now = datetime.now(timezone.utc)
+    ages = sorted(
+        (now - datetime.fromisoformat(row["UpdatedDate"].replace("Z", "+00:00"))).total_seconds() for row in hidden
+    )
+    # The option's row, stamped 2 hours ago, beside the sample's own two late commits (1.5 and 2.5 hours).
+    assert len(ages) == 3 and 7195 <= ages[1] <= 7210 and all(row["AccountNumber"] for row in hidden)
+    assert requests.get(f"{control}/Invoice/rows?visible=true", timeout=TIMEOUT).json() == []  # the index delay: 60 s
+
+
+@pytest.mark.parametrize("spec", ["Account", "Account:soon", "bad-table:60", "Account:-5", "Account:1:2:3"])
+def test_a_bad_late_commit_is_a_usage_error(spec: str) -> None:
+    result = subprocess.run([*MODULE, "--late-commit", spec], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2 and "late-commit" in result.stderr and result.stdout == ""

@@ -56,7 +56,7 @@ def _kernel_high_water_mark(pid: int) -> int:
 def big_simulator() -> Iterator[tuple[int, str]]:
     process = subprocess.Popen(
         [*MODULE, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET]
-        + ["--job-seconds", "0", "--file-rows", str(ROWS)],
+        + ["--job-seconds", "0", "--file-rows", str(ROWS), "--no-sample-data"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

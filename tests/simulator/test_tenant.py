@@ -203,7 +203,7 @@ def test_incremental_windows_add_up_to_the_table(data_sim: AquaSimulator) -> Non
         job, (records,) = client.export_body(body)
         assert job["status"] == "completed"
         for record in records:
-            if record.pop("IsDeleted") == "1":
+            if record.pop("Account.IsDeleted") == "1":
                 exported.pop(record["Id"], None)
             else:
                 exported[record["Id"]] = record
@@ -235,9 +235,22 @@ def test_deleted_rows_come_with_the_deleted_column(data_sim: AquaSimulator) -> N
         body = job_body(query)
         body["queries"][0]["deleted"] = deleted
         _, (records,) = client.export_body(body)
-        assert records == [{"Id": "drop", "WasDeleted": marks[1]}, {"Id": "keep", "WasDeleted": marks[0]}]
+        assert records == [
+            {"Id": "drop", "Account.WasDeleted": marks[1]},
+            {"Id": "keep", "Account.WasDeleted": marks[0]},
+        ]
     _, (plain,) = client.export(query)
     assert plain == [{"Id": "keep"}]
+
+
+def test_the_deleted_column_comes_first_named_after_the_object(data_sim: AquaSimulator) -> None:
+    """Zuora's own example file starts ``Account.MyDeleted,Account: ID,...`` (and ``0,...`` rows)."""
+    data_sim.tenant.insert("Account", {"Id": "A1", "Name": "Acme"})
+    client = Client(data_sim.base_url)
+    body = job_body("select Id, Name from account")
+    body["queries"][0]["deleted"] = {"column": "MyDeleted", "format": "Numeric", "forceExport": True}
+    job = client.wait_for(client.submit_job(body)["id"], "completed")
+    assert client.file(job["batches"][0]["fileId"]).text.splitlines() == ["Account.MyDeleted,Id,Name", "0,A1,Acme"]
 
 
 def test_a_file_over_the_size_cap_answers_403(make_sim: SimFactory) -> None:
@@ -290,7 +303,10 @@ def test_a_stateful_session_exports_everything_then_what_changed(data_sim: AquaS
     body["queries"][0]["deleted"] = {"column": "IsDeleted", "format": "Boolean"}
     first, (full,) = client.export_body(body)
     assert first["batches"][0]["full"] is True
-    assert full == [{"Id": "A1", "IsDeleted": "false"}, {"Id": "A2", "IsDeleted": "false"}]  # no deleted rows
+    assert full == [
+        {"Id": "A1", "Account.IsDeleted": "false"},
+        {"Id": "A2", "Account.IsDeleted": "false"},
+    ]  # none deleted
     tenant.clock.advance(60)
     tenant.update("Account", "A1", {"Name": "changed"})
     tenant.delete("Account", "A2")
@@ -298,9 +314,9 @@ def test_a_stateful_session_exports_everything_then_what_changed(data_sim: AquaS
     second, (increment,) = client.export_body(body)
     assert second["batches"][0]["full"] is False
     assert increment == [
-        {"Id": "A1", "IsDeleted": "false"},
-        {"Id": "A2", "IsDeleted": "true"},
-        {"Id": "A4", "IsDeleted": "false"},
+        {"Id": "A1", "Account.IsDeleted": "false"},
+        {"Id": "A2", "Account.IsDeleted": "true"},
+        {"Id": "A4", "Account.IsDeleted": "false"},
     ]
 
 
@@ -356,3 +372,16 @@ def test_control_api_refusals(data_sim: AquaSimulator, method: str, path: str, p
     data_sim.tenant.insert("Account", {"Id": "A1"})
     response = _control(data_sim, method, path, json=payload)
     assert response.status_code == status and response.json()["error"]
+
+
+def test_query_labels_name_table_columns_by_object_and_api_name(data_sim: AquaSimulator) -> None:
+    """Zuora: useQueryLabels "will use object and field API names for the CSV header output"."""
+    data_sim.tenant.insert("Subscription", {"Id": "S1", "Name": "A-S00000001", "Account.Name": "Acme"})
+    client = Client(data_sim.base_url)
+    body = job_body("select Id, Name, Account.Name from Subscription", useQueryLabels=True)
+    body["queries"][0]["deleted"] = {"column": "IsDeleted", "format": "Boolean", "forceExport": True}
+    job = client.wait_for(client.submit_job(body)["id"], "completed")
+    assert client.file(job["batches"][0]["fileId"]).text.splitlines() == [
+        "Subscription.IsDeleted,Subscription.Id,Subscription.Name,Account.Name",
+        "false,S1,A-S00000001,Acme",
+    ]
