@@ -26,6 +26,7 @@ from airflow_provider_zuora_aqua.engine.job_engine import Finished, JobEngine
 from airflow_provider_zuora_aqua.exceptions import AquaFileTooLargeError, AquaJobFailedError
 from airflow_provider_zuora_aqua.incremental.ledger import clear_window, published_windows, window_folder
 from airflow_provider_zuora_aqua.incremental.query import window_query
+from airflow_provider_zuora_aqua.incremental.series import Series
 from airflow_provider_zuora_aqua.incremental.windows import (
     UTC,
     Window,
@@ -144,7 +145,8 @@ class IncrementalExport:
     def _plan(self, end: datetime) -> deque[tuple[str, Window]]:
         """Re-attach to the earlier tries' jobs, then plan the gaps, oldest window first."""
         for query in self.queries:
-            self.published[query] = published_windows(self.destination, query, self.cursor)
+            # Refused here, before any submit or resend: another query's windows in this folder.
+            self.published[query] = published_windows(self.destination, query, self.cursor, self._series(query))
         for slot in self.engine.reattach(keep=self._still_wanted):
             query, _, slug = slot.partition("/")
             self.windows[slot] = (query, Window.from_slug(slug))
@@ -217,11 +219,14 @@ class IncrementalExport:
             folder.local if folder.local is not None else folder.remote,
             destination_conn_id=self.destination_conn_id,
             track_id=self.engine.track_id,
-            labels={"query": query, "window": window.to_json(self.cursor)},
+            labels={"query": query, "window": window.to_json(self.cursor), "series": self._series(query).to_json()},
         )
         self.published[query] = sorted([*self.published[query], window])
         self.log.info("Published %s: %d records", slot_of(query, window), manifest.records)
         return Delivery(query, window, finished.job, manifest, folder.child(MANIFEST_NAME).uri)
+
+    def _series(self, query: str) -> Series:
+        return Series.of(self.queries[query], self.cursor, self.deleted, self.file_format)
 
     def _body(self, query: str, window: Window) -> dict[str, Any]:
         query_json: dict[str, Any] = {

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
+from airflow_provider_zuora_aqua.incremental.series import Series, check_same_series
 from airflow_provider_zuora_aqua.incremental.windows import Window
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
 from airflow_provider_zuora_aqua.results.staging import Destination
@@ -75,9 +76,12 @@ def clear_window(folder: Destination) -> None:
             child.unlink()
 
 
-def published_windows(destination: Destination, query: str, cursor: str) -> list[Window]:
+def published_windows(destination: Destination, query: str, cursor: str, series: Series | None = None) -> list[Window]:
     """
     The windows of ``query`` whose manifest is in place, oldest first.
+
+    With ``series``, each manifest that records its series must record this one
+    (:func:`~airflow_provider_zuora_aqua.incremental.series.check_same_series`).
 
     :raises AquaIntegrityError: a manifest that names another query, cursor or window than its
         folder says (the mark cannot be trusted), or that is not a manifest of ours.
@@ -103,6 +107,9 @@ def published_windows(destination: Destination, query: str, cursor: str) -> list
                 f"{where} was exported on cursor {window_json.get('cursor')!r}, not {cursor!r}: windows on another "
                 "cursor would miss or double records; export to a new destination to change the cursor"
             )
+        held = Series.from_manifest(manifest)
+        if series is not None and held is not None:
+            check_same_series(held, series, query_name=query, folder_uri=destination.child(query).uri)
         windows.append(window)
     return sorted(windows)
 

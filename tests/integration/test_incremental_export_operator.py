@@ -361,3 +361,36 @@ def test_a_window_whose_recorded_submit_zuora_refused_is_submitted_with_a_fresh_
         keys = [request.headers.get("Idempotency-Key") for request in sim.requests_for("submit")]
         assert keys.count(key) == 2 and len(sim.job_ids()) == 2  # the holder, and the window's one job
         assert exported_versions(tmp_path) == [("A1", "one")]
+
+
+def test_a_changed_query_on_a_destination_is_refused_before_anything_is_sent(tenant_sim, tmp_path):
+    """DAG A exported a filtered query; DAG B (same name, no filter, same destination) must not export on silently."""
+    write(tenant_sim, START + timedelta(hours=1), "A1", "Acme")
+    write(tenant_sim, START + timedelta(hours=2), "A2", "Other")
+    filtered = {"Account": "select Id, Name, UpdatedDate from Account where Name = 'Acme'"}
+    export(tmp_path, queries=filtered).execute(context(FakeTaskInstance("zuora_changes")))
+    submits = len(tenant_sim.requests_for("submit"))
+
+    with pytest.raises(AquaConfigurationError) as refused:
+        export(tmp_path).execute(context(FakeTaskInstance("other_dag_export")))
+
+    message = str(refused.value)
+    assert "where Name = 'Acme'" in message and "select Id, Name, UpdatedDate from Account'" in message
+    assert "another destination" in message and "another name" in message
+    assert len(tenant_sim.requests_for("submit")) == submits  # nothing sent
+    # Under another name the unfiltered query is its own series, exported from start: A2 is not lost.
+    export(tmp_path, queries={"AllAccounts": QUERIES["Account"]}).execute(context(FakeTaskInstance("x")))
+    assert sorted(row_id for row_id, _ in exported_versions(tmp_path)) == ["A1", "A1", "A2"]
+
+
+def test_two_dags_with_the_same_query_on_one_destination_are_one_series(tenant_sim, tmp_path):
+    write(tenant_sim, START + timedelta(hours=1), "A1", "one")
+    spaced = {"Account": "select Id,  Name,\n UpdatedDate   from Account"}
+    export(tmp_path).execute(context(FakeTaskInstance("dag_a_export")))
+    tenant_sim.tenant.clock.advance(3600)
+    write(tenant_sim, START + timedelta(days=3, minutes=10), "A2", "two")
+
+    export(tmp_path, queries=spaced).execute(context(FakeTaskInstance("dag_b_export")))
+
+    assert exported_versions(tmp_path) == [("A1", "one"), ("A2", "two")]
+    assert all(manifest["series"]["query"] == QUERIES["Account"] for manifest in manifests(tmp_path))
