@@ -22,6 +22,9 @@ NON_CODE = ("text",)
 #: MyST directives the pages use; a literalinclude's file is run by its own test, and an eval-rst
 #: block holds nothing but the ``automodule`` of an API reference page (test_doc_blocks checks it).
 DIRECTIVES = ("{toctree}", "{literalinclude}", "{include}", "{eval-rst}")
+#: Pages a reader follows in one shell, each block building on the last: tests/docs/test_quickstart.py
+#: runs such a page's blocks in order in one bash session, not each on its own.
+SESSION_PAGES = ("quickstart.md",)
 #: The port the docs' simulator examples use; tests swap in a free one.
 DOCS_SIMULATOR_PORT = 8082
 #: A command that starts the simulator (in the foreground, or in the background with ``&``).
@@ -88,6 +91,11 @@ def all_blocks() -> list[Block]:
 
 def blocks_in(language: str) -> list[Block]:
     return [block for block in all_blocks() if block.language == language]
+
+
+def standalone_blocks(language: str) -> list[Block]:
+    """The blocks run each on its own: those of a page run as one shell session are left out."""
+    return [block for block in blocks_in(language) if block.page not in SESSION_PAGES]
 
 
 def included_file(block: Block) -> Path:
