@@ -21,6 +21,7 @@ with DAG(
     catchup=False,
     tags=["example", "zuora"],
 ) as dag:
+    # [START howto_operator_zuora_aqua_submit_job_no_wait]
     submit_export = AquaSubmitJobOperator(
         task_id="submit_export",
         job_name="invoices-{{ ds_nodash }}",
@@ -30,10 +31,13 @@ with DAG(
         },
         wait_for_completion=False,
     )
+    # [END howto_operator_zuora_aqua_submit_job_no_wait]
 
+    # [START howto_operator_zuora_aqua_cancel_job]
     cancel_export = AquaCancelJobOperator(
         task_id="cancel_export",
         job_id="{{ ti.xcom_pull(task_ids='submit_export', key='aqua_job_id') }}",
     )
 
     submit_export >> cancel_export
+    # [END howto_operator_zuora_aqua_cancel_job]

@@ -19,6 +19,7 @@ from airflow.sdk import DAG
 from airflow_provider_zuora_aqua.callbacks import cancel_aqua_job_on_failure
 from airflow_provider_zuora_aqua.operators.aqua import AquaSubmitJobOperator
 
+# [START howto_callback_zuora_aqua_dag_level]
 with DAG(
     dag_id="example_zuora_aqua_export",
     start_date=datetime(2026, 1, 1),
@@ -28,6 +29,8 @@ with DAG(
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
     tags=["example", "zuora"],
 ) as dag:
+    # [END howto_callback_zuora_aqua_dag_level]
+    # [START howto_operator_zuora_aqua_submit_job]
     export_accounts = AquaSubmitJobOperator(
         task_id="export_accounts",
         job_name="accounts-{{ ds_nodash }}",
@@ -38,4 +41,6 @@ with DAG(
         poll_interval=30,
         timeout=3 * 60 * 60,
         execution_timeout=timedelta(hours=4),
+        cancel_on_task_failure=True,  # the default: a lost worker, where the task's own callback runs
     )
+    # [END howto_operator_zuora_aqua_submit_job]

@@ -37,6 +37,7 @@ with DAG(
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
     tags=["example", "zuora"],
 ) as dag:
+    # [START howto_operator_zuora_aqua_submit_job_destination]
     export_accounts = AquaSubmitJobOperator(
         task_id="export_accounts",
         job_name="accounts-{{ ds_nodash }}",
@@ -46,7 +47,9 @@ with DAG(
         timeout=3 * 60 * 60,
         destination=EXPORT_FOLDER + "/{{ ds_nodash }}/accounts",
     )
+    # [END howto_operator_zuora_aqua_submit_job_destination]
 
+    # [START howto_sensor_zuora_aqua_job]
     submit_invoices = AquaSubmitJobOperator(
         task_id="submit_invoices",
         job_name="invoices-{{ ds_nodash }}",
@@ -59,9 +62,12 @@ with DAG(
         poke_interval=30,
         timeout=3 * 60 * 60,
     )
+    # [END howto_sensor_zuora_aqua_job]
+    # [START howto_operator_zuora_aqua_download_results]
     download_invoices = AquaDownloadResultsOperator(
         task_id="download_invoices",
         job_id="{{ ti.xcom_pull(task_ids='submit_invoices', key='aqua_job_id') }}",
         destination=EXPORT_FOLDER + "/{{ ds_nodash }}/invoices",
     )
     submit_invoices >> wait_for_invoices >> download_invoices
+    # [END howto_operator_zuora_aqua_download_results]

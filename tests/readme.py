@@ -29,9 +29,11 @@ def code_blocks(title: str, language: str) -> list[str]:
     return [body for lang, body in _BLOCK.findall(section(title)) if lang == language]
 
 
+def connection_lines_of(block: str) -> list[str]:
+    """The values of every ``export AIRFLOW_CONN_ZUORA_AQUA_DEFAULT='...'`` line of a block."""
+    return re.findall(r"^export AIRFLOW_CONN_ZUORA_AQUA_DEFAULT='(.*)'$", block, re.MULTILINE)
+
+
 def connection_lines(title: str) -> list[str]:
     """The values of every ``export AIRFLOW_CONN_ZUORA_AQUA_DEFAULT='...'`` line of a section's bash blocks."""
-    values = []
-    for block in code_blocks(title, "bash"):
-        values += re.findall(r"^export AIRFLOW_CONN_ZUORA_AQUA_DEFAULT='(.*)'$", block, re.MULTILINE)
-    return values
+    return [value for block in code_blocks(title, "bash") for value in connection_lines_of(block)]

@@ -19,8 +19,12 @@ EXAMPLE_DAGS = ROOT / "example_dags"
 RUNNABLE = ("python", "bash")
 #: Blocks that show text (output, a layout), not code to run.
 NON_CODE = ("text",)
-#: MyST directives the pages use; a literalinclude's file is run by its own test.
-DIRECTIVES = ("{toctree}", "{literalinclude}", "{include}")
+#: MyST directives the pages use; a literalinclude's file is run by its own test, and an eval-rst
+#: block holds nothing but the ``automodule`` of an API reference page (test_doc_blocks checks it).
+DIRECTIVES = ("{toctree}", "{literalinclude}", "{include}", "{eval-rst}")
+#: Pages a reader follows in one shell, each block building on the last: tests/docs/test_quickstart.py
+#: runs such a page's blocks in order in one bash session, not each on its own.
+SESSION_PAGES = ("quickstart.md",)
 #: The port the docs' simulator examples use; tests swap in a free one.
 DOCS_SIMULATOR_PORT = 8082
 #: A command that starts the simulator (in the foreground, or in the background with ``&``).
@@ -54,6 +58,16 @@ class Block:
         parts = self.info.split(maxsplit=1)
         return parts[1].strip() if len(parts) > 1 else ""
 
+    @property
+    def options(self) -> dict[str, str]:
+        """A directive's options, e.g. ``{"start-after": "[START ...]"}`` (quotes around a value dropped)."""
+        found = {}
+        for line in self.body.splitlines():
+            match = re.fullmatch(r":([\w-]+):\s*(.*)", line.strip())
+            if match:
+                found[match[1]] = match[2].strip().strip('"')
+        return found
+
     def __str__(self) -> str:
         return f"{self.page}:{self.line}"
 
@@ -79,12 +93,19 @@ def blocks_in(language: str) -> list[Block]:
     return [block for block in all_blocks() if block.language == language]
 
 
+def standalone_blocks(language: str) -> list[Block]:
+    """The blocks run each on its own: those of a page run as one shell session are left out."""
+    return [block for block in blocks_in(language) if block.page not in SESSION_PAGES]
+
+
+def included_file(block: Block) -> Path:
+    """The file a ``literalinclude`` block includes."""
+    return (DOCS / block.page).parent.joinpath(block.argument).resolve()
+
+
 def included_example_dags() -> list[Path]:
     """The example DAG files the pages include with ``literalinclude`` (each once)."""
-    found: dict[Path, None] = {}
-    for block in blocks_in("{literalinclude}"):
-        found[(DOCS / block.page).parent.joinpath(block.argument).resolve()] = None
-    return list(found)
+    return list(dict.fromkeys(included_file(block) for block in blocks_in("{literalinclude}")))
 
 
 def dag_id(source: str) -> str:

@@ -11,6 +11,7 @@ checks the script and its options. Blocks of any other kind must be ``text`` or 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import re
 import subprocess
@@ -40,9 +41,11 @@ from tests.docs.blocks import (
     command_lines,
     dag_id,
     included_example_dags,
+    included_file,
     run_bash,
     s3_client,
     s3_connection,
+    standalone_blocks,
     with_bin_path,
 )
 
@@ -87,6 +90,34 @@ def test_every_example_dag_is_included_and_every_include_is_an_example_dag() -> 
     assert sorted(included) == sorted(EXAMPLE_DAGS.glob("*.py"))
 
 
+@pytest.mark.parametrize("block", blocks_in("{literalinclude}"), ids=_ids(blocks_in("{literalinclude}")))
+def test_an_included_part_is_code_between_one_start_and_one_end_marker(block: Block) -> None:
+    # Airflow's how-to convention: "# [START name]" ... "# [END name]" around what a guide shows.
+    options = block.options
+    assert options.get("language") == "python", options
+    if "start-after" not in options and "end-before" not in options:
+        return  # the whole file
+    start, end = options["start-after"], options["end-before"]
+    assert re.fullmatch(r"\[START (\w+)\]", start) and end == start.replace("[START", "[END"), options
+    lines = included_file(block).read_text().splitlines()
+    [first] = [i for i, line in enumerate(lines) if line.strip() == f"# {start}"]
+    [last] = [i for i, line in enumerate(lines) if line.strip() == f"# {end}"]
+    part = lines[first + 1 : last]
+    dedent = int(options.get("dedent", 0))
+    assert part and all(not line.strip() or line.startswith(" " * dedent) for line in part), part
+    assert not any("[START" in line or "[END" in line for line in part), "markers must not nest"
+
+
+def test_the_api_reference_pages_hold_nothing_but_automodule() -> None:
+    # eval-rst could hide code that no test runs: here it only names a module for autodoc.
+    blocks = blocks_in("{eval-rst}")
+    assert len(blocks) >= 6
+    for block in blocks:
+        match = re.fullmatch(r"\.\. automodule:: (airflow_provider_zuora_aqua(?:\.\w+)+)\n", block.body)
+        assert match, f"{block}: {block.body!r}"
+        importlib.import_module(match[1])
+
+
 # ---------------------------------------------------------------------------------------------
 # python blocks
 
@@ -100,7 +131,7 @@ def _check_s3_export(sim: AquaSimulator, env: dict[str, str], log: str) -> None:
     assert job["status"] == "completed"
 
 
-@pytest.mark.parametrize("block", blocks_in("python"), ids=_ids(blocks_in("python")))
+@pytest.mark.parametrize("block", standalone_blocks("python"), ids=_ids(standalone_blocks("python")))
 def test_python_block_runs(block: Block, docs_home: AirflowHome, docs_simulator: AquaSimulator, request, tmp_path):
     if "DAG(" not in block.body:
         script = tmp_path / "block.py"
@@ -130,19 +161,30 @@ def test_python_block_runs(block: Block, docs_home: AirflowHome, docs_simulator:
 
 
 @pytest.mark.parametrize("path", included_example_dags(), ids=lambda path: path.name)
-def test_included_example_dag_runs(path: Path, docs_home: AirflowHome, docs_simulator: AquaSimulator, exports_folder):
-    dags_test(docs_home, dag_id(path.read_text()))
+def test_included_example_dag_runs(
+    path: Path, docs_home: AirflowHome, docs_simulator: AquaSimulator, exports_folder, request
+):
+    source = path.read_text()
+    writes_to_s3 = 'destination="s3://' in source  # not a mention in a comment or docstring
+    assert writes_to_s3 == (path.name == "example_zuora_aqua_object_storage.py")
+    env = {}
+    if writes_to_s3:
+        env[S3_CONN_ENV] = s3_connection(request.getfixturevalue("s3_endpoint"))
+    log = dags_test(docs_home, dag_id(source), env)
 
     statuses = sorted(job["status"] for job in docs_simulator.jobs())
     if path.name == "example_zuora_aqua_cancel.py":
         assert statuses == ["cancelled"]
     else:
         assert statuses and set(statuses) == {"completed"}
+        assert docs_simulator.requests_for("delete_job") == []
     manifests = sorted(exports_folder.rglob("_manifest.json"))
     if path.name == "example_zuora_aqua_incremental.py":
-        _check_incremental_export(path.read_text(), exports_folder / "incremental", docs_simulator)
+        _check_incremental_export(source, exports_folder / "incremental", docs_simulator)
     else:
         assert len(manifests) == (2 if path.name == "example_zuora_aqua_results.py" else 0)
+    if writes_to_s3:
+        _check_s3_export(docs_simulator, env, log)
 
 
 def _check_incremental_export(source: str, destination: Path, sim: AquaSimulator) -> None:
@@ -174,7 +216,7 @@ def _is_benchmark(command: str) -> bool:
     return bool(re.match(r"^\.venv/bin/python (benchmarks/\S+\.py|-m benchmarks\.\w+)", command))
 
 
-@pytest.mark.parametrize("block", blocks_in("bash"), ids=_ids(blocks_in("bash")))
+@pytest.mark.parametrize("block", standalone_blocks("bash"), ids=_ids(standalone_blocks("bash")))
 def test_bash_block_runs(block: Block, docs_home: AirflowHome, tmp_path: Path):
     commands = command_lines(block.body)
     env = with_bin_path(docs_home.env)

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.testing.airflow_env import AIRFLOW_BIN, AirflowHome, stop_process_group
-from tests.readme import README_SIMULATOR_PORT, code_blocks, connection_lines
+from airflow_provider_zuora_aqua.testing.airflow_env import AIRFLOW_BIN, AirflowHome, free_port, stop_process_group
+from tests.docs.blocks import ROOT, command_lines, run_bash
+from tests.readme import README_SIMULATOR_PORT, code_blocks, connection_lines_of
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, connection_json
 from tests.support.e2e import assert_no_secret
 
@@ -142,7 +143,7 @@ def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
 
 
 def test_install_pins_a_supported_airflow_with_its_own_constraints():
-    [install] = code_blocks("Install", "bash")
+    install, fallback = code_blocks("Install", "bash")
     version = re.search(r"^AIRFLOW_VERSION=(\d+)\.(\d+)\.(\d+)$", install, re.MULTILINE)
     assert version, install
     assert (3, 0, 6) <= tuple(map(int, version.groups())) < (3, 4, 0)  # pyproject: apache-airflow>=3.0.6,<3.4
@@ -157,30 +158,68 @@ def test_install_pins_a_supported_airflow_with_its_own_constraints():
     syntax = subprocess.run(["bash", "-n", "-c", install], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
 
+    # The fallback: the project's own constraints for the same, newest supported Airflow, which
+    # .ci/bootstrap installs the tested .venv with and the Quick start page installs with (its
+    # test, tests/docs/test_quickstart.py, runs this very command).
+    newest = ".".join(version.groups())
+    [command] = command_lines(fallback)
+    constraints = f".ci/constraints/airflow-{newest}.txt"
+    assert command == f'pip install "apache-airflow=={newest}" . -c {constraints}'
+    assert (ROOT / constraints).is_file()
+    assert f"apache-airflow=={newest}\n" in (ROOT / constraints).read_text()
+    pinned = [path.name for path in (ROOT / ".ci/constraints").glob("airflow-*.txt")]
+    assert max(pinned, key=lambda name: tuple(map(int, re.findall(r"\d+", name)))) == f"airflow-{newest}.txt"
+    assert f"-c {constraints}" in (ROOT / ".ci/bootstrap").read_text().replace("\\\n    ", "")
+    assert command in (ROOT / "docs/quickstart.md").read_text()
 
-def test_connections_test_command_runs_as_written(migrated_home: AirflowHome, tmp_path: Path):
-    [start, *_] = [block for block in code_blocks("Connection", "bash") if "airflow connections test" in block]
-    command = next(line for line in start.splitlines() if "airflow connections test" in line)
-    command = command.split("#")[0].strip()
+
+def _connection_forms() -> tuple[str, list[str]]:
+    """The Connection section's simulator block and its connection blocks, one per form."""
+    blocks = code_blocks("Connection", "bash")
+    [simulator] = [block for block in blocks if block.startswith("python -m airflow_provider_zuora_aqua.simulator")]
+    forms = [block for block in blocks if "AIRFLOW_CONN_ZUORA_AQUA_DEFAULT" in block]
+    return simulator, forms
+
+
+def test_each_connection_form_has_its_own_block_with_its_own_test():
+    simulator, forms = _connection_forms()
+    assert len(command_lines(simulator)) == 1 and simulator.rstrip().endswith("&")
+    assert [connection_lines_of(form)[0][:1] for form in forms] == ["{", "z"]  # JSON, then URI
+    for form in forms:
+        # Pasted alone, a block sets its form and tests that form: one export, then the test.
+        assert len(connection_lines_of(form)) == 1
+        assert [line.split()[0] for line in command_lines(form)] == [
+            "export",
+            "AIRFLOW__CORE__TEST_CONNECTION=Enabled",
+        ], form
+        assert form.count("# Connection success!") == 1
+
+
+@pytest.mark.parametrize("form", ["json", "uri"])
+def test_each_connection_block_runs_on_its_own_as_written(migrated_home: AirflowHome, tmp_path: Path, form: str):
+    simulator, forms = _connection_forms()
+    block = forms[["json", "uri"].index(form)]
     home = migrated_home.copy_to(tmp_path / "airflow")
-    with AquaSimulator(client_id="my-id", client_secret="my-secret-value") as sim:
-        port = sim.base_url.rsplit(":", 1)[1]
-        for conn in [line for line in connection_lines("Connection") if f":{README_SIMULATOR_PORT}" in line]:
-            env = {
-                **home.env,
-                "AIRFLOW_CONN_ZUORA_AQUA_DEFAULT": conn.replace(str(README_SIMULATOR_PORT), port),
-                "PATH": f"{Path(AIRFLOW_BIN).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            }
-            result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
-            assert "Connection success!" in result.stdout, result.stdout + result.stderr
+    env = {
+        **{name: value for name, value in home.env.items() if not name.startswith("AIRFLOW_CONN_")},
+        "PATH": f"{Path(AIRFLOW_BIN).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    script = (simulator + block).replace(str(README_SIMULATOR_PORT), str(free_port()))
 
-            # Without the setting, Airflow refuses to test (the README says to set it).
-            disabled = subprocess.run(
-                ["bash", "-c", command.replace("AIRFLOW__CORE__TEST_CONNECTION=Enabled ", "")],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert "Testing connections is disabled" in disabled.stdout + disabled.stderr
-        assert sim.tokens_issued == 2
+    # The simulator block, then this block, verbatim: what a reader pastes for this form.
+    returncode, output = run_bash(script, env, tmp_path, timeout=120)
+    assert returncode == 0 and output.count("Connection success!") == 1, output[-3000:]
+
+    # Without the setting, Airflow refuses to test (the README says to set it).
+    disabled = script.replace("AIRFLOW__CORE__TEST_CONNECTION=Enabled ", "")
+    returncode, output = run_bash(disabled, env, tmp_path, timeout=120)
+    assert "Testing connections is disabled" in output, output[-3000:]
+    assert "Connection success!" not in output
+
+
+def test_the_docs_command_bootstraps_then_builds():
+    [command] = code_blocks("Documentation", "bash")
+    assert command_lines(command) == ["bash .ci/bootstrap && bash .ci/docs"]
+    docs = (ROOT / ".ci/docs").read_text()
+    # .ci/docs bootstraps by itself when .venv lacks the docs tools (a fresh clone), then builds as CI.
+    assert "bash .ci/bootstrap" in docs and "-m sphinx -W --keep-going -b html docs docs/_build/html" in docs

@@ -16,6 +16,7 @@ EXPECTED = {
     "example_zuora_aqua_cancel": {"submit_export", "cancel_export"},
     "example_zuora_aqua_export": {"export_accounts"},
     "example_zuora_aqua_incremental": {"zuora_changes"},
+    "example_zuora_aqua_object_storage": {"export_accounts", "download_accounts"},
     "example_zuora_aqua_results": {"export_accounts", "submit_invoices", "wait_for_invoices", "download_invoices"},
 }
 
