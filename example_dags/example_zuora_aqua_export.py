@@ -39,7 +39,7 @@ with DAG(
         },
         format="csv",
         poll_interval=30,
-        timeout=3 * 60 * 60,
+        job_timeout=3 * 60 * 60,
         execution_timeout=timedelta(hours=4),
         cancel_on_task_failure=True,  # the default: a lost worker, where the task's own callback runs
     )
