@@ -36,6 +36,8 @@ def quick_simulator():
 
 #: The folder the README's Usage writes to and reads from; tests swap in their own.
 README_EXPORTS = "/tmp/zuora-exports"
+#: The Usage DAG's lag.
+README_LAG = timedelta(hours=2)
 
 
 def seed_accounts(sim: AquaSimulator, start: datetime) -> set[str]:
@@ -45,14 +47,15 @@ def seed_accounts(sim: AquaSimulator, start: datetime) -> set[str]:
         ("before-start", start - timedelta(days=1)),  # changed before start: never exported
         ("first-second", start),  # windows are half-open: start is in, the mark is out
         *((f"A{day:03}", start + timedelta(days=day, hours=5)) for day in range(0, (now - start).days, 4)),
-        ("last-hour", now - timedelta(hours=1)),
+        ("before-the-lag", now - README_LAG - timedelta(hours=1)),
+        ("last-hour", now - timedelta(hours=1)),  # inside the lag: the next runs'
         ("in-the-lag", now - timedelta(minutes=2)),  # too recent: the next run's
     ]
     for row_id, at in rows:
         sim.tenant.insert("Account", {"Id": row_id, "Name": row_id, "Balance": 10, "UpdatedDate": at})
     # Updated before the run: only its current version is exported.
-    sim.tenant.update("Account", "A004", {"Name": "A004 renamed", "UpdatedDate": now - timedelta(hours=2)})
-    return {row_id for row_id, at in rows if start <= at < now - timedelta(minutes=10)}
+    sim.tenant.update("Account", "A004", {"Name": "A004 renamed", "UpdatedDate": now - README_LAG - timedelta(hours=1)})
+    return {row_id for row_id, at in rows if start <= at < now - README_LAG}
 
 
 def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
@@ -114,8 +117,8 @@ def test_usage_runs_as_written_and_its_manifest_reader_reads_the_files(
     windows = [(m["window"]["start"], m["window"]["end"]) for m in manifests]
     assert windows[0][0] == start.isoformat()
     assert all(left[1] == right[0] for left, right in zip(windows, windows[1:]))
-    assert datetime.fromisoformat(windows[-1][1]) <= datetime.now(timezone.utc) - timedelta(minutes=10)
-    assert datetime.fromisoformat(windows[-1][1]) >= started.replace(microsecond=0) - timedelta(minutes=10)
+    assert datetime.fromisoformat(windows[-1][1]) <= datetime.now(timezone.utc) - README_LAG
+    assert datetime.fromisoformat(windows[-1][1]) >= started.replace(microsecond=0) - README_LAG
     exported = []
     for manifest in manifests:
         for entry in manifest["files"]:

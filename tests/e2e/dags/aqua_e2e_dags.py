@@ -50,7 +50,12 @@ with DAG(dag_id="aqua_e2e_deferred", start_date=START, schedule=None, catchup=Fa
 
 with DAG(dag_id="aqua_e2e_deferred_timeout", start_date=START, schedule=None, catchup=False):
     AquaSubmitJobOperator(
-        task_id="export", job_name="e2e-deferred-timeout", queries=QUERIES, poll_interval=1, deferrable=True, job_timeout=8
+        task_id="export",
+        job_name="e2e-deferred-timeout",
+        queries=QUERIES,
+        poll_interval=1,
+        deferrable=True,
+        job_timeout=8,
     )
 
 # No DAG-level callback: only the failure callback the operator installs on the task.
