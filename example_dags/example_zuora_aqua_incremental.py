@@ -46,7 +46,7 @@ with DAG(
         start="2026-11-01T00:00:00Z",  # where the first window starts when nothing was exported yet
         lag=timedelta(hours=2),  # the newest window ends 2 hours before now: Zuora's rule (the default)
         max_window=timedelta(days=30),  # a catch-up is cut into windows of at most this (the default)
-        deleted=True,  # deleted records too, with Account.IsDeleted = true, first in each row (Zuora keeps them 30 days)
+        deleted=True,  # deleted records too: Account.IsDeleted, first in each row (Zuora keeps them 30 days)
         max_active_jobs=4,  # AQuA jobs at once, of the tenant's 50 (the default)
         poll_interval=30,
         job_timeout=3 * 60 * 60,

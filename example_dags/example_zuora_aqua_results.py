@@ -60,7 +60,7 @@ with DAG(
         task_id="wait_for_invoices",
         job_id="{{ ti.xcom_pull(task_ids='submit_invoices', key='aqua_job_id') }}",
         poke_interval=30,
-        job_timeout=3 * 60 * 60,
+        timeout=3 * 60 * 60,
     )
     # [END howto_sensor_zuora_aqua_job]
     # [START howto_operator_zuora_aqua_download_results]

@@ -21,7 +21,7 @@ from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.incremental.export import ZUORA_LAG, IncrementalExport
 from airflow_provider_zuora_aqua.incremental.windows import duration, validate_max_window
 from airflow_provider_zuora_aqua.jobs.event import AquaJobEvent
-from airflow_provider_zuora_aqua.jobs.request import FORMATS, build_job_request
+from airflow_provider_zuora_aqua.jobs.request import FORMATS, build_job_request, query_names
 from airflow_provider_zuora_aqua.jobs.status import (
     check_deliverable,
     job_failure_reason,
@@ -30,6 +30,8 @@ from airflow_provider_zuora_aqua.jobs.status import (
 )
 from airflow_provider_zuora_aqua.operators.arguments import (
     add_callback,
+    deferral_deadline,
+    deferred_limit,
     deleted_column,
     export_arguments,
     job_timeout_argument,
@@ -266,21 +268,6 @@ class AquaSubmitJobOperator(AquaJobOperator):
     def job_id(self, job_id: str | None) -> None:
         self.__dict__["_job_id"] = job_id
 
-    def _engine_of_a_given_job(self) -> JobEngine | None:
-        job_id = self.__dict__.get("_job_id")
-        if not job_id:
-            return None
-        engine = JobEngine(
-            self.hook,
-            OneJobLedger(TaskJobRecord()),  # on_kill never writes the record
-            track_id=self.track_id,
-            new_key=str,
-            stopped=self._stopped,
-            log=self.log,
-        )
-        engine.hold(ONE_JOB_SLOT, {"id": job_id})
-        return engine
-
     def execute(self, context: Context) -> dict[str, Any]:
         body = self._job_request()
         engine, _ = self._engine_and_record(context)
@@ -300,9 +287,10 @@ class AquaSubmitJobOperator(AquaJobOperator):
         """Resume after the trigger: the job's result, a clear failure, or cancel on timeout."""
         checked = AquaJobEvent.from_payload(event)
         engine, record = self._engine_and_record(context)
-        finished = engine.settle_deferred(
-            ONE_JOB_SLOT, checked, engine.hook_for(record.conn_id), self._deferred_limit()
-        )
+        limit = deferred_limit(self.job_timeout, self.execution_timeout)
+        expected = query_names(record.submit_body)
+        hook = engine.hook_for(record.conn_id)
+        finished = engine.settle_deferred(ONE_JOB_SLOT, checked, hook, limit, expected=expected)
         return self._finish(context, engine, finished)
 
     def _engine_and_record(self, context: Context) -> tuple[JobEngine, TaskJobRecord]:
@@ -319,7 +307,7 @@ class AquaSubmitJobOperator(AquaJobOperator):
                 job_id=engine.job_ids[ONE_JOB_SLOT],
                 zuora_conn_id=engine.hook_of(ONE_JOB_SLOT).zuora_conn_id,
                 poll_interval=self.poll_interval,
-                end_time=self._deferral_deadline(context),
+                end_time=deferral_deadline(self.job_timeout, self.execution_timeout, context),
                 track_id=engine.track_id,
                 cancel_on_kill=self.cancel_on_kill,
             ),
@@ -371,23 +359,6 @@ class AquaSubmitJobOperator(AquaJobOperator):
             date_time_utc=self.date_time_utc,
             job_options=self.job_options,
         )
-
-    def _deferral_deadline(self, context: Context) -> float | None:
-        """
-        Epoch seconds at which the trigger gives up: ``job_timeout``, and also
-        ``execution_timeout``, which Airflow 3 does not apply while a task is deferred.
-        """
-        deadlines = [] if self.job_timeout is None else [time.time() + self.job_timeout]
-        started = getattr(context["ti"], "start_date", None)
-        if self.execution_timeout is not None and started is not None:
-            deadlines.append(started.timestamp() + self.execution_timeout.total_seconds())
-        return min(deadlines, default=None)
-
-    def _deferred_limit(self) -> str:
-        limits = [f"job_timeout of {self.job_timeout:g} s"] if self.job_timeout is not None else []
-        if self.execution_timeout is not None:
-            limits.append(f"execution_timeout of {self.execution_timeout}")
-        return " or ".join(limits)
 
 
 class AquaDownloadResultsOperator(AquaJobOperator):

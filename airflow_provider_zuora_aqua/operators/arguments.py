@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_provider_zuora_aqua.compat import AirflowProviderDeprecationWarning
@@ -81,3 +82,23 @@ def export_arguments(queries: object, cursor: object, start: datetime | str) -> 
         window_query(query, checked_cursor, sample, name=validate_query_name(name))
         checked[name] = query
     return checked, checked_cursor, checked_start
+
+
+def deferral_deadline(job_timeout: float | None, execution_timeout: timedelta | None, context: Any) -> float | None:
+    """
+    Epoch seconds at which the trigger gives up: ``job_timeout``, and also ``execution_timeout``,
+    which Airflow 3 does not apply while a task is deferred.
+    """
+    deadlines = [] if job_timeout is None else [time.time() + job_timeout]
+    started = getattr(context["ti"], "start_date", None)
+    if execution_timeout is not None and started is not None:
+        deadlines.append(started.timestamp() + execution_timeout.total_seconds())
+    return min(deadlines, default=None)
+
+
+def deferred_limit(job_timeout: float | None, execution_timeout: timedelta | None) -> str:
+    """The limits a deferred wait ends on, for the timeout error."""
+    limits = [f"job_timeout of {job_timeout:g} s"] if job_timeout is not None else []
+    if execution_timeout is not None:
+        limits.append(f"execution_timeout of {execution_timeout}")
+    return " or ".join(limits)

@@ -11,6 +11,7 @@ from airflow_provider_zuora_aqua.engine.job_engine import JobEngine
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.results.delivery import Manifest
 from airflow_provider_zuora_aqua.results.lineage import export_lineage, outlet_extra, record_outlet_extras
+from airflow_provider_zuora_aqua.tasks.job_records import ONE_JOB_SLOT, OneJobLedger, TaskJobRecord
 from airflow_provider_zuora_aqua.tasks.try_ids import task_idempotency_key, task_track_id
 
 if TYPE_CHECKING:
@@ -84,7 +85,19 @@ class AquaJobOperator(AquaBaseOperator):
 
     def _engine_of_a_given_job(self) -> JobEngine | None:
         """An engine holding a job id given from outside, before any execute (None: no such id)."""
-        return None
+        job_id = self.__dict__.get("_job_id")
+        if not job_id:
+            return None
+        engine = JobEngine(
+            self.hook,
+            OneJobLedger(TaskJobRecord()),  # on_kill never writes the record
+            track_id=getattr(self, "track_id", None),
+            new_key=str,
+            stopped=self._stopped,
+            log=self.log,
+        )
+        engine.hold(ONE_JOB_SLOT, {"id": job_id})
+        return engine
 
     def _delivered(self, context: Context, job: Mapping[str, Any], manifest: Manifest | None) -> None:
         """Keep the delivery for lineage, and put its files on the asset event of each outlet."""
