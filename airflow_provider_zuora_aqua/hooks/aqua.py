@@ -494,3 +494,17 @@ def _job_reader(
             ) from None
 
     return read
+
+
+def hook_of(owner: Any, hook_class: Callable[..., ZuoraAquaHook]) -> ZuoraAquaHook:
+    """
+    The hook of an operator or sensor's ``zuora_conn_id``, made once per connection id and kept
+    on the owner. Not a ``cached_property``: on Python < 3.12 that holds a class-wide lock while
+    it builds, which a fork (a worker's task process) can inherit held.
+
+    :param hook_class: the owner module's ``ZuoraAquaHook``, so that a test can patch it there.
+    """
+    hook = owner.__dict__.get("_hook")
+    if hook is None or hook.zuora_conn_id != owner.zuora_conn_id:
+        hook = owner.__dict__["_hook"] = hook_class(zuora_conn_id=owner.zuora_conn_id)
+    return hook

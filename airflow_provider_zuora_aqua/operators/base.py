@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_zuora_aqua.compat import BaseOperator
 from airflow_provider_zuora_aqua.engine.job_engine import JobEngine
-from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook, hook_of
 from airflow_provider_zuora_aqua.results.delivery import Manifest
 from airflow_provider_zuora_aqua.results.lineage import export_lineage, outlet_extra, record_outlet_extras
 from airflow_provider_zuora_aqua.tasks.job_records import ONE_JOB_SLOT, OneJobLedger, TaskJobRecord
@@ -25,11 +25,7 @@ class AquaBaseOperator(BaseOperator):
 
     @property
     def hook(self) -> ZuoraAquaHook:
-        # Not a cached_property: on Python < 3.12 it holds a class-wide lock a fork can inherit.
-        hook = self.__dict__.get("_hook")
-        if hook is None or hook.zuora_conn_id != self.zuora_conn_id:
-            hook = self.__dict__["_hook"] = ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
-        return hook
+        return hook_of(self, ZuoraAquaHook)
 
 
 class AquaJobOperator(AquaBaseOperator):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_zuora_aqua.compat import AirflowSensorTimeout, BaseSensorOperator, PokeReturnValue, conf
-from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook, hook_of
 from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, check_job_succeeded, validate_interval
 from airflow_provider_zuora_aqua.tasks.try_ids import task_track_id
@@ -44,6 +43,9 @@ class AquaJobSensor(BaseSensorOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
+        if "poke_interval" in kwargs:
+            # Checked before the base class turns a bool into seconds: one rule for every interval.
+            validate_interval("poke_interval", kwargs["poke_interval"])
         super().__init__(**kwargs)
         validate_interval("poke_interval", self.poke_interval)
         self.job_id = job_id
@@ -51,9 +53,9 @@ class AquaJobSensor(BaseSensorOperator):
         self.track_id = track_id
         self.deferrable = deferrable
 
-    @cached_property
+    @property
     def hook(self) -> ZuoraAquaHook:
-        return ZuoraAquaHook(zuora_conn_id=self.zuora_conn_id)
+        return hook_of(self, ZuoraAquaHook)
 
     def poke(self, context: Context) -> PokeReturnValue:
         job = self.hook.get_job(self.job_id, track_id=self.track_id or task_track_id(context["ti"]))

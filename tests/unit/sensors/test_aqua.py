@@ -75,11 +75,6 @@ class TestPokeInterval:
         with pytest.raises(ValueError, match="poke_interval"):
             sensor(poke_interval=value)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="AquaJobSensor checks poke_interval after BaseSensorOperator made True into 1.0 s, so True is "
-        "accepted where the operators and the trigger refuse a bool interval",
-    )
     def test_a_bool_is_refused_like_the_operators_poll_interval(self):
         with pytest.raises(AquaConfigurationError, match="poke_interval"):
             sensor(poke_interval=True)
