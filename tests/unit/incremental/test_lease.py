@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaDestinationBusyError
+from airflow_provider_zuora_aqua.incremental import lease as lease_module
 from airflow_provider_zuora_aqua.incremental.lease import (
     DEFAULT_LEASE_TTL,
     LEASE_NAME,
@@ -151,6 +152,18 @@ class TestTakeOver:
             winners[0].check()
             assert [path.name for path in folder.local.iterdir()] == [LEASE_NAME]
 
+    def test_a_taker_that_judged_the_lease_expired_before_another_took_it_over_loses(self, folder, monkeypatch):
+        """The race's worst order, made certain: B takes the lease over between A's judgement and A's replace."""
+        DestinationLease.acquire(folder, holder("dead"), clock=two_hours_ago, renew=False)
+        other = interleave_a_taker(monkeypatch, folder)
+
+        with pytest.raises(AquaDestinationBusyError, match="dag 'dag_b'"):
+            DestinationLease.acquire(folder, holder("a"), renew=False)
+        assert isinstance(other[0], DestinationLease)
+        assert on_disk(folder)["token"] == other[0].token
+        other[0].check()
+        assert [path.name for path in folder.local.iterdir()] == [LEASE_NAME]
+
     def test_writers_racing_for_a_free_folder_one_wins(self, tmp_path):
         for round_ in range(20):
             folder = resolve_destination(tmp_path / str(round_)).child("Account")
@@ -158,6 +171,22 @@ class TestTakeOver:
             winners = [outcome for outcome in outcomes if isinstance(outcome, DestinationLease)]
             assert len(winners) == 1, f"round {round_}: {outcomes}"
             assert on_disk(folder)["token"] == winners[0].token
+
+
+def interleave_a_taker(monkeypatch: pytest.MonkeyPatch, folder: Destination) -> list[DestinationLease]:
+    """Once the next writer has judged the lease expired, writer B takes it over before that writer goes on."""
+    judge = lease_module.judge
+    taken: list[DestinationLease] = []
+
+    def judge_then_let_b_in(found, ttl):
+        state = judge(found, ttl)
+        if not taken and state.expires < utc_now():
+            monkeypatch.setattr(lease_module, "judge", judge)
+            taken.append(DestinationLease.acquire(folder, holder("b"), renew=False))
+        return state
+
+    monkeypatch.setattr(lease_module, "judge", judge_then_let_b_in)
+    return taken
 
 
 def race(folder: Destination, writers: int) -> list[DestinationLease | BaseException]:
