@@ -14,8 +14,10 @@ object: the holder (``dag_id``, ``task_id``, ``run_id``, ``try_number``, ``map_i
 a random ``token`` that tells this holder's lease from any other, and ``acquired``, ``renewed``
 and ``expires`` (UTC, ISO 8601).
 
-* **Acquired** by an atomic create: ``O_CREAT | O_EXCL`` on a local disk, a conditional put
-  (``If-None-Match: *``) on S3. Of two writers, exactly one creates the file.
+* **Acquired** by an atomic create: on a local disk the lease is written whole under a hidden
+  name and hard-linked to ``_lease.json`` (which fails when it exists; ``O_CREAT | O_EXCL`` where
+  there are no hard links), on S3 a conditional put (``If-None-Match: *``). Of two writers,
+  exactly one creates the file.
 * **Renewed** every TTL / 3 by a daemon thread while the export runs, and only while the file still
   holds this lease's token. A lease not renewed within its TTL (the store unreachable, the worker
   stalled), or taken over by another holder, is *lost*: :meth:`DestinationLease.check`, called
@@ -98,6 +100,7 @@ _ATTEMPTS = 3
 _S3_CONFLICTS = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _S3_UNSUPPORTED = frozenset({"NotImplemented", "501"})
 _RELEASE_JOIN_SECONDS = 10.0
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 _S3_READ_SECONDS = 120.0
 #: A renewal that failed is tried again this soon (or at the next renewal if sooner).
 _RETRY_SECONDS = 10.0
@@ -296,11 +299,25 @@ class _LocalStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AquaConfigurationError(f"{self.uri}: its folder cannot be made ({exc})") from None
+        # Written whole under a hidden name, then linked to the lease's name: a link fails when a
+        # lease exists (as O_EXCL does), and a reader never sees a lease half written.
+        temporary = self._temporary()
+        version = self._fill(os.open(temporary, _NEW_FILE, 0o644), temporary, data)
         try:
-            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+            os.link(temporary, self.path)
         except FileExistsError:
             return None
-        return self._fill(descriptor, self.path, data)
+        except OSError:  # no hard links on this file system: an exclusive create, then the bytes
+            try:
+                descriptor = os.open(self.path, _NEW_FILE, 0o644)
+            except FileExistsError:
+                return None
+            return self._fill(descriptor, self.path, data)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        _fsync_folder(self.path.parent)
+        return version
 
     def replace(self, data: bytes, expected: _Found) -> str | None:
         aside = self._aside()
@@ -321,10 +338,9 @@ class _LocalStore:
         current = self.read()
         if current is None or current.version != expected.version:
             return None
-        temporary = self.path.with_name(f".{LEASE_NAME}.{secrets.token_hex(6)}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+        temporary = self._temporary()
+        version = self._fill(os.open(temporary, _NEW_FILE, 0o644), temporary, data)
         try:
-            version = self._fill(descriptor, temporary, data)
             os.replace(temporary, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -347,6 +363,9 @@ class _LocalStore:
             return True
         finally:
             self._discard(aside)
+
+    def _temporary(self) -> Path:
+        return self.path.with_name(f".{LEASE_NAME}.{secrets.token_hex(6)}.tmp")
 
     def _aside(self) -> Path:
         return self.path.with_name(f"{LEASE_NAME}.{secrets.token_hex(6)}.stale")

@@ -171,6 +171,10 @@ class TestTakeOver:
             winners = [outcome for outcome in outcomes if isinstance(outcome, DestinationLease)]
             assert len(winners) == 1, f"round {round_}: {outcomes}"
             assert on_disk(folder)["token"] == winners[0].token
+            # The losers read the winner's whole lease, never a half-written one.
+            losers = [outcome for outcome in outcomes if outcome is not winners[0]]
+            assert all(loser.holder == winners[0].holder.to_json() for loser in losers), losers
+            assert [path.name for path in folder.local.iterdir()] == [LEASE_NAME]
 
 
 def interleave_a_taker(monkeypatch: pytest.MonkeyPatch, folder: Destination) -> list[DestinationLease]:
@@ -208,6 +212,23 @@ def race(folder: Destination, writers: int) -> list[DestinationLease | BaseExcep
         thread.join(10)
     assert len(outcomes) == writers
     return outcomes
+
+
+class TestWithoutHardLinks:
+    def test_an_exclusive_create_makes_the_lease(self, folder, monkeypatch):
+        def no_links(*args: object, **kwargs: object) -> None:
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(lease_module.os, "link", no_links)
+        with DestinationLease.acquire(folder, holder("a"), renew=False) as first:
+            with pytest.raises(AquaDestinationBusyError, match="dag 'dag_a'"):
+                DestinationLease.acquire(folder, holder("b"), renew=False)
+            first.renew()
+            first.check()
+        DestinationLease.acquire(folder, holder("dead"), clock=two_hours_ago, renew=False)
+        with DestinationLease.acquire(folder, holder("b"), renew=False) as taker:
+            assert on_disk(folder)["token"] == taker.token
+        assert list(folder.local.iterdir()) == []
 
 
 class TestRenewal:
