@@ -29,8 +29,9 @@ and ``expires`` (UTC, ISO 8601).
 * A lease whose holder died is **taken over** once it has expired, atomically: of several takers,
   exactly one wins and the others fail as second writers. On a local disk the taker renames the
   expired file aside, checks that it moved the very file it judged expired (only one rename can
-  move it), then creates its own with ``O_EXCL``; on S3 it replaces the object with a conditional
-  put (``If-Match`` on the ETag of the expired one).
+  move it), then creates its own as above (a new writer that comes in between gets the lease
+  instead: still one writer); on S3 it replaces the object with a conditional put (``If-Match``
+  on the ETag of the expired one).
 * A lease file that cannot be read (not JSON, not ours, over 64 KiB, not a regular file) counts
   as held until its last modification plus the TTL, then is taken over like an expired one. A
   lease is never trusted for longer than :data:`MAX_LEASE_TTL` after its file last changed.
@@ -41,16 +42,19 @@ Which stores guarantee one writer:
   create and rename (NFSv3 and later): yes.
 * **Amazon S3** (``s3://``), and S3-compatible stores that honour conditional writes
   (``If-None-Match: *`` and ``If-Match`` on PutObject, ``If-Match`` on DeleteObject): yes.
-* **Any other object store** (``gs://``, ``abfs://``, ..., or an S3-compatible store that refuses
-  conditional writes): **no**. The lease is then written and read back to compare its token, which
-  catches most collisions but cannot guarantee one writer: two exports that start within moments
-  of each other can both believe they hold it. A warning says so; give each export its own
-  destination there.
+* **Any other object store** (``gs://``, ``abfs://``, ...), and an S3-compatible store that
+  refuses conditional writes (``501 NotImplemented``): **no**. The lease is then written and read
+  back to compare its token, which catches most collisions but cannot guarantee one writer: two
+  exports that start within moments of each other can both believe they hold it. A warning says
+  so; give each export its own destination there. An S3-compatible store that silently ignores
+  the conditions cannot be told apart from S3 and guarantees nothing either.
 
 Expiry compares the ``expires`` a holder wrote with the reader's clock (and, for an unreadable
 file, the store's modification time): the hosts' clocks must agree within a small part of the
 TTL. A holder considers its lease lost once its own monotonic clock says it went unrenewed for a
-TTL, whatever the wall clock says.
+TTL, whatever the wall clock says. (On a local disk a renewal checks the token, then replaces the
+file: it could only overwrite a taker's lease if the taker's clock ran ahead by most of a TTL; the
+taker's :meth:`DestinationLease.check` then finds its lease lost before it publishes.)
 """
 
 from __future__ import annotations
@@ -706,7 +710,6 @@ class DestinationLease:
         self.acquired = acquired
         self._clock = clock
         self._log = log
-        self._version = version
         #: time.monotonic() after which the lease counts as lost unless renewed.
         self._valid_until = valid_until
         self.expires = acquired + ttl
@@ -875,7 +878,6 @@ class DestinationLease:
                 if back.raw != data:
                     raise self._lose("its file changed while it was being renewed")
                 version = back.version
-            self._version = version
             self._valid_until = started + self.ttl.total_seconds()
             self.expires = renewed + self.ttl
 
