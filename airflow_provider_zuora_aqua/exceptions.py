@@ -161,3 +161,27 @@ def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
     if isinstance(exc, AquaServerError):
         return idempotent or exc.status_code == _SERVICE_UNAVAILABLE
     return False
+
+
+class AquaDestinationBusyError(AquaError):
+    """
+    Another export holds the lease of a destination's query folder (one writer per destination
+    and query), or this export lost its lease to another one; the message names the holder, when
+    its lease expires, and what to do. The export that raises it publishes nothing more.
+
+    ``holder`` is what the lease file says of its holder (``dag_id``, ``task_id``, ``run_id``,
+    ``try_number``, ``map_index``, ``host``), None when it cannot be read; ``expires`` is when the
+    lease may be taken over (UTC, ISO 8601), None when unknown.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        holder: dict[str, Any] | None = None,
+        expires: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.holder = dict(holder) if holder is not None else None
+        self.expires = expires
+        super().__init__(message, **kwargs)

@@ -1,0 +1,289 @@
+"""One writer per destination and query on S3: the lease object, against moto's S3 server on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+import requests
+
+from airflow_provider_zuora_aqua.exceptions import AquaDestinationBusyError
+from airflow_provider_zuora_aqua.incremental import lease as lease_module
+from airflow_provider_zuora_aqua.incremental.lease import (
+    DEFAULT_LEASE_TTL,
+    LEASE_NAME,
+    DestinationLease,
+    LeaseHolder,
+    utc_now,
+)
+from airflow_provider_zuora_aqua.results.staging import Destination, resolve_destination
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """moto's S3-compatible server, as a separate process on loopback; yields its endpoint URL."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(endpoint, timeout=1)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh bucket, and the Airflow connection ``aws_moto`` (type aws) pointing at the server."""
+    import boto3
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_MOTO",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    name = f"leases-{time.monotonic_ns()}"
+    client.create_bucket(Bucket=name)
+    client.bucket_name = name
+    return client
+
+
+def holder(name: str, try_number: int = 1) -> LeaseHolder:
+    return LeaseHolder(
+        dag_id=f"dag_{name}", task_id="export", run_id=f"manual__{name}", try_number=try_number, host=f"host-{name}"
+    )
+
+
+def two_hours_ago() -> datetime:
+    return utc_now() - timedelta(hours=2)
+
+
+def after_the_ttl() -> datetime:
+    """A reader's clock past the TTL of anything written now."""
+    return utc_now() + DEFAULT_LEASE_TTL + timedelta(minutes=1)
+
+
+def query_folder(bucket: Any, prefix: str = "exports") -> Destination:
+    return resolve_destination(f"s3://aws_moto@{bucket.bucket_name}/{prefix}").child("Account")
+
+
+def stored(bucket: Any, prefix: str = "exports") -> dict | None:
+    try:
+        body = bucket.get_object(Bucket=bucket.bucket_name, Key=f"{prefix}/Account/{LEASE_NAME}")["Body"].read()
+    except bucket.exceptions.NoSuchKey:
+        return None
+    return json.loads(body)
+
+
+def race(folder: Destination, writers: int) -> list[DestinationLease | BaseException]:
+    start = threading.Barrier(writers)
+    outcomes: list[DestinationLease | BaseException] = []
+
+    def take(name: str) -> None:
+        start.wait()
+        try:
+            outcomes.append(DestinationLease.acquire(folder, holder(name), renew=False))
+        except BaseException as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=take, args=(f"w{index}",)) for index in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert len(outcomes) == writers
+    return outcomes
+
+
+def test_moto_honours_conditional_writes(s3_bucket):
+    """What the S3 lease relies on: If-None-Match: * and If-Match on PutObject, If-Match on DeleteObject."""
+    bucket, key = s3_bucket.bucket_name, "probe.json"
+    etag = s3_bucket.put_object(Bucket=bucket, Key=key, Body=b"1", IfNoneMatch="*")["ETag"]
+    with pytest.raises(botocore.exceptions.ClientError, match="PreconditionFailed"):
+        s3_bucket.put_object(Bucket=bucket, Key=key, Body=b"2", IfNoneMatch="*")
+    with pytest.raises(botocore.exceptions.ClientError, match="PreconditionFailed"):
+        s3_bucket.put_object(Bucket=bucket, Key=key, Body=b"2", IfMatch='"0123"')
+    etag = s3_bucket.put_object(Bucket=bucket, Key=key, Body=b"2", IfMatch=etag)["ETag"]
+    with pytest.raises(botocore.exceptions.ClientError, match="PreconditionFailed"):
+        s3_bucket.delete_object(Bucket=bucket, Key=key, IfMatch='"0123"')
+    s3_bucket.delete_object(Bucket=bucket, Key=key, IfMatch=etag)
+
+
+class TestOneWriterOnS3:
+    def test_a_second_writer_fails_naming_the_holder(self, s3_bucket):
+        folder = query_folder(s3_bucket)
+        with DestinationLease.acquire(folder, holder("a"), renew=False) as first:
+            assert first.one_writer
+            assert first.uri == f"s3://{s3_bucket.bucket_name}/exports/Account/{LEASE_NAME}"
+            with pytest.raises(AquaDestinationBusyError) as raised:
+                DestinationLease.acquire(folder, holder("b"), renew=False)
+            for part in ("dag 'dag_a'", "task 'export'", "run 'manual__a'", "try 1", "host 'host-a'"):
+                assert part in str(raised.value)
+            assert raised.value.expires in str(raised.value)
+            assert stored(s3_bucket)["token"] == first.token
+            first.check()
+        assert stored(s3_bucket) is None
+
+    def test_released_then_taken_by_another(self, s3_bucket):
+        folder = query_folder(s3_bucket)
+        DestinationLease.acquire(folder, holder("a")).release()
+        with DestinationLease.acquire(folder, holder("b")) as second:
+            assert stored(s3_bucket)["holder"]["dag_id"] == "dag_b"
+            second.check()
+
+    def test_an_expired_lease_is_taken_over_and_its_old_holder_finds_out(self, s3_bucket):
+        folder = query_folder(s3_bucket)
+        dead = DestinationLease.acquire(folder, holder("dead"), clock=two_hours_ago, renew=False)
+        taker = DestinationLease.acquire(folder, holder("b"), renew=False)
+        assert stored(s3_bucket)["token"] == taker.token
+        with pytest.raises(AquaDestinationBusyError, match="now held by dag 'dag_b'"):
+            dead.check()
+        dead.release()
+        assert stored(s3_bucket)["token"] == taker.token  # the old holder's release removed nothing
+        taker.release()
+        assert stored(s3_bucket) is None
+
+    def test_two_takers_racing_for_an_expired_lease_one_wins(self, s3_bucket):
+        for round_ in range(20):
+            folder = query_folder(s3_bucket, f"race-{round_}")
+            DestinationLease.acquire(folder, holder("dead"), clock=two_hours_ago, renew=False)
+            outcomes = race(folder, 2)
+            winners = [outcome for outcome in outcomes if isinstance(outcome, DestinationLease)]
+            assert len(winners) == 1, f"round {round_}: {outcomes}"
+            assert all(isinstance(outcome, AquaDestinationBusyError) for outcome in outcomes if outcome not in winners)
+            assert stored(s3_bucket, f"race-{round_}")["token"] == winners[0].token
+            winners[0].check()
+
+    def test_a_taker_that_judged_the_lease_expired_before_another_took_it_over_loses(self, s3_bucket, monkeypatch):
+        """The race's worst order, made certain: B takes the lease over between A's judgement and A's put."""
+        folder = query_folder(s3_bucket)
+        DestinationLease.acquire(folder, holder("dead"), clock=two_hours_ago, renew=False)
+        judge = lease_module.judge
+        taken: list[DestinationLease] = []
+
+        def judge_then_let_b_in(found: Any, ttl: timedelta) -> Any:
+            state = judge(found, ttl)
+            if not taken and state.expires < utc_now():
+                monkeypatch.setattr(lease_module, "judge", judge)
+                taken.append(DestinationLease.acquire(folder, holder("b"), renew=False))
+            return state
+
+        monkeypatch.setattr(lease_module, "judge", judge_then_let_b_in)
+        with pytest.raises(AquaDestinationBusyError, match="dag 'dag_b'"):
+            DestinationLease.acquire(folder, holder("a"), renew=False)
+        assert stored(s3_bucket)["token"] == taken[0].token
+        taken[0].check()
+
+    def test_writers_racing_for_a_free_prefix_one_wins(self, s3_bucket):
+        for round_ in range(10):
+            folder = query_folder(s3_bucket, f"free-{round_}")
+            outcomes = race(folder, 3)
+            winners = [outcome for outcome in outcomes if isinstance(outcome, DestinationLease)]
+            assert len(winners) == 1, f"round {round_}: {outcomes}"
+            assert stored(s3_bucket, f"free-{round_}")["token"] == winners[0].token
+
+    def test_renewal_keeps_a_short_lease_alive_past_its_ttl(self, s3_bucket):
+        folder = query_folder(s3_bucket)
+        ttl = timedelta(seconds=1)
+        with DestinationLease.acquire(folder, holder("a"), ttl=ttl) as lease:
+            first = stored(s3_bucket)
+            time.sleep(2.2)
+            with pytest.raises(AquaDestinationBusyError, match="dag 'dag_a'"):
+                DestinationLease.acquire(folder, holder("b"), ttl=ttl, renew=False)
+            lease.check()
+            assert stored(s3_bucket)["expires"] > first["expires"]
+        assert stored(s3_bucket) is None
+
+    def test_the_renewer_finds_its_lease_taken_over(self, s3_bucket):
+        folder = query_folder(s3_bucket)
+        late = DestinationLease.acquire(folder, holder("late"), ttl=timedelta(seconds=1), clock=two_hours_ago)
+        taker = DestinationLease.acquire(folder, holder("b"), renew=False)
+        deadline = time.monotonic() + 5
+        while not late.lost:
+            assert time.monotonic() < deadline, "the renewer did not notice"
+            time.sleep(0.05)
+        with pytest.raises(AquaDestinationBusyError, match="lost"):
+            late.check()
+        assert stored(s3_bucket)["token"] == taker.token
+        taker.release()
+
+
+class TestUnreadableLeaseOnS3:
+    @pytest.mark.parametrize("content", [b"{garbage", b"x" * (256 * 1024), b"[" * 50_000, b""])
+    def test_held_until_its_last_change_plus_the_ttl_then_taken_over(self, s3_bucket, content):
+        folder = query_folder(s3_bucket)
+        s3_bucket.put_object(Bucket=s3_bucket.bucket_name, Key=f"exports/Account/{LEASE_NAME}", Body=content)
+        with pytest.raises(AquaDestinationBusyError, match="not a lease this provider can read"):
+            DestinationLease.acquire(folder, holder("b"), renew=False)
+        with DestinationLease.acquire(folder, holder("b"), clock=after_the_ttl, renew=False) as taker:
+            assert stored(s3_bucket)["token"] == taker.token
+
+
+class TestStoreRefusingConditionalWrites:
+    def test_falls_back_to_reading_back_and_says_it_cannot_guarantee_one_writer(self, s3_bucket, monkeypatch, caplog):
+        put = lease_module._S3Store._put
+
+        def refusing(self: Any, data: bytes, **condition: str) -> str:
+            if condition:
+                error = botocore.exceptions.ClientError(
+                    {"Error": {"Code": "NotImplemented", "Message": "no conditional writes"}}, "PutObject"
+                )
+                raise OSError(38, "no conditional writes") from error
+            return put(self, data)
+
+        monkeypatch.setattr(lease_module._S3Store, "_put", refusing)
+        folder = query_folder(s3_bucket)
+        with caplog.at_level(logging.WARNING):
+            first = DestinationLease.acquire(folder, holder("a"), renew=False)
+        assert "cannot guarantee one writer" in caplog.text
+        assert not first.one_writer
+        assert stored(s3_bucket)["token"] == first.token
+        with pytest.raises(AquaDestinationBusyError, match="dag 'dag_a'"):
+            DestinationLease.acquire(folder, holder("b"), renew=False)
+        first.renew()
+        first.check()
+        first.release()
+        assert stored(s3_bucket) is None
