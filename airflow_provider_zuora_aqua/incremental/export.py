@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_provider_zuora_aqua.engine.job_engine import Finished, JobEngine
 from airflow_provider_zuora_aqua.exceptions import AquaFileTooLargeError, AquaJobFailedError
+from airflow_provider_zuora_aqua.incremental.lease import DestinationLease, LeaseHolder
 from airflow_provider_zuora_aqua.incremental.ledger import clear_window, published_windows, window_folder
 from airflow_provider_zuora_aqua.incremental.query import window_query
 from airflow_provider_zuora_aqua.incremental.series import Series
@@ -95,7 +97,11 @@ class IncrementalExport:
     file_format: str
     deleted: Mapping[str, Any] | None
     max_active_jobs: int
+    #: Who holds the destination's lease while this run writes (the task try).
+    lease_holder: LeaseHolder
     now: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
+    #: The lease of each query's folder, held while the run writes.
+    leases: dict[str, DestinationLease] = field(default_factory=dict)
     #: The windows of the jobs held, by slot.
     windows: dict[str, tuple[str, Window]] = field(default_factory=dict)
     #: Per query, the windows published before this run and by it.
@@ -114,7 +120,22 @@ class IncrementalExport:
                 self.lag,
                 self.lag,
             )
-        end = whole_second(self.now(), field="now") - self.lag
+        with ExitStack() as leases:
+            # One writer per destination and query, from before the mark is read until the last publish.
+            for query in self.queries:
+                self.leases[query] = leases.enter_context(
+                    DestinationLease.acquire(
+                        self.destination.child(query), self.lease_holder, stop=self.engine.stopped, log=self.log
+                    )
+                )
+            delivered = self._export(whole_second(self.now(), field="now") - self.lag)
+        for query in self.queries:
+            self.log.info("Watermark of %s: %s", query, iso(self.mark(query)))
+        # Published as their jobs finished (a split window's halves last): returned oldest first.
+        order = list(self.queries)
+        return sorted(delivered, key=lambda delivery: (delivery.window.start, order.index(delivery.query)))
+
+    def _export(self, end: datetime) -> list[Delivery]:
         with self.engine.cancelling_on_error():
             queue = self._plan(end)
             self.log.info(
@@ -130,11 +151,7 @@ class IncrementalExport:
                 while queue and len(self.engine.in_flight) < self.max_active_jobs:
                     self._submit(*queue.popleft())
                 self._finished(self.engine.next_finished(), queue, delivered)
-        for query in self.queries:
-            self.log.info("Watermark of %s: %s", query, iso(self.mark(query)))
-        # Published as their jobs finished (a split window's halves last): returned oldest first.
-        order = list(self.queries)
-        return sorted(delivered, key=lambda delivery: (delivery.window.start, order.index(delivery.query)))
+        return delivered
 
     def mark(self, query: str) -> datetime:
         """Where the run of published windows of ``query`` from ``start`` ends."""
@@ -211,6 +228,7 @@ class IncrementalExport:
     def _publish(self, query: str, window: Window, finished: Finished) -> Delivery:
         """The window's files, then its manifest; a folder a killed run left half-written is emptied first."""
         assert finished.job is not None
+        self.leases[query].check()
         folder = window_folder(self.destination, query, window)
         clear_window(folder)
         manifest = download_job_results(
@@ -220,6 +238,8 @@ class IncrementalExport:
             destination_conn_id=self.destination_conn_id,
             track_id=self.engine.track_id,
             labels={"query": query, "window": window.to_json(self.cursor), "series": self._series(query).to_json()},
+            # Nothing is published once another writer took the lease (this one was stalled past it).
+            before_manifest=self.leases[query].check,
         )
         self.published[query] = sorted([*self.published[query], window])
         self.log.info("Published %s: %d records", slot_of(query, window), manifest.records)

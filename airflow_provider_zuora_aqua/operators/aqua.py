@@ -19,6 +19,7 @@ from airflow_provider_zuora_aqua.exceptions import (
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.incremental.export import ZUORA_LAG, IncrementalExport
+from airflow_provider_zuora_aqua.incremental.lease import LeaseHolder
 from airflow_provider_zuora_aqua.incremental.windows import duration, validate_max_window
 from airflow_provider_zuora_aqua.jobs.event import AquaJobEvent
 from airflow_provider_zuora_aqua.jobs.request import FORMATS, build_job_request, query_names
@@ -561,6 +562,7 @@ class AquaIncrementalExportOperator(AquaJobOperator):
             file_format=self.format,
             deleted=self.deleted,
             max_active_jobs=self.max_active_jobs,
+            lease_holder=LeaseHolder.of_task_instance(context["ti"]),
         )
         delivered = export.run()
         windows = [delivery.to_json(cursor) for delivery in delivered]

@@ -189,6 +189,7 @@ def download_job_results(
     destination_conn_id: str | None = None,
     track_id: str | None = None,
     labels: Mapping[str, Any] | None = None,
+    before_manifest: Callable[[], None] | None = None,
 ) -> Manifest:
     """
     Download every file of every batch of ``job`` into the folder ``destination``.
@@ -206,6 +207,8 @@ def download_job_results(
         or an ``airflow.sdk.ObjectStoragePath``.
     :param destination_conn_id: the Airflow connection of the object store.
     :param labels: fields written into the manifest beside the module's (they cannot replace them).
+    :param before_manifest: called right before the manifest is written; what it raises stops
+        the publication (the incremental export checks it still holds its lease).
     :return: the manifest (see the module docs).
     :raises AquaJobFailedError: the job or one of its batches did not complete.
     :raises AquaConfigurationError: ``destination`` is an existing file.
@@ -223,6 +226,8 @@ def download_job_results(
     replacing.before_publish()  # a job without files replaces an older export too
     replacing.remove_files_not_in(names)
     manifest = Manifest(job_id=job.get("id"), destination=folder.uri, files=files, labels=dict(labels or {}))
+    if before_manifest is not None:
+        before_manifest()
     with StagedFile(folder.child(MANIFEST_NAME)) as staged:
         staged.write(json.dumps(manifest.to_json(), indent=2).encode("utf-8"))
         staged.publish()

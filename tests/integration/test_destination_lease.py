@@ -20,6 +20,7 @@ import requests
 
 from airflow_provider_zuora_aqua.exceptions import AquaDestinationBusyError
 from airflow_provider_zuora_aqua.incremental import lease as lease_module
+from airflow_provider_zuora_aqua.incremental import lease_stores
 from airflow_provider_zuora_aqua.incremental.lease import (
     DEFAULT_LEASE_TTL,
     LEASE_NAME,
@@ -264,7 +265,7 @@ class TestUnreadableLeaseOnS3:
 
 class TestStoreRefusingConditionalWrites:
     def test_falls_back_to_reading_back_and_says_it_cannot_guarantee_one_writer(self, s3_bucket, monkeypatch, caplog):
-        put = lease_module._S3Store._put
+        put = lease_stores._S3Store._put
 
         def refusing(self: Any, data: bytes, **condition: str) -> str:
             if condition:
@@ -274,7 +275,7 @@ class TestStoreRefusingConditionalWrites:
                 raise OSError(38, "no conditional writes") from error
             return put(self, data)
 
-        monkeypatch.setattr(lease_module._S3Store, "_put", refusing)
+        monkeypatch.setattr(lease_stores._S3Store, "_put", refusing)
         folder = query_folder(s3_bucket)
         with caplog.at_level(logging.WARNING):
             first = DestinationLease.acquire(folder, holder("a"), renew=False)

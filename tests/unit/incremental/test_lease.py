@@ -15,6 +15,7 @@ import pytest
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaDestinationBusyError
 from airflow_provider_zuora_aqua.incremental import lease as lease_module
+from airflow_provider_zuora_aqua.incremental import lease_stores
 from airflow_provider_zuora_aqua.incremental.lease import (
     DEFAULT_LEASE_TTL,
     LEASE_NAME,
@@ -219,7 +220,7 @@ class TestWithoutHardLinks:
         def no_links(*args: object, **kwargs: object) -> None:
             raise PermissionError(1, "Operation not permitted")
 
-        monkeypatch.setattr(lease_module.os, "link", no_links)
+        monkeypatch.setattr(lease_stores.os, "link", no_links)
         with DestinationLease.acquire(folder, holder("a"), renew=False) as first:
             with pytest.raises(AquaDestinationBusyError, match="dag 'dag_a'"):
                 DestinationLease.acquire(folder, holder("b"), renew=False)
