@@ -30,7 +30,7 @@ from airflow_provider_zuora_aqua.results.lineage import window_asset
 from airflow_provider_zuora_aqua.results.windows_reader import MergeTable, announced_windows
 
 EXPORT_FOLDER = os.environ.get("ZUORA_EXPORT_FOLDER", "/tmp/zuora-exports") + "/load-sql"
-# A connection of type sqlite (e.g. AIRFLOW_CONN_ZUORA_WAREHOUSE='sqlite:////tmp/zuora.db') or postgres.
+# A sqlite connection (AIRFLOW_CONN_ZUORA_WAREHOUSE='{"conn_type": "sqlite", "host": "/tmp/zuora.db"}'), or postgres.
 SQL_CONN_ID = "zuora_warehouse"
 
 # [START howto_zuora_aqua_window_events]
