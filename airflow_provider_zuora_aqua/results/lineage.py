@@ -106,3 +106,76 @@ def record_outlet_extras(context: Mapping[str, Any], outlets: Iterable[object], 
     for outlet in outlets or ():
         if not isinstance(outlet, AssetAlias):
             events[outlet].extra.update(extra)
+
+
+# -- one asset event per published window ------------------------------------------------------
+
+#: The keys of a window's asset event: what the incremental export returns for the window.
+WINDOW_EVENT_KEYS = ("query", "window", "manifest", "records", "job_id")
+
+
+def query_folder_uri(manifest_uri: str) -> str:
+    """The folder of a query's windows, from the URI of one of its manifests (``<folder>/<window>/_manifest.json``)."""
+    folder, _, _ = manifest_uri.rstrip("/").rsplit("/", 2)
+    return folder
+
+
+def window_asset_of(manifest_uri: str) -> Any:
+    """The asset of a query's windows: ``Asset(uri=<destination>/<query>)``, named by its URI."""
+    from airflow.sdk import Asset
+
+    uri = query_folder_uri(manifest_uri)
+    return Asset(name=uri, uri=uri)
+
+
+def window_asset(destination: object, query: str, destination_conn_id: str | None = None) -> Any:
+    """
+    The asset whose events announce the published windows of ``query`` under ``destination``
+    (what :func:`record_window_events` emits on): schedule a consumer DAG on it.
+
+    :param destination: the export's ``destination`` (a folder, a URI or an ``ObjectStoragePath``).
+    :param query: the query's name (its folder).
+    :param destination_conn_id: the export's ``destination_conn_id`` (not part of the URI).
+    """
+    from airflow.sdk import Asset
+
+    from airflow_provider_zuora_aqua.results.staging import resolve_destination
+
+    uri = resolve_destination(destination, destination_conn_id).child(query).uri
+    return Asset(name=uri, uri=uri)
+
+
+def window_event_extra(window: Mapping[str, Any]) -> dict[str, Any]:
+    """One window's event extra: ``query``, ``window`` (cursor, start, end), ``manifest``, ``records``, ``job_id``."""
+    return {key: window.get(key) for key in WINDOW_EVENT_KEYS}
+
+
+def record_window_events(
+    context: Mapping[str, Any], outlets: Iterable[object], windows: Sequence[Mapping[str, Any]]
+) -> None:
+    """
+    Announce the windows an incremental export published on the task's outlets.
+
+    * Each asset outlet gets one event, as before: ``{"windows": [...], "records": total}``.
+    * Each asset alias outlet gets one event per window, on the asset of the window's query
+      (:func:`window_asset`), with :func:`window_event_extra` of the window as its extra. Airflow
+      makes one event per distinct extra added through an alias, and each window's extra names its
+      own manifest: N windows, N events.
+
+    Airflow (3.0 to 3.3 at least) hands a consumer run only the events registered up to the first
+    one that queued it: the other windows of the same task come with the consumer's next run. A
+    consumer reads them at once from ``inlet_events`` (see the downstream guide).
+    """
+    from airflow.sdk import AssetAlias
+
+    events = context.get("outlet_events")
+    if events is None:
+        return
+    outlets = list(outlets or ())
+    record_outlet_extras(
+        context, outlets, {"windows": list(windows), "records": sum(int(w.get("records") or 0) for w in windows)}
+    )
+    for outlet in outlets:
+        if isinstance(outlet, AssetAlias):
+            for window in windows:
+                events[outlet].add(window_asset_of(str(window["manifest"])), extra=window_event_extra(window))
