@@ -41,7 +41,7 @@ from airflow_provider_zuora_aqua.operators.arguments import (
 )
 from airflow_provider_zuora_aqua.operators.base import AquaBaseOperator, AquaJobOperator
 from airflow_provider_zuora_aqua.results.delivery import download_job_results
-from airflow_provider_zuora_aqua.results.lineage import record_outlet_extras
+from airflow_provider_zuora_aqua.results.lineage import record_window_events
 from airflow_provider_zuora_aqua.results.staging import resolve_destination
 from airflow_provider_zuora_aqua.tasks.job_records import ONE_JOB_SLOT, OneJobLedger, TaskJobRecord, TaskJobSet
 from airflow_provider_zuora_aqua.tasks.try_ids import task_track_id
@@ -567,11 +567,7 @@ class AquaIncrementalExportOperator(AquaJobOperator):
         delivered = export.run()
         windows = [delivery.to_json(cursor) for delivery in delivered]
         self._deliveries = [(delivery.job, delivery.manifest) for delivery in delivered]
-        record_outlet_extras(
-            context,
-            self.outlets,
-            {"windows": windows, "records": sum(window["records"] for window in windows)},
-        )
+        record_window_events(context, self.outlets, windows)
         return windows
 
     def _export_arguments(self) -> tuple[dict[str, str], str, datetime]:

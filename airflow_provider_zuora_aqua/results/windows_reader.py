@@ -337,11 +337,18 @@ class MergeTable:
             f"ON CONFLICT ({_quote(self.key)}) DO UPDATE SET {updates} WHERE excluded.{version} >= {table}.{version}"
         )
 
+    def _deleted_cell(self, record: Mapping[str, str | None]) -> str | None:
+        """The deleted column's cell: Zuora names it after the object (``Account.IsDeleted``)."""
+        if self.deleted in record:
+            return record[self.deleted]
+        suffix = f".{self.deleted}"
+        return next((value for name, value in record.items() if name.endswith(suffix)), None)
+
     def row_values(self, record: Mapping[str, str | None]) -> tuple[object, ...]:
         values: list[object] = []
         for column in self._stored:
             if column == self.deleted:
-                values.append(_flag(record.get(column), column))
+                values.append(_flag(self._deleted_cell(record), column))
             elif column not in record:
                 raise AquaIntegrityError(f"the window's files have no column {column!r}")
             elif column == self.version:
