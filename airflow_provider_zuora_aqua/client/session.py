@@ -44,6 +44,7 @@ from requests import Session
 from airflow_provider_zuora_aqua.client.auth import TOKEN_HEADERS, TOKEN_PATH, Credentials, Log
 from airflow_provider_zuora_aqua.client.retry import retry_policy
 from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, is_loopback
+from airflow_provider_zuora_aqua.client.urllib3_read1 import read1
 from airflow_provider_zuora_aqua.client.wire import (
     CONNECT_SECONDS,
     FILES_PATH,
@@ -301,7 +302,7 @@ class AquaClient:
         raw = response.raw
         while True:
             try:  # only the network: a failure to store a chunk is not a transport failure
-                chunk = raw.read1(FILE_CHUNK_BYTES, decode_content=False)
+                chunk = read1(raw, FILE_CHUNK_BYTES)
             except _TRANSPORT_ERRORS as exc:
                 raise self._failed(what, exc, bound, received=receiver.received) from None
             too_slow = floor.arrived(len(chunk))
