@@ -22,7 +22,7 @@ _SERVICE_UNAVAILABLE = 503
 _MAX_BACKOFF_SECONDS = 30.0
 
 
-def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
+def is_retryable(exc: BaseException, *, idempotent: bool = True, keyed_submit: bool = False) -> bool:
     """
     Say whether a failed call may be sent again.
 
@@ -31,11 +31,15 @@ def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
     still in progress). A non-idempotent call (a submit without a key) is
     retried only when the request cannot have created anything: a connection that was never
     made, ``429`` or ``503``. Every other ``4xx`` is final.
+
+    A keyed submit refused for the rate or job limit (``429``, error ``90028``) is final too:
+    Zuora keeps a key's answer, a refusal included, for 24 hours and would replay it; the caller
+    sends the submit again with a new key after its own wait (:mod:`~.jobs.slots`).
     """
     if isinstance(exc, AquaTransportError):
         return idempotent or not exc.request_sent
     if isinstance(exc, AquaRateLimitError):
-        return True
+        return not keyed_submit
     if isinstance(exc, AquaSubmitInProgressError):
         return True
     if isinstance(exc, AquaServerError):
@@ -69,6 +73,7 @@ def retry_policy(
     settings: AquaConnectionSettings,
     *,
     idempotent: bool = True,
+    keyed_submit: bool = False,
     max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """
@@ -77,11 +82,15 @@ def retry_policy(
     Bounded by ``max_retries`` attempts after the first and by ``retry_max_seconds`` in total (a
     wait that would pass that budget is not started).
 
+    :param idempotent: see :func:`is_retryable`.
+    :param keyed_submit: a submit with an ``Idempotency-Key``; see :func:`is_retryable`.
     :param max_seconds: a tighter total budget, for callers that must be quick (``on_kill``).
     """
     budget = settings.retry_max_seconds if max_seconds is None else min(max_seconds, settings.retry_max_seconds)
     return {
-        "retry": tenacity.retry_if_exception(lambda exc: is_retryable(exc, idempotent=idempotent)),
+        "retry": tenacity.retry_if_exception(
+            lambda exc: is_retryable(exc, idempotent=idempotent, keyed_submit=keyed_submit)
+        ),
         "stop": tenacity.stop_after_attempt(settings.max_retries + 1) | tenacity.stop_before_delay(budget),
         "wait": _WaitRetryAfterOrBackoff(settings.retry_backoff),
         "before_sleep": _log_before_sleep,

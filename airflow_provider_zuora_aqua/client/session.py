@@ -127,11 +127,16 @@ class AquaClient:
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         idempotent: bool = True,
+        keyed_submit: bool = False,
         deadline: float | None = None,
     ) -> T:
         """
         One AQuA call: :meth:`send`, the answer read by ``read``, retried within the retry
         policy and ``deadline`` (a ``time.monotonic()`` instant); errors and result scrubbed.
+
+        :param idempotent: whether the call may be resent after it may have arrived.
+        :param keyed_submit: a submit with an ``Idempotency-Key``: a rate-limit refusal is not
+            resent with the same key (see :func:`~.retry.is_retryable`).
         """
         track_id = validate_track_id(track_id)
         max_seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -143,7 +148,7 @@ class AquaClient:
                 answer = self.send(method, path, track_id=track_id, json=json, headers=headers, deadline=deadline)
                 return self.auth.scrubbed(read(answer))
 
-        policy = retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds)
+        policy = retry_policy(self.settings, idempotent=idempotent, keyed_submit=keyed_submit, max_seconds=max_seconds)
         return tenacity.Retrying(**policy)(attempt)
 
     def download(self, file_id: str, receiver: Receiver, *, track_id: str | None = None) -> None:

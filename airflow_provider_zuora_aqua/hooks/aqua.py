@@ -68,7 +68,8 @@ class ZuoraAquaHook(BaseHook):
     refreshed shortly before it expires; on a ``401`` the hook fetches a new token once and
     sends the call once more. Connection errors, ``429`` (honouring ``Retry-After``) and ``5xx``
     are retried with backoff, bounded by the connection's ``max_retries`` and
-    ``retry_max_seconds`` extras; other ``4xx`` answers are final.
+    ``retry_max_seconds`` extras (see :meth:`submit_job` for which submits are resent); other
+    ``4xx`` answers are final.
 
     :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``.
     :param settings: The connection's settings when the caller has them already (they are
@@ -252,7 +253,9 @@ class ZuoraAquaHook(BaseHook):
         created. So a lost answer (read timeout, dropped connection, ``5xx``) is sent again within
         the retry policy, and a ``409`` (the first request with the key is still in progress) is
         waited out. ``422`` (the key was used with another body) raises
-        :class:`AquaIdempotencyKeyReusedError`.
+        :class:`AquaIdempotencyKeyReusedError`. A refusal for the tenant's job limit or the rate
+        limit (``429``, error ``90028``) raises :class:`AquaRateLimitError` at once: Zuora keeps
+        a key's answer, a refusal too, for 24 hours, so only a new key can get the job created.
 
         Without a key a submit is not idempotent: it is sent again only when the request cannot
         have reached Zuora (no connection made, ``429``, ``503``). After a read timeout or a
@@ -336,7 +339,8 @@ class ZuoraAquaHook(BaseHook):
         One call that answers a job, through the sync client.
 
         :param keyed_submit: a submit with an ``Idempotency-Key``: a ``409`` means its first
-            request is still in progress, so it is waited out and sent again.
+            request is still in progress, so it is waited out and sent again; a rate-limit
+            refusal is raised at once (Zuora would replay it for the same key).
         """
         read = _job_reader(method, path, job_id, keyed_submit=keyed_submit)
         return self._client.call(
@@ -347,6 +351,7 @@ class ZuoraAquaHook(BaseHook):
             json=json,
             headers=headers,
             idempotent=idempotent,
+            keyed_submit=keyed_submit,
             deadline=deadline,
         )
 

@@ -14,6 +14,7 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaAuthenticationError,
     AquaRateLimitError,
     AquaServerError,
+    AquaSubmitInProgressError,
     AquaTransportError,
 )
 
@@ -35,6 +36,14 @@ class TestRetryable:
     )
     def test_policy(self, error, idempotent, expected):
         assert is_retryable(error, idempotent=idempotent) is expected
+
+    def test_a_keyed_submit_is_resent_but_not_after_a_rate_limit_refusal(self):
+        """Zuora replays a refused key's answer: only a new key (jobs.slots) can succeed."""
+        assert is_retryable(AquaRateLimitError("x", status_code=429), keyed_submit=True) is False
+        assert is_retryable(AquaRateLimitError("x", status_code=200, error_code="90028"), keyed_submit=True) is False
+        assert is_retryable(AquaSubmitInProgressError("x", status_code=409), keyed_submit=True) is True
+        assert is_retryable(AquaServerError("x", status_code=500), keyed_submit=True) is True
+        assert is_retryable(AquaTransportError("x", request_sent=True), keyed_submit=True) is True
 
 
 RETRY_AT = "Wed, 21 Oct 2015 07:28:00 GMT"
