@@ -3,7 +3,7 @@ Reading a response body with at most one read of the socket, on every urllib3 we
 
 A result file is read in pieces of "whatever arrived, up to N bytes": a read that waited for a
 full N bytes would let a server drip a file under the read timeout, past the throughput floor of
-:class:`~.wire.ThroughputFloor`. urllib3 2.1+ has ``HTTPResponse.read1`` for that; urllib3
+:class:`~.downloads.ThroughputFloor`. urllib3 2.1+ has ``HTTPResponse.read1`` for that; urllib3
 2.0.x, which users of Zuora's own ``zuora-sdk`` get (it caps urllib3 < 2.1), has not.
 """
 

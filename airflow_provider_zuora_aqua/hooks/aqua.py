@@ -1,7 +1,7 @@
 """Hook for Zuora AQuA (Aggregate Query API): the domain verbs.
 
-The HTTP lives in :mod:`airflow_provider_zuora_aqua.client`: :class:`~.client.session.AquaClient`
-(sync) and :class:`~.client.asession.AsyncAquaClient` (async) send, authenticate, bound, retry
+The HTTP lives in :mod:`airflow_provider_zuora_aqua.client`: :class:`~.client.sync_client.AquaClient`
+(sync) and :class:`~.client.async_client.AsyncAquaClient` (async) send, authenticate, bound, retry
 and scrub every call; this hook says which calls make a verb and what their answers mean.
 """
 
@@ -19,20 +19,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from asgiref.sync import sync_to_async
 
-from airflow_provider_zuora_aqua.client.asession import AsyncTTLCache, shared_client_session
+from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer, parse_job_answer, short_text
+from airflow_provider_zuora_aqua.client.async_client import AsyncTTLCache, shared_client_session
 from airflow_provider_zuora_aqua.client.auth import secret_forms
-from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
-from airflow_provider_zuora_aqua.client.wire import (
+from airflow_provider_zuora_aqua.client.request import (
     IDEMPOTENCY_KEY_HEADER,
     JOBS_PATH,
     SUBMIT_PATH,
-    CallRecord,
-    HttpAnswer,
-    parse_job_answer,
-    short_text,
     validate_idempotency_key,
     validate_job_id,
 )
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 from airflow_provider_zuora_aqua.compat import BaseHook, mask_secret
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
@@ -45,14 +42,15 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaSubmitInProgressError,
 )
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
 from airflow_provider_zuora_aqua.results.receiver import FileReceiver, validate_file_id
-from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_zuora_aqua.client.asession import AsyncAquaClient
-    from airflow_provider_zuora_aqua.client.session import AquaClient, Session
+    from airflow_provider_zuora_aqua.client.async_client import AsyncAquaClient
+    from airflow_provider_zuora_aqua.client.sync_client import AquaClient, Session
 
 #: Seconds a connection test may wait for Zuora (the UI's Test action should answer fast).
 _TEST_CONNECTION_TIMEOUT = 10.0
@@ -128,7 +126,7 @@ class ZuoraAquaHook(BaseHook):
     def _client(self) -> AquaClient:
         # The HTTP clients are imported where they are used: DAG files import this module at
         # every parse, and aiohttp and requests would add hundreds of milliseconds to each.
-        from airflow_provider_zuora_aqua.client.session import AquaClient
+        from airflow_provider_zuora_aqua.client.sync_client import AquaClient
 
         return AquaClient(self.settings, log=self.log, record=self._record)
 
@@ -147,7 +145,7 @@ class ZuoraAquaHook(BaseHook):
         One attempt with a short timeout and no retries, so an unreachable host fails within
         seconds; the shared token cache is bypassed so that the test really reaches Zuora.
         """
-        from airflow_provider_zuora_aqua.client.session import AquaClient
+        from airflow_provider_zuora_aqua.client.sync_client import AquaClient
 
         try:
             settings = self.settings
@@ -358,7 +356,7 @@ class ZuoraAquaHook(BaseHook):
     @asynccontextmanager
     async def _aclient(self) -> AsyncIterator[AsyncAquaClient]:
         """The async client, on the event loop's shared session."""
-        from airflow_provider_zuora_aqua.client.asession import AsyncAquaClient
+        from airflow_provider_zuora_aqua.client.async_client import AsyncAquaClient
 
         settings = await self._asettings()
         async with shared_client_session() as session:

@@ -46,7 +46,7 @@ from airflow_provider_zuora_aqua.jobs.request import build_job_request, submit_r
 from airflow_provider_zuora_aqua.jobs.slots import submit_until_accepted
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, JobWatch, batches_of, job_failure_reason
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, Manifest, download_job_results
-from airflow_provider_zuora_aqua.results.staging import Destination
+from airflow_provider_zuora_aqua.results.destination import Destination
 from airflow_provider_zuora_aqua.tasks.record import TaskJobSet
 
 #: How Zuora says a query ran past its 3-hour limit (its wording is not documented; these cover

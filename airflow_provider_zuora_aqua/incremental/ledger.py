@@ -20,7 +20,7 @@ from typing import Any
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
 from airflow_provider_zuora_aqua.incremental.windows import Window
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
-from airflow_provider_zuora_aqua.results.staging import Destination
+from airflow_provider_zuora_aqua.results.destination import Destination
 
 _QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _WINDOW_FOLDER = re.compile(r"\d{8}T\d{6}Z_\d{8}T\d{6}Z")

@@ -40,8 +40,8 @@ from airflow_provider_zuora_aqua.jobs.status import (
     validate_interval,
 )
 from airflow_provider_zuora_aqua.results.delivery import Manifest, download_job_results
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
 from airflow_provider_zuora_aqua.results.lineage import export_lineage, outlet_extra, record_outlet_extras
-from airflow_provider_zuora_aqua.results.staging import resolve_destination
 from airflow_provider_zuora_aqua.tasks.record import TaskJobRecord, TaskJobSet, task_idempotency_key, task_track_id
 
 if TYPE_CHECKING:

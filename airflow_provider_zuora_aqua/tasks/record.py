@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from airflow_provider_zuora_aqua.client.wire import IDEMPOTENCY_KEY_MAX_LENGTH, make_idempotency_key, make_track_id
+from airflow_provider_zuora_aqua.client.request import IDEMPOTENCY_KEY_MAX_LENGTH, make_idempotency_key, make_track_id
 
 #: XCom key (and task state store key) under which a task records the id of its AQuA job.
 AQUA_JOB_ID_XCOM_KEY = "aqua_job_id"

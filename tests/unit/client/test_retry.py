@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 import time_machine
 
+from airflow_provider_zuora_aqua.client.answers import parse_retry_after
 from airflow_provider_zuora_aqua.client.retry import is_retryable
-from airflow_provider_zuora_aqua.client.wire import (
-    parse_retry_after,
-)
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,

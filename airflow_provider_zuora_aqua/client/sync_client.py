@@ -8,13 +8,13 @@ The sync HTTP client (``requests``): one send for every AQuA call, result files 
 * the exchange deadline: an exchange ends within its bound of wall-clock time, whatever phase
   it is in (:class:`ExchangeDeadline`). ``requests`` only bounds each socket read, so a server
   that drips one byte at a time would otherwise keep a call alive indefinitely;
-* the mapping of transport failures onto :func:`~.wire.transport_error`
+* the mapping of transport failures onto :func:`~.failures.transport_error`
   (:meth:`AquaClient.exchange`);
 * streaming: a result file goes to its receiver through the same send, the body of a file
   bounded per read and by a throughput floor rather than in total (a file may legitimately
   take long), its transport encoding decoded here in bounded pieces.
 
-Its async twin is :mod:`.asession`. Imported only where a call is made: ``requests`` and
+Its async twin is :mod:`.async_client`. Imported only where a call is made: ``requests`` and
 ``urllib3`` are not loaded at DAG parse.
 """
 
@@ -41,31 +41,28 @@ import urllib3.exceptions
 import urllib3.poolmanager
 from requests import Session
 
+from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer
 from airflow_provider_zuora_aqua.client.auth import TOKEN_HEADERS, TOKEN_PATH, Credentials, Log
-from airflow_provider_zuora_aqua.client.retry import retry_policy
-from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, is_loopback
-from airflow_provider_zuora_aqua.client.urllib3_read1 import read1
-from airflow_provider_zuora_aqua.client.wire import (
-    CONNECT_SECONDS,
-    FILES_PATH,
-    MAX_ERROR_BODY,
+from airflow_provider_zuora_aqua.client.body import (
     READ_CHUNK_BYTES,
     AnswerReader,
     BodyDecoder,
-    CallRecord,
     CorruptEncodingError,
-    Failure,
-    HttpAnswer,
-    ThroughputFloor,
     UnsupportedEncodingError,
-    carries_file,
     decode_prefix,
-    download_headers,
-    exchange_seconds,
-    file_error,
-    transport_error,
-    validate_track_id,
 )
+from airflow_provider_zuora_aqua.client.downloads import (
+    MAX_ERROR_BODY,
+    ThroughputFloor,
+    carries_file,
+    download_headers,
+    file_error,
+)
+from airflow_provider_zuora_aqua.client.failures import CONNECT_SECONDS, Failure, exchange_seconds, transport_error
+from airflow_provider_zuora_aqua.client.request import FILES_PATH, validate_track_id
+from airflow_provider_zuora_aqua.client.retry import retry_policy
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, is_loopback
+from airflow_provider_zuora_aqua.client.urllib3_read1 import read1
 from airflow_provider_zuora_aqua.exceptions import AquaInvalidAnswerError
 
 if TYPE_CHECKING:
@@ -236,11 +233,11 @@ class AquaClient:
         """
         One HTTP exchange, bounded: its answer within the connection's ``timeout`` (or what is
         left to ``deadline``) of wall-clock time, its body within the answer cap of
-        :mod:`.wire`, decoded or not. Transport failures raise :func:`~.wire.transport_error`.
+        :mod:`.body`, decoded or not. Transport failures raise :func:`~.failures.transport_error`.
 
         With a ``receiver``, an answer that carries the file is streamed into it (the answer
         returned then has an empty body); of any other answer the first
-        :data:`~.wire.MAX_ERROR_BODY` bytes are read, for the error.
+        :data:`~.downloads.MAX_ERROR_BODY` bytes are read, for the error.
         """
         what = f"{method} {path}"
         with ExchangeDeadline(exchange_seconds(self.settings.timeout, deadline)) as bound:
@@ -295,7 +292,7 @@ class AquaClient:
     def _receive(self, what: str, response: requests.Response, receiver: Receiver, bound: ExchangeDeadline) -> None:
         """
         A file answer into the receiver. Each read is bounded by the timeout, and the pace by
-        :class:`~.wire.ThroughputFloor`; the whole is not (a file may legitimately take long).
+        :class:`~.downloads.ThroughputFloor`; the whole is not (a file may legitimately take long).
         The body is read raw and a transport encoding decoded here, in bounded pieces.
         """
         receiver.begin(response.status_code, response.headers, receiver.resume_offset)
@@ -341,7 +338,7 @@ class AquaClient:
 
 
 def _failure(exc: Exception, *, deadline_passed: bool) -> tuple[Failure, str]:
-    """Where a ``requests`` exchange failed, for :func:`~.wire.transport_error`."""
+    """Where a ``requests`` exchange failed, for :func:`~.failures.transport_error`."""
     first = exc.args[0] if exc.args else None
     reason = getattr(first, "reason", None)  # urllib3's error inside requests' MaxRetryError
     if isinstance(reason, urllib3.exceptions.ProxyError):  # the proxy itself could not be reached

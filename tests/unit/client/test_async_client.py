@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
-from airflow_provider_zuora_aqua.client.asession import _failure
-from airflow_provider_zuora_aqua.client.wire import Failure
+from airflow_provider_zuora_aqua.client.async_client import _failure
+from airflow_provider_zuora_aqua.client.failures import Failure
 
 KEY = SimpleNamespace(host="127.0.0.1", port=9, ssl=True, is_ssl=False)
 #: aiohttp 3.10+ tells a connect timeout and a read timeout apart; before (the floor, .ci/floor) both are
