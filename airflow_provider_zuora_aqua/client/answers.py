@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from airflow_provider_zuora_aqua.client.defaults import MAX_RETRY_WAIT_SECONDS
 from airflow_provider_zuora_aqua.client.request import is_job_id
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
@@ -40,6 +41,9 @@ _MAX_CODE = 64
 DEFAULT_TOKEN_LIFETIME = 3599.0
 MAX_TOKEN_LIFETIME = 86400.0
 _ACCESS_TOKEN = re.compile(r"[\x21-\x7e]{1,8192}")
+#: ``Retry-After`` as delta-seconds; further off than a day it is not believed (see parse_retry_after).
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}(\.[0-9]{1,9})?")
+_MAX_RETRY_AFTER = 86400.0
 
 
 @dataclass(frozen=True)
@@ -157,20 +161,28 @@ def access_token(body: dict[str, Any]) -> str | None:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    """
+    ``Retry-After`` as seconds to wait: delta-seconds (decimals accepted) or an HTTP date, at
+    most :data:`~.defaults.MAX_RETRY_WAIT_SECONDS`. None, as if absent, for a value that is no
+    such number or date (``inf``, ``nan``, ``-5``, ``1e9``...) or lies more than a day ahead:
+    a broken or hostile server must not park a call, nor crash the wait.
+    """
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    text = value.strip()
+    if _DELTA_SECONDS.fullmatch(text):
+        seconds = float(text)
+    else:
+        try:
+            moment = parsedate_to_datetime(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            seconds = max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    if seconds > _MAX_RETRY_AFTER:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+    return min(seconds, MAX_RETRY_WAIT_SECONDS)
 
 
 def token_lifetime(value: object) -> float:

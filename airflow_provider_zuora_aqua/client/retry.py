@@ -7,6 +7,7 @@ from typing import Any
 
 import tenacity
 
+from airflow_provider_zuora_aqua.client.defaults import MAX_RETRY_WAIT_SECONDS
 from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 from airflow_provider_zuora_aqua.exceptions import (
     AquaRateLimitError,
@@ -19,7 +20,6 @@ log = logging.getLogger(__name__)
 
 #: Besides rate limits, the one server status that says a request was not processed at all.
 _SERVICE_UNAVAILABLE = 503
-_MAX_BACKOFF_SECONDS = 30.0
 
 
 def is_retryable(exc: BaseException, *, idempotent: bool = True, keyed_submit: bool = False) -> bool:
@@ -48,19 +48,23 @@ def is_retryable(exc: BaseException, *, idempotent: bool = True, keyed_submit: b
 
 
 class _WaitRetryAfterOrBackoff(tenacity.wait.wait_base):
-    """Wait what ``Retry-After`` asks for, else an exponential backoff with jitter."""
+    """
+    Wait what ``Retry-After`` asks for (:func:`~.answers.parse_retry_after` caps it), else an
+    exponential backoff with jitter; never longer than :data:`~.defaults.MAX_RETRY_WAIT_SECONDS`
+    nor than what is left of the call's ``budget`` (then the policy's stop ends the call instead).
+    """
 
-    def __init__(self, backoff: float) -> None:
-        self._backoff = tenacity.wait_exponential(multiplier=backoff, max=_MAX_BACKOFF_SECONDS) + tenacity.wait_random(
-            0, backoff
-        )
+    def __init__(self, backoff: float, budget: float) -> None:
+        exponential = tenacity.wait_exponential(multiplier=backoff, max=MAX_RETRY_WAIT_SECONDS)
+        self._backoff = exponential + tenacity.wait_random(0, backoff)
+        self._budget = budget
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return float(retry_after)
-        return self._backoff(retry_state)
+        wait = self._backoff(retry_state) if retry_after is None else float(retry_after)
+        left = self._budget - (retry_state.seconds_since_start or 0.0)
+        return max(0.0, min(wait, MAX_RETRY_WAIT_SECONDS, left))
 
 
 def _log_before_sleep(retry_state: tenacity.RetryCallState) -> None:
@@ -92,7 +96,7 @@ def retry_policy(
             lambda exc: is_retryable(exc, idempotent=idempotent, keyed_submit=keyed_submit)
         ),
         "stop": tenacity.stop_after_attempt(settings.max_retries + 1) | tenacity.stop_before_delay(budget),
-        "wait": _WaitRetryAfterOrBackoff(settings.retry_backoff),
+        "wait": _WaitRetryAfterOrBackoff(settings.retry_backoff, budget),
         "before_sleep": _log_before_sleep,
         "reraise": True,
     }

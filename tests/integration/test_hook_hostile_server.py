@@ -22,11 +22,13 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from airflow_provider_zuora_aqua.client.defaults import MAX_RETRY_WAIT_SECONDS
 from airflow_provider_zuora_aqua.exceptions import (
     AquaAuthenticationError,
     AquaConfigurationError,
     AquaError,
     AquaJobNotFoundError,
+    AquaRateLimitError,
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -199,6 +201,61 @@ class TestWallClockDeadlines:
         with pytest.raises(AquaTransportError):
             await hook.aget_job(JOB_ID)
         assert time.monotonic() - started < 10
+
+
+def rate_limited(retry_after: str) -> Reply:
+    return Reply(status=429, body=json_body({"message": "slow down"}), headers={"Retry-After": retry_after})
+
+
+#: Retry-After values no server means: not a number or an HTTP date, negative, or more than a day away.
+UNBELIEVABLE = ["100000", "inf", "nan", "-5", "1e400", "soon", "Fri, 31 Dec 9999 23:59:59 GMT"]
+
+
+class TestRetryAfter:
+    """A 429's ``Retry-After`` is believed within bounds: no value parks a call, none crashes its wait."""
+
+    @pytest.mark.parametrize("value", UNBELIEVABLE)
+    def test_an_unbelievable_retry_after_is_treated_as_absent(self, server, use_conn, value):
+        server.on("GET", JOB_PATH, rate_limited(value))
+        hook = use_conn(max_retries=2)  # retry_backoff 0.05 s
+        started = time.monotonic()
+
+        with pytest.raises(AquaRateLimitError) as raised:
+            hook.get_job(JOB_ID)
+
+        assert raised.value.retry_after is None
+        assert len(server.requests_to("GET", JOB_PATH)) == 3  # resent after the connection's own backoff
+        assert time.monotonic() - started < 30
+
+    async def test_an_unbelievable_retry_after_is_treated_as_absent_async(self, server, use_conn):
+        server.on("GET", JOB_PATH, rate_limited("inf"))
+
+        with pytest.raises(AquaRateLimitError) as raised:
+            await asyncio.wait_for(use_conn(max_retries=2).aget_job(JOB_ID), 30)
+
+        assert raised.value.retry_after is None
+        assert len(server.requests_to("GET", JOB_PATH)) == 3
+
+    def test_a_long_retry_after_is_capped_and_never_waited_past_the_budget(self, server, use_conn):
+        """An hour, capped to the longest wait (30 s), does not fit in a 5 s budget: the call ends at once."""
+        server.on("GET", JOB_PATH, rate_limited("3600"))
+        hook = use_conn(max_retries=3, retry_max_seconds=5)
+        started = time.monotonic()
+
+        with pytest.raises(AquaRateLimitError) as raised:
+            hook.get_job(JOB_ID)
+
+        assert raised.value.retry_after == MAX_RETRY_WAIT_SECONDS
+        assert len(server.requests_to("GET", JOB_PATH)) == 1
+        assert time.monotonic() - started < 5
+
+    def test_a_short_retry_after_is_waited(self, server, use_conn):
+        server.on("GET", JOB_PATH, [rate_limited("1"), Reply(body=json_body(job_json()))])
+
+        assert use_conn(max_retries=1).get_job(JOB_ID)["id"] == JOB_ID
+
+        first, second = server.requests_to("GET", JOB_PATH)
+        assert second.at - first.at >= 0.95
 
 
 class TestPort:
