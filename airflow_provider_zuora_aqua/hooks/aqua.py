@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
@@ -22,6 +21,7 @@ from asgiref.sync import sync_to_async
 from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer, parse_job_answer, short_text
 from airflow_provider_zuora_aqua.client.async_client import AsyncTTLCache, shared_client_session
 from airflow_provider_zuora_aqua.client.auth import secret_forms
+from airflow_provider_zuora_aqua.client.builder import build_sync_client
 from airflow_provider_zuora_aqua.client.request import (
     IDEMPOTENCY_KEY_HEADER,
     JOBS_PATH,
@@ -86,6 +86,8 @@ class ZuoraAquaHook(BaseHook):
         self.zuora_conn_id = zuora_conn_id
         self._settings = settings
         self._record = CallRecord()
+        #: The process id the client was built in, and the client (see :attr:`_client`).
+        self._built_client: tuple[int, AquaClient] | None = None
 
     @property
     def settings(self) -> AquaConnectionSettings:
@@ -122,13 +124,22 @@ class ZuoraAquaHook(BaseHook):
         """
         return type(self)(self.zuora_conn_id, settings=self._settings)
 
-    @cached_property
+    @property
     def _client(self) -> AquaClient:
-        # The HTTP clients are imported where they are used: DAG files import this module at
-        # every parse, and aiohttp and requests would add hundreds of milliseconds to each.
-        from airflow_provider_zuora_aqua.client.sync_client import AquaClient
+        """
+        This hook's sync client in this process, built on first use (DAG files import the hook at
+        every parse: ``requests`` would add hundreds of milliseconds to each).
 
-        return AquaClient(self.settings, log=self.log, record=self._record)
+        Not a ``functools.cached_property``: before Python 3.12 it holds one lock for every hook
+        while the client is built, and a process forked meanwhile by another thread would wait on
+        it forever. Two threads racing here build a client each and one is kept; a forked child
+        builds its own rather than share the parent's connections.
+        """
+        built = self._built_client
+        if built is None or built[0] != os.getpid():
+            built = (os.getpid(), build_sync_client(self.settings, log=self.log, record=self._record))
+            self._built_client = built
+        return built[1]
 
     def get_conn(self) -> Session:
         """Return the HTTP session the hook uses."""
@@ -145,14 +156,12 @@ class ZuoraAquaHook(BaseHook):
         One attempt with a short timeout and no retries, so an unreachable host fails within
         seconds; the shared token cache is bypassed so that the test really reaches Zuora.
         """
-        from airflow_provider_zuora_aqua.client.sync_client import AquaClient
-
         try:
             settings = self.settings
             probe = dataclasses.replace(
                 settings, max_retries=0, timeout=min(settings.timeout, _TEST_CONNECTION_TIMEOUT)
             )
-            AquaClient(probe, log=self.log).fetch_token()
+            build_sync_client(probe, log=self.log).fetch_token()
         except Exception as exc:
             return False, str(exc)
         return True, f"Connected to {self.settings.base_url}: Zuora issued an OAuth token."

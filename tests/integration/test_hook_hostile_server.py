@@ -14,10 +14,12 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -696,6 +698,132 @@ class TestThreatModelPromises:
         finally:
             release.set()
             fetching.join(10)
+
+    def test_a_child_forked_during_a_first_use_in_a_thread_builds_its_own_client(self, server, use_conn, monkeypatch):
+        """
+        Another thread is inside its hook's first use of the client (its connection lookup, from
+        a slow secrets backend) at fork(): the child's first use must not wait on that thread.
+        """
+        entered, release = threading.Event(), threading.Event()
+        hook = use_conn(timeout=30)
+        lookup = ZuoraAquaHook.get_connection
+
+        def slow_in_the_thread(cls, conn_id):
+            if threading.current_thread().name == "first-use":
+                entered.set()
+                release.wait(30)
+            return lookup(conn_id)
+
+        monkeypatch.setattr(ZuoraAquaHook, "get_connection", classmethod(slow_in_the_thread))
+        first_use = threading.Thread(target=hook.get_access_token, name="first-use", daemon=True)
+        first_use.start()
+        try:
+            assert entered.wait(10)
+            assert run_in_a_child(lambda: ZuoraAquaHook(CONN_ID).get_access_token() == server.token)
+        finally:
+            release.set()
+            first_use.join(10)
+
+    def test_a_forked_child_does_not_share_the_parents_client(self, server, use_conn):
+        """A hook used before fork() builds a new client (its own connections) in the child."""
+        hook = use_conn()
+        parents = hook.get_conn()
+
+        assert run_in_a_child(lambda: hook.get_conn() is not parents and hook.get_access_token() == server.token)
+
+    def test_a_child_forked_while_a_thread_imports_the_client_does_not_hang(self, server, use_conn, tmp_path):
+        """
+        In a fresh interpreter, a thread's first use imports the client's module (slowly here) when
+        the main thread forks: the child would wait forever on that module's import lock.
+        """
+        use_conn(timeout=30)
+        script = tmp_path / "fork_during_import.py"
+        script.write_text(FORK_DURING_IMPORT)
+
+        done = subprocess.run(
+            [sys.executable, str(script), CONN_ID, server.token],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+
+        assert done.stdout.split()[-1:] == ["child-ok"], done.stdout + done.stderr
+
+
+#: Run by the test above in its own interpreter, so that the client module is not imported yet.
+FORK_DURING_IMPORT = """
+import importlib.abc
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+
+CLIENT = "airflow_provider_zuora_aqua.client.sync_client"
+importing = threading.Event()
+assert CLIENT not in sys.modules
+
+
+class SlowClientImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != CLIENT or threading.current_thread().name != "first-use":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            importing.set()
+            time.sleep(2)
+            load(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, SlowClientImport())
+conn_id, token = sys.argv[1], sys.argv[2]
+threading.Thread(target=ZuoraAquaHook(conn_id).get_access_token, name="first-use", daemon=True).start()
+assert importing.wait(30)
+child = os.fork()
+if child == 0:
+    code = 1
+    try:
+        code = 0 if ZuoraAquaHook(conn_id).get_access_token() == token else 2
+    finally:
+        os._exit(code)
+deadline = time.monotonic() + 30
+while (done := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+    time.sleep(0.05)
+if done == (0, 0):
+    os.kill(child, signal.SIGKILL)
+    print("child-hung")
+else:
+    print("child-ok" if os.waitstatus_to_exitcode(done[1]) == 0 else f"child-failed-{done[1]}")
+"""
+
+
+def run_in_a_child(check: Callable[[], bool], seconds: float = 30) -> bool:
+    """Whether ``check()`` is true in a forked child; the child is killed (and the test fails) if it hangs."""
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            code = 0 if check() else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + seconds
+    while (done := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung")
+    return os.waitstatus_to_exitcode(done[1]) == 0
 
 
 class TestCostOfACall:
