@@ -138,31 +138,6 @@ class AquaFileAccessDeniedError(AquaApiError):
     """Zuora answered ``403`` for a result file: the user lacks the permission to export data."""
 
 
-#: Besides rate limits, the one server status that says a request was not processed at all.
-_SERVICE_UNAVAILABLE = 503
-
-
-def is_retryable(exc: BaseException, *, idempotent: bool = True) -> bool:
-    """
-    Say whether a failed call may be sent again.
-
-    Idempotent calls (reads, cancels, submits with an ``Idempotency-Key``) retry connection
-    errors, ``429`` and ``5xx``; a keyed submit also waits out ``409`` (its first request is
-    still in progress). A non-idempotent call (a submit without a key) is
-    retried only when the request cannot have created anything: a connection that was never
-    made, ``429`` or ``503``. Every other ``4xx`` is final.
-    """
-    if isinstance(exc, AquaTransportError):
-        return idempotent or not exc.request_sent
-    if isinstance(exc, AquaRateLimitError):
-        return True
-    if isinstance(exc, AquaSubmitInProgressError):
-        return True
-    if isinstance(exc, AquaServerError):
-        return idempotent or exc.status_code == _SERVICE_UNAVAILABLE
-    return False
-
-
 class AquaDestinationBusyError(AquaError):
     """
     Another export holds the lease of a destination's query folder (one writer per destination
@@ -185,3 +160,32 @@ class AquaDestinationBusyError(AquaError):
         self.holder = dict(holder) if holder is not None else None
         self.expires = expires
         super().__init__(message, **kwargs)
+
+
+#: Besides rate limits, the one server status that says a request was not processed at all.
+_SERVICE_UNAVAILABLE = 503
+
+
+def is_retryable(exc: BaseException, *, idempotent: bool = True, keyed_submit: bool = False) -> bool:
+    """
+    Say whether a failed call may be sent again.
+
+    Idempotent calls (reads, cancels, submits with an ``Idempotency-Key``) retry connection
+    errors, ``429`` and ``5xx``; a keyed submit also waits out ``409`` (its first request is
+    still in progress). A non-idempotent call (a submit without a key) is
+    retried only when the request cannot have created anything: a connection that was never
+    made, ``429`` or ``503``. Every other ``4xx`` is final.
+
+    A keyed submit refused for the rate or job limit (``429``, error ``90028``) is final too:
+    Zuora keeps a key's answer, a refusal included, for 24 hours and would replay it; the caller
+    sends the submit again with a new key after its own wait (:mod:`~.jobs.slots`).
+    """
+    if isinstance(exc, AquaTransportError):
+        return idempotent or not exc.request_sent
+    if isinstance(exc, AquaRateLimitError):
+        return not keyed_submit
+    if isinstance(exc, AquaSubmitInProgressError):
+        return True
+    if isinstance(exc, AquaServerError):
+        return idempotent or exc.status_code == _SERVICE_UNAVAILABLE
+    return False

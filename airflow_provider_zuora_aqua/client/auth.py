@@ -2,7 +2,7 @@
 The OAuth side of the HTTP clients: one token per connection per process, shared by every hook,
 thread and trigger; the token request and the reading of its answer; and the scrubbing of the
 client secret and the tokens from whatever a server sends back. Transport-free: the clients in
-:mod:`.session` and :mod:`.asession` send the token request.
+:mod:`.sync_client` and :mod:`.async_client` send the token request.
 """
 
 from __future__ import annotations
@@ -21,13 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote, quote_plus
 
-from airflow_provider_zuora_aqua.client.wire import (
-    HttpAnswer,
-    access_token,
-    build_headers,
-    parse_answer,
-    token_lifetime,
-)
+from airflow_provider_zuora_aqua.client.answers import HttpAnswer, access_token, parse_answer, token_lifetime
+from airflow_provider_zuora_aqua.client.request import build_headers
 from airflow_provider_zuora_aqua.compat import amask_secret, mask_secret
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,

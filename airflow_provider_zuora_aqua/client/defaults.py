@@ -36,3 +36,6 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_RETRY_BACKOFF = 1.0
 DEFAULT_RETRY_MAX_SECONDS = 120.0
+#: Longest wait between two attempts of a call: the cap of the backoff and of a ``Retry-After``
+#: (a refused submit then waits at most the 60 s between attempts that docs/deployment.md promises).
+MAX_RETRY_WAIT_SECONDS = 30.0

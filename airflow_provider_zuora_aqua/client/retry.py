@@ -7,6 +7,7 @@ from typing import Any
 
 import tenacity
 
+from airflow_provider_zuora_aqua.client.defaults import MAX_RETRY_WAIT_SECONDS
 from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 from airflow_provider_zuora_aqua.exceptions import is_retryable
 
@@ -18,19 +19,23 @@ _MAX_BACKOFF_SECONDS = 30.0
 
 
 class _WaitRetryAfterOrBackoff(tenacity.wait.wait_base):
-    """Wait what ``Retry-After`` asks for, else an exponential backoff with jitter."""
+    """
+    Wait what ``Retry-After`` asks for (:func:`~.answers.parse_retry_after` caps it), else an
+    exponential backoff with jitter; never longer than :data:`~.defaults.MAX_RETRY_WAIT_SECONDS`
+    nor than what is left of the call's ``budget`` (then the policy's stop ends the call instead).
+    """
 
-    def __init__(self, backoff: float) -> None:
-        self._backoff = tenacity.wait_exponential(multiplier=backoff, max=_MAX_BACKOFF_SECONDS) + tenacity.wait_random(
-            0, backoff
-        )
+    def __init__(self, backoff: float, budget: float) -> None:
+        exponential = tenacity.wait_exponential(multiplier=backoff, max=MAX_RETRY_WAIT_SECONDS)
+        self._backoff = exponential + tenacity.wait_random(0, backoff)
+        self._budget = budget
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:
-            return float(retry_after)
-        return self._backoff(retry_state)
+        wait = self._backoff(retry_state) if retry_after is None else float(retry_after)
+        left = self._budget - (retry_state.seconds_since_start or 0.0)
+        return max(0.0, min(wait, MAX_RETRY_WAIT_SECONDS, left))
 
 
 def _log_before_sleep(retry_state: tenacity.RetryCallState) -> None:
@@ -43,6 +48,7 @@ def retry_policy(
     settings: AquaConnectionSettings,
     *,
     idempotent: bool = True,
+    keyed_submit: bool = False,
     max_seconds: float | None = None,
 ) -> dict[str, Any]:
     """
@@ -51,13 +57,17 @@ def retry_policy(
     Bounded by ``max_retries`` attempts after the first and by ``retry_max_seconds`` in total (a
     wait that would pass that budget is not started).
 
+    :param idempotent: see :func:`is_retryable`.
+    :param keyed_submit: a submit with an ``Idempotency-Key``; see :func:`is_retryable`.
     :param max_seconds: a tighter total budget, for callers that must be quick (``on_kill``).
     """
     budget = settings.retry_max_seconds if max_seconds is None else min(max_seconds, settings.retry_max_seconds)
     return {
-        "retry": tenacity.retry_if_exception(lambda exc: is_retryable(exc, idempotent=idempotent)),
+        "retry": tenacity.retry_if_exception(
+            lambda exc: is_retryable(exc, idempotent=idempotent, keyed_submit=keyed_submit)
+        ),
         "stop": tenacity.stop_after_attempt(settings.max_retries + 1) | tenacity.stop_before_delay(budget),
-        "wait": _WaitRetryAfterOrBackoff(settings.retry_backoff),
+        "wait": _WaitRetryAfterOrBackoff(settings.retry_backoff, budget),
         "before_sleep": _log_before_sleep,
         "reraise": True,
     }

@@ -1,7 +1,7 @@
 """Hook for Zuora AQuA (Aggregate Query API): the domain verbs.
 
-The HTTP lives in :mod:`airflow_provider_zuora_aqua.client`: :class:`~.client.session.AquaClient`
-(sync) and :class:`~.client.asession.AsyncAquaClient` (async) send, authenticate, bound, retry
+The HTTP lives in :mod:`airflow_provider_zuora_aqua.client`: :class:`~.client.sync_client.AquaClient`
+(sync) and :class:`~.client.async_client.AsyncAquaClient` (async) send, authenticate, bound, retry
 and scrub every call; this hook says which calls make a verb and what their answers mean.
 """
 
@@ -13,26 +13,23 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from asgiref.sync import sync_to_async
 
-from airflow_provider_zuora_aqua.client.asession import AsyncTTLCache, shared_client_session
+from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer, parse_job_answer, short_text
+from airflow_provider_zuora_aqua.client.async_client import AsyncTTLCache, shared_client_session
 from airflow_provider_zuora_aqua.client.auth import secret_forms
-from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
-from airflow_provider_zuora_aqua.client.wire import (
+from airflow_provider_zuora_aqua.client.builder import build_sync_client
+from airflow_provider_zuora_aqua.client.request import (
     IDEMPOTENCY_KEY_HEADER,
     JOBS_PATH,
     SUBMIT_PATH,
-    CallRecord,
-    HttpAnswer,
-    parse_job_answer,
-    short_text,
     validate_idempotency_key,
     validate_job_id,
 )
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
 from airflow_provider_zuora_aqua.compat import BaseHook, mask_secret
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
@@ -45,14 +42,15 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaSubmitInProgressError,
 )
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
 from airflow_provider_zuora_aqua.results.receiver import FileReceiver, validate_file_id
-from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_provider_zuora_aqua.client.asession import AsyncAquaClient
-    from airflow_provider_zuora_aqua.client.session import AquaClient, Session
+    from airflow_provider_zuora_aqua.client.async_client import AsyncAquaClient
+    from airflow_provider_zuora_aqua.client.sync_client import AquaClient, Session
 
 #: Seconds a connection test may wait for Zuora (the UI's Test action should answer fast).
 _TEST_CONNECTION_TIMEOUT = 10.0
@@ -68,7 +66,8 @@ class ZuoraAquaHook(BaseHook):
     refreshed shortly before it expires; on a ``401`` the hook fetches a new token once and
     sends the call once more. Connection errors, ``429`` (honouring ``Retry-After``) and ``5xx``
     are retried with backoff, bounded by the connection's ``max_retries`` and
-    ``retry_max_seconds`` extras; other ``4xx`` answers are final.
+    ``retry_max_seconds`` extras (see :meth:`submit_job` for which submits are resent); other
+    ``4xx`` answers are final.
 
     :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``.
     :param settings: The connection's settings when the caller has them already (they are
@@ -87,6 +86,8 @@ class ZuoraAquaHook(BaseHook):
         self.zuora_conn_id = zuora_conn_id
         self._settings = settings
         self._record = CallRecord()
+        #: The process id the client was built in, and the client (see :attr:`_client`).
+        self._built_client: tuple[int, AquaClient] | None = None
 
     @property
     def settings(self) -> AquaConnectionSettings:
@@ -123,13 +124,22 @@ class ZuoraAquaHook(BaseHook):
         """
         return type(self)(self.zuora_conn_id, settings=self._settings)
 
-    @cached_property
+    @property
     def _client(self) -> AquaClient:
-        # The HTTP clients are imported where they are used: DAG files import this module at
-        # every parse, and aiohttp and requests would add hundreds of milliseconds to each.
-        from airflow_provider_zuora_aqua.client.session import AquaClient
+        """
+        This hook's sync client in this process, built on first use (DAG files import the hook at
+        every parse: ``requests`` would add hundreds of milliseconds to each).
 
-        return AquaClient(self.settings, log=self.log, record=self._record)
+        Not a ``functools.cached_property``: before Python 3.12 it holds one lock for every hook
+        while the client is built, and a process forked meanwhile by another thread would wait on
+        it forever. Two threads racing here build a client each and one is kept; a forked child
+        builds its own rather than share the parent's connections.
+        """
+        built = self._built_client
+        if built is None or built[0] != os.getpid():
+            built = (os.getpid(), build_sync_client(self.settings, log=self.log, record=self._record))
+            self._built_client = built
+        return built[1]
 
     def get_conn(self) -> Session:
         """Return the HTTP session the hook uses."""
@@ -146,14 +156,12 @@ class ZuoraAquaHook(BaseHook):
         One attempt with a short timeout and no retries, so an unreachable host fails within
         seconds; the shared token cache is bypassed so that the test really reaches Zuora.
         """
-        from airflow_provider_zuora_aqua.client.session import AquaClient
-
         try:
             settings = self.settings
             probe = dataclasses.replace(
                 settings, max_retries=0, timeout=min(settings.timeout, _TEST_CONNECTION_TIMEOUT)
             )
-            AquaClient(probe, log=self.log).fetch_token()
+            build_sync_client(probe, log=self.log).fetch_token()
         except Exception as exc:
             return False, str(exc)
         return True, f"Connected to {self.settings.base_url}: Zuora issued an OAuth token."
@@ -252,7 +260,9 @@ class ZuoraAquaHook(BaseHook):
         created. So a lost answer (read timeout, dropped connection, ``5xx``) is sent again within
         the retry policy, and a ``409`` (the first request with the key is still in progress) is
         waited out. ``422`` (the key was used with another body) raises
-        :class:`AquaIdempotencyKeyReusedError`.
+        :class:`AquaIdempotencyKeyReusedError`. A refusal for the tenant's job limit or the rate
+        limit (``429``, error ``90028``) raises :class:`AquaRateLimitError` at once: Zuora keeps
+        a key's answer, a refusal too, for 24 hours, so only a new key can get the job created.
 
         Without a key a submit is not idempotent: it is sent again only when the request cannot
         have reached Zuora (no connection made, ``429``, ``503``). After a read timeout or a
@@ -336,7 +346,8 @@ class ZuoraAquaHook(BaseHook):
         One call that answers a job, through the sync client.
 
         :param keyed_submit: a submit with an ``Idempotency-Key``: a ``409`` means its first
-            request is still in progress, so it is waited out and sent again.
+            request is still in progress, so it is waited out and sent again; a rate-limit
+            refusal is raised at once (Zuora would replay it for the same key).
         """
         read = _job_reader(method, path, job_id, keyed_submit=keyed_submit)
         return self._client.call(
@@ -347,13 +358,14 @@ class ZuoraAquaHook(BaseHook):
             json=json,
             headers=headers,
             idempotent=idempotent,
+            keyed_submit=keyed_submit,
             deadline=deadline,
         )
 
     @asynccontextmanager
     async def _aclient(self) -> AsyncIterator[AsyncAquaClient]:
         """The async client, on the event loop's shared session."""
-        from airflow_provider_zuora_aqua.client.asession import AsyncAquaClient
+        from airflow_provider_zuora_aqua.client.async_client import AsyncAquaClient
 
         settings = await self._asettings()
         async with shared_client_session() as session:

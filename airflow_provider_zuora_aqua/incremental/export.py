@@ -42,7 +42,7 @@ from airflow_provider_zuora_aqua.jobs.limits import ZuoraLimit, ran_too_long
 from airflow_provider_zuora_aqua.jobs.request import build_job_request
 from airflow_provider_zuora_aqua.jobs.status import job_failure_reason
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, Manifest, download_job_results
-from airflow_provider_zuora_aqua.results.staging import Destination
+from airflow_provider_zuora_aqua.results.destination import Destination
 
 
 def slot_of(query: str, window: Window) -> str:

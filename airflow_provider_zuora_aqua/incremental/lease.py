@@ -81,7 +81,7 @@ from airflow_provider_zuora_aqua.incremental.lease_stores import (
     parse_time,
     store_of,
 )
-from airflow_provider_zuora_aqua.results.staging import Destination
+from airflow_provider_zuora_aqua.results.destination import Destination
 
 __all__ = ["DEFAULT_LEASE_TTL", "LEASE_NAME", "MAX_LEASE_TTL", "MIN_LEASE_TTL", "DestinationLease", "LeaseHolder"]
 

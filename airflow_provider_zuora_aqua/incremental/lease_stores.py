@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
-from airflow_provider_zuora_aqua.results.staging import Destination
+from airflow_provider_zuora_aqua.results.destination import Destination
 
 UTC = timezone.utc
 #: The lease file's name in a query's folder.

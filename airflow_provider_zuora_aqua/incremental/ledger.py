@@ -22,7 +22,7 @@ from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaI
 from airflow_provider_zuora_aqua.incremental.series import Series, check_same_series
 from airflow_provider_zuora_aqua.incremental.windows import Window
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
-from airflow_provider_zuora_aqua.results.staging import Destination
+from airflow_provider_zuora_aqua.results.destination import Destination
 
 _QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: A manifest lists files; one larger than this is not ours.

@@ -41,8 +41,8 @@ from airflow_provider_zuora_aqua.operators.arguments import (
 )
 from airflow_provider_zuora_aqua.operators.base import AquaBaseOperator, AquaJobOperator
 from airflow_provider_zuora_aqua.results.delivery import download_job_results
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
 from airflow_provider_zuora_aqua.results.lineage import record_window_events
-from airflow_provider_zuora_aqua.results.staging import resolve_destination
 from airflow_provider_zuora_aqua.tasks.job_records import ONE_JOB_SLOT, OneJobLedger, TaskJobRecord, TaskJobSet
 from airflow_provider_zuora_aqua.tasks.try_ids import task_track_id
 

@@ -57,18 +57,16 @@ from typing import Any, Protocol
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaIntegrityError
 from airflow_provider_zuora_aqua.jobs.request import FORMATS
 from airflow_provider_zuora_aqua.jobs.status import AquaJobStatus, batches_of, check_job_succeeded
-from airflow_provider_zuora_aqua.results.staging import (
+from airflow_provider_zuora_aqua.results.destination import (
     Destination,
-    StagedFile,
     children,
-    hidden_part_for,
     modified_seconds_ago,
     read_small,
     remove,
     resolve_folder,
     same_file,
-    sweep_spools,
 )
+from airflow_provider_zuora_aqua.results.staging import StagedFile, hidden_part_for, sweep_spools
 
 log = logging.getLogger(__name__)
 

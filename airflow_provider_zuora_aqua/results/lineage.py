@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_zuora_aqua.results.staging import lineage_dataset_name
+from airflow_provider_zuora_aqua.results.destination import lineage_dataset_name
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
@@ -139,7 +139,7 @@ def window_asset(destination: object, query: str, destination_conn_id: str | Non
     """
     from airflow.sdk import Asset
 
-    from airflow_provider_zuora_aqua.results.staging import resolve_destination
+    from airflow_provider_zuora_aqua.results.destination import resolve_destination
 
     uri = resolve_destination(destination, destination_conn_id).child(query).uri
     return Asset(name=uri, uri=uri)

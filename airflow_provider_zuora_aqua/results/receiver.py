@@ -1,10 +1,10 @@
-"""Receiving one result file, apart from the HTTP client that fetches it (:mod:`.client.session`).
+"""Receiving one result file, apart from the HTTP client that fetches it (:mod:`.client.sync_client`).
 
 How the bytes of a file answer are taken (``200``, or a resumed ``206`` that must continue
 exactly where the last attempt stopped), and what happens to them: they go to a
 :class:`~.staging.StagedFile` while their SHA-256 and CSV records are computed, and they are
 checked before anything is published. What an answer that is not the file means is
-:func:`.client.wire.file_error`.
+:func:`.client.downloads.file_error`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_provider_zuora_aqua.client.wire import FILES_PATH, validate_job_id
+from airflow_provider_zuora_aqua.client.request import FILES_PATH, validate_job_id
 from airflow_provider_zuora_aqua.exceptions import (
     AquaConfigurationError,
     AquaIntegrityError,

@@ -441,7 +441,7 @@ def published_manifests(
     """
     from airflow_provider_zuora_aqua.incremental.ledger import published_windows, window_folder
     from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
-    from airflow_provider_zuora_aqua.results.staging import resolve_destination
+    from airflow_provider_zuora_aqua.results.destination import resolve_destination
 
     root = resolve_destination(destination, destination_conn_id)
     return [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from airflow_provider_zuora_aqua.client.wire import IDEMPOTENCY_KEY_MAX_LENGTH, make_idempotency_key, make_track_id
+from airflow_provider_zuora_aqua.client.request import IDEMPOTENCY_KEY_MAX_LENGTH, make_idempotency_key, make_track_id
 
 
 def task_track_id(ti: Any) -> str:

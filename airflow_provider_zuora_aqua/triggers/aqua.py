@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_zuora_aqua.client.asession import shared_client_session
+from airflow_provider_zuora_aqua.client.async_client import shared_client_session
 from airflow_provider_zuora_aqua.exceptions import AquaError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.jobs.event import POLL_FAILED, TIMEOUT, AquaJobEvent

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_zuora_aqua.client.wire import make_track_id
+from airflow_provider_zuora_aqua.client.request import make_track_id
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from airflow_provider_zuora_aqua.testing.airflow_env import wait_for
 from airflow_provider_zuora_aqua.testing.distributed import CELERY_STACK_ENV, CeleryStack

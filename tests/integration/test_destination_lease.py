@@ -28,7 +28,7 @@ from airflow_provider_zuora_aqua.incremental.lease import (
     LeaseHolder,
     utc_now,
 )
-from airflow_provider_zuora_aqua.results.staging import Destination, resolve_destination
+from airflow_provider_zuora_aqua.results.destination import Destination, resolve_destination
 
 
 def _free_port() -> int:

@@ -14,12 +14,14 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaConfigurationError,
     AquaJobAlreadyFinishedError,
     AquaJobNotFoundError,
+    AquaRateLimitError,
     AquaServerError,
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
+from tests.support.jobs import submit_keys
 
 QUERY = {"format": "csv", "version": "1.0", "queries": [{"name": "accounts", "query": "select Id, Name from Account"}]}
 UNKNOWN_JOB_ID = "0123456789abcdef0123456789abcdef"
@@ -212,6 +214,27 @@ class TestRetries:
 
         assert job["status"] == "submitted"
         assert [s.status for s in simulator.requests_for("submit")] == [429, 200]
+
+    @pytest.mark.parametrize("answer", ["body", "429"], ids=["error-90028", "http-429"])
+    def test_a_keyed_submit_refused_for_the_job_limit_is_not_resent_with_its_key(self, monkeypatch, answer):
+        """Zuora replays a refused key's answer for 24 h: the caller resends with a new key (jobs.slots)."""
+        with AquaSimulator(
+            client_id=CLIENT_ID, client_secret=CLIENT_SECRET, concurrent_job_limit=1, job_limit_answer=answer
+        ) as sim:
+            monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
+            hook = ZuoraAquaHook(CONN_ID)  # max_retries=3
+            running = hook.submit_job(QUERY, idempotency_key="fills-the-tenant")["id"]
+
+            with pytest.raises(AquaRateLimitError) as raised:
+                hook.submit_job(QUERY, idempotency_key="refused-key")
+
+            assert submit_keys(sim).count("refused-key") == 1
+            assert raised.value.retry_after is None or 0 <= raised.value.retry_after <= 60
+            # Reads keep their retries; and once a slot is free a new key is accepted.
+            sim.add_fault("get_job", "429", count=1, retry_after=0)
+            assert hook.get_job(running)["id"] == running
+            sim.finish_job(running, "completed")
+            assert hook.submit_job(QUERY, idempotency_key="a-new-key")["id"] != running
 
     def test_submit_not_resent_after_500(self, simulator, aqua_conn):
         simulator.add_fault("submit", "500", count=1)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_zuora_aqua.client.asession import AsyncAquaClient, shared_client_session
+from airflow_provider_zuora_aqua.client.answers import HttpAnswer, parse_job_answer
+from airflow_provider_zuora_aqua.client.async_client import AsyncAquaClient, shared_client_session
 from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE
-from airflow_provider_zuora_aqua.client.session import AquaClient
+from airflow_provider_zuora_aqua.client.request import FILES_PATH
 from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings
-from airflow_provider_zuora_aqua.client.wire import FILES_PATH, HttpAnswer, parse_job_answer
+from airflow_provider_zuora_aqua.client.sync_client import AquaClient
 from airflow_provider_zuora_aqua.exceptions import (
     AquaAuthenticationError,
     AquaError,
@@ -32,8 +33,9 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaServerError,
     AquaTransportError,
 )
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
 from airflow_provider_zuora_aqua.results.receiver import FileReceiver
-from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 from tests.support.hostile_server import JOB_ID, HostileServer, Reply, job_json, json_body
 
 FILE_ID = "2c92c0f86a8dd422016a9e7a70116b0d"

@@ -32,7 +32,8 @@ from airflow_provider_zuora_aqua.exceptions import (
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
 from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, download_job_results
-from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
 
@@ -565,10 +566,10 @@ def watched_steps(monkeypatch: pytest.MonkeyPatch):
     Every step that changes a destination folder (publish a file, remove a file) checks the
     manifest before and after it; ``crash_at`` stops the run at the N-th step, before it runs.
     """
-    from airflow_provider_zuora_aqua.results import delivery, staging
+    from airflow_provider_zuora_aqua.results import delivery, destination, staging
 
     state = {"steps": 0, "crash_at": None, "folder": None}
-    publish, remove = staging.StagedFile.publish, getattr(staging, "remove", None)
+    publish, remove = staging.StagedFile.publish, destination.remove
 
     def step(action: Callable[[], None]) -> None:
         state["steps"] += 1
@@ -755,7 +756,8 @@ class TestLeftovers:
         """The close that flushes the last bytes fails (EFBIG under RLIMIT_FSIZE): the hidden part goes anyway."""
         script = (
             "import resource, signal, sys\n"
-            "from airflow_provider_zuora_aqua.results.staging import StagedFile, resolve_destination\n"
+            "from airflow_provider_zuora_aqua.results.destination import resolve_destination\n"
+            "from airflow_provider_zuora_aqua.results.staging import StagedFile\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
             "try:\n"

@@ -3,6 +3,10 @@ Result file downloads against a hostile local HTTP server: transport encodings d
 within bounds, a floor under the pace of a file, resumes that cannot splice two versions of a
 file, and files that readers would count otherwise. No wall-clock assertions: where a bound is
 the point, the server says how much it had to send before the client gave up.
+
+The bounds of a file's body run both through urllib3's own ``read1`` (2.1+) and through the
+fallback for urllib3 2.0.x, which users of zuora-sdk get (fixture ``body_reads``); ``.ci/floor``
+runs this module on urllib3 2.0.7 for real.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import hashlib
 import json
 import tracemalloc
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from airflow_provider_zuora_aqua.client import urllib3_read1
 from airflow_provider_zuora_aqua.exceptions import AquaIntegrityError, AquaInvalidAnswerError, AquaTransportError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
-from tests.support.hostile_server import FileVersions, HostileServer, Recorded, Reply, serve
+from tests.support.hostile_server import FileVersions, HostileServer, Recorded, Reply, chunked, serve
 
 CONN_ID = "hostile_files"
 FILE_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
@@ -47,6 +52,28 @@ def hook(server: HostileServer, monkeypatch: pytest.MonkeyPatch):
     return make
 
 
+@pytest.fixture(params=["urllib3-read1", "urllib3-2.0-fallback"])
+def body_reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test once through urllib3's ``read1`` (where it has one), once through the urllib3 2.0 fallback."""
+    if request.param == "urllib3-read1":
+        if not urllib3_read1.NATIVE_READ1:
+            pytest.skip("this urllib3 has no read1: the fallback's run covers it")
+        yield
+        return
+    reads: list[int] = []
+    fallback = urllib3_read1._read1_urllib3_20
+
+    def counted(response, amt):
+        reads.append(amt)
+        return fallback(response, amt)
+
+    monkeypatch.setattr(urllib3_read1, "NATIVE_READ1", False)
+    monkeypatch.setattr(urllib3_read1, "_read1_urllib3_20", counted)
+    yield
+    assert reads, "the file was not read through the urllib3 2.0 fallback"
+
+
+@pytest.mark.usefixtures("body_reads")
 class TestTransportEncoding:
     def test_a_gzip_bomb_file_answer_is_decoded_in_bounded_pieces(self, server, hook, tmp_path):
         """0.2 MB of transport gzip inflating to 200 MB: stored whole, never held in memory at once."""
@@ -82,6 +109,7 @@ class TestTransportEncoding:
         assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.usefixtures("body_reads")
 class TestThroughputFloor:
     def test_a_file_dripped_under_the_read_timeout_fails_at_the_floor(self, server, hook, tmp_path):
         """One byte every 1.5 s with timeout=2: each read succeeds, the pace does not (40 bytes would take 60 s)."""
@@ -122,6 +150,43 @@ def changed_before_the_resume(route: FileVersions) -> Callable[[Recorded], Reply
     return answer
 
 
+@pytest.mark.usefixtures("body_reads")
+class TestFraming:
+    """A file's end is where its framing says, never where the connection happened to close."""
+
+    def test_a_file_cut_short_by_an_orderly_close_is_received_again(self, server, hook, tmp_path):
+        """Half the Content-Length, then FIN (not a reset): no error from the socket, yet no file."""
+        data = csv_rows(20_000)
+        headers = {"Content-Type": "text/csv", "Content-Length": str(len(data))}
+        cut = Reply(body=data[: len(data) // 2], headers={**headers, "Connection": "close"})
+        server.on("GET", FILE_PATH, [cut, Reply(body=data, headers=headers)])
+
+        result = hook().download_file(FILE_ID, tmp_path / "a.csv")
+
+        assert len(server.requests_to("GET", FILE_PATH)) == 2
+        assert result["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def test_a_chunked_file_is_received_whole(self, server, hook, tmp_path):
+        data = csv_rows(50_000)
+        headers = {"Content-Type": "text/csv", "Transfer-Encoding": "chunked"}
+        server.on("GET", FILE_PATH, Reply(body=chunked(data, 10_000), headers=headers))
+
+        result = hook(max_retries=0).download_file(FILE_ID, tmp_path / "a.csv", expected_records=50_000)
+
+        assert result["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def test_a_chunked_file_without_its_last_chunk_is_refused(self, server, hook, tmp_path):
+        data = csv_rows(50_000)
+        headers = {"Content-Type": "text/csv", "Transfer-Encoding": "chunked", "Connection": "close"}
+        server.on("GET", FILE_PATH, Reply(body=chunked(data, 10_000, complete=False), headers=headers))
+
+        with pytest.raises(AquaTransportError, match="broke off after"):
+            hook(max_retries=0).download_file(FILE_ID, tmp_path / "a.csv")
+
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("body_reads")
 class TestResume:
     @pytest.mark.parametrize("validator", ["etag", "last-modified"])
     def test_a_resume_sends_if_range_with_the_first_answers_validator(self, server, hook, tmp_path, validator):

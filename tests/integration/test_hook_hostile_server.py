@@ -14,19 +14,23 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, quote_plus
 
 import pytest
 
+from airflow_provider_zuora_aqua.client.defaults import MAX_RETRY_WAIT_SECONDS
 from airflow_provider_zuora_aqua.exceptions import (
     AquaAuthenticationError,
     AquaConfigurationError,
     AquaError,
     AquaJobNotFoundError,
+    AquaRateLimitError,
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -199,6 +203,61 @@ class TestWallClockDeadlines:
         with pytest.raises(AquaTransportError):
             await hook.aget_job(JOB_ID)
         assert time.monotonic() - started < 10
+
+
+def rate_limited(retry_after: str) -> Reply:
+    return Reply(status=429, body=json_body({"message": "slow down"}), headers={"Retry-After": retry_after})
+
+
+#: Retry-After values no server means: not a number or an HTTP date, negative, or more than a day away.
+UNBELIEVABLE = ["100000", "inf", "nan", "-5", "1e400", "soon", "Fri, 31 Dec 9999 23:59:59 GMT"]
+
+
+class TestRetryAfter:
+    """A 429's ``Retry-After`` is believed within bounds: no value parks a call, none crashes its wait."""
+
+    @pytest.mark.parametrize("value", UNBELIEVABLE)
+    def test_an_unbelievable_retry_after_is_treated_as_absent(self, server, use_conn, value):
+        server.on("GET", JOB_PATH, rate_limited(value))
+        hook = use_conn(max_retries=2)  # retry_backoff 0.05 s
+        started = time.monotonic()
+
+        with pytest.raises(AquaRateLimitError) as raised:
+            hook.get_job(JOB_ID)
+
+        assert raised.value.retry_after is None
+        assert len(server.requests_to("GET", JOB_PATH)) == 3  # resent after the connection's own backoff
+        assert time.monotonic() - started < 30
+
+    async def test_an_unbelievable_retry_after_is_treated_as_absent_async(self, server, use_conn):
+        server.on("GET", JOB_PATH, rate_limited("inf"))
+
+        with pytest.raises(AquaRateLimitError) as raised:
+            await asyncio.wait_for(use_conn(max_retries=2).aget_job(JOB_ID), 30)
+
+        assert raised.value.retry_after is None
+        assert len(server.requests_to("GET", JOB_PATH)) == 3
+
+    def test_a_long_retry_after_is_capped_and_never_waited_past_the_budget(self, server, use_conn):
+        """An hour, capped to the longest wait (30 s), does not fit in a 5 s budget: the call ends at once."""
+        server.on("GET", JOB_PATH, rate_limited("3600"))
+        hook = use_conn(max_retries=3, retry_max_seconds=5)
+        started = time.monotonic()
+
+        with pytest.raises(AquaRateLimitError) as raised:
+            hook.get_job(JOB_ID)
+
+        assert raised.value.retry_after == MAX_RETRY_WAIT_SECONDS
+        assert len(server.requests_to("GET", JOB_PATH)) == 1
+        assert time.monotonic() - started < 5
+
+    def test_a_short_retry_after_is_waited(self, server, use_conn):
+        server.on("GET", JOB_PATH, [rate_limited("1"), Reply(body=json_body(job_json()))])
+
+        assert use_conn(max_retries=1).get_job(JOB_ID)["id"] == JOB_ID
+
+        first, second = server.requests_to("GET", JOB_PATH)
+        assert second.at - first.at >= 0.95
 
 
 class TestPort:
@@ -639,6 +698,132 @@ class TestThreatModelPromises:
         finally:
             release.set()
             fetching.join(10)
+
+    def test_a_child_forked_during_a_first_use_in_a_thread_builds_its_own_client(self, server, use_conn, monkeypatch):
+        """
+        Another thread is inside its hook's first use of the client (its connection lookup, from
+        a slow secrets backend) at fork(): the child's first use must not wait on that thread.
+        """
+        entered, release = threading.Event(), threading.Event()
+        hook = use_conn(timeout=30)
+        lookup = ZuoraAquaHook.get_connection
+
+        def slow_in_the_thread(cls, conn_id):
+            if threading.current_thread().name == "first-use":
+                entered.set()
+                release.wait(30)
+            return lookup(conn_id)
+
+        monkeypatch.setattr(ZuoraAquaHook, "get_connection", classmethod(slow_in_the_thread))
+        first_use = threading.Thread(target=hook.get_access_token, name="first-use", daemon=True)
+        first_use.start()
+        try:
+            assert entered.wait(10)
+            assert run_in_a_child(lambda: ZuoraAquaHook(CONN_ID).get_access_token() == server.token)
+        finally:
+            release.set()
+            first_use.join(10)
+
+    def test_a_forked_child_does_not_share_the_parents_client(self, server, use_conn):
+        """A hook used before fork() builds a new client (its own connections) in the child."""
+        hook = use_conn()
+        parents = hook.get_conn()
+
+        assert run_in_a_child(lambda: hook.get_conn() is not parents and hook.get_access_token() == server.token)
+
+    def test_a_child_forked_while_a_thread_imports_the_client_does_not_hang(self, server, use_conn, tmp_path):
+        """
+        In a fresh interpreter, a thread's first use imports the client's module (slowly here) when
+        the main thread forks: the child would wait forever on that module's import lock.
+        """
+        use_conn(timeout=30)
+        script = tmp_path / "fork_during_import.py"
+        script.write_text(FORK_DURING_IMPORT)
+
+        done = subprocess.run(
+            [sys.executable, str(script), CONN_ID, server.token],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+
+        assert done.stdout.split()[-1:] == ["child-ok"], done.stdout + done.stderr
+
+
+#: Run by the test above in its own interpreter, so that the client module is not imported yet.
+FORK_DURING_IMPORT = """
+import importlib.abc
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+
+from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+
+CLIENT = "airflow_provider_zuora_aqua.client.sync_client"
+importing = threading.Event()
+assert CLIENT not in sys.modules
+
+
+class SlowClientImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != CLIENT or threading.current_thread().name != "first-use":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            importing.set()
+            time.sleep(2)
+            load(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, SlowClientImport())
+conn_id, token = sys.argv[1], sys.argv[2]
+threading.Thread(target=ZuoraAquaHook(conn_id).get_access_token, name="first-use", daemon=True).start()
+assert importing.wait(30)
+child = os.fork()
+if child == 0:
+    code = 1
+    try:
+        code = 0 if ZuoraAquaHook(conn_id).get_access_token() == token else 2
+    finally:
+        os._exit(code)
+deadline = time.monotonic() + 30
+while (done := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+    time.sleep(0.05)
+if done == (0, 0):
+    os.kill(child, signal.SIGKILL)
+    print("child-hung")
+else:
+    print("child-ok" if os.waitstatus_to_exitcode(done[1]) == 0 else f"child-failed-{done[1]}")
+"""
+
+
+def run_in_a_child(check: Callable[[], bool], seconds: float = 30) -> bool:
+    """Whether ``check()`` is true in a forked child; the child is killed (and the test fails) if it hangs."""
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            code = 0 if check() else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + seconds
+    while (done := os.waitpid(child, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung")
+    return os.waitstatus_to_exitcode(done[1]) == 0
 
 
 class TestCostOfACall:

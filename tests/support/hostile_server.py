@@ -37,7 +37,10 @@ class Reply:
 
     :param status: HTTP status.
     :param body: the body, already encoded (see :func:`json_body` and :func:`gzip_bomb`).
-    :param headers: extra headers; ``Content-Length`` is added unless ``chunked``.
+    :param headers: extra headers; ``Content-Length`` is added unless they set ``Transfer-Encoding``
+        (then the body is sent as it is: the test frames it, see :func:`chunked`). With
+        ``Connection: close`` the connection is closed after the body, however long
+        ``Content-Length`` said it was.
     :param drip_seconds: pause between two body bytes (the status line and headers go at once).
     :param drip_everything: drip the status line and headers too, one byte per ``drip_seconds``.
     :param hold: wait for this event before answering (released by the test or at shutdown).
@@ -95,6 +98,17 @@ def gzip_bomb(decoded_bytes: int, prefix: bytes = b'{"id": "' + JOB_ID.encode() 
     parts.append(compressor.compress(b'"}'))
     parts.append(compressor.flush())
     return b"".join(parts)
+
+
+def chunked(body: bytes, size: int = 64 * 1024, *, complete: bool = True) -> bytes:
+    """``body`` in HTTP/1.1 chunked framing, ``size`` bytes a chunk; without the last chunk unless ``complete``."""
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in _pieces(body, size))
+    return framed + b"0\r\n\r\n" if complete else framed
+
+
+def _pieces(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
 
 
 def gzipped(reply: Reply) -> Reply:
@@ -210,7 +224,8 @@ class HostileServer:
             def _write(self, reply: Reply) -> None:
                 head = [f"HTTP/1.1 {reply.status} Hostile"]
                 headers = {"Content-Type": "application/json", **reply.headers}
-                headers.setdefault("Content-Length", str(len(reply.body)))
+                if "Transfer-Encoding" not in headers:  # a chunked body (already framed by the test) has no length
+                    headers.setdefault("Content-Length", str(len(reply.body)))
                 head += [f"{name}: {value}" for name, value in headers.items()]
                 raw_head = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
                 try:
@@ -223,6 +238,8 @@ class HostileServer:
                         self.wfile.flush()
                         self._drip(reply.body, reply.drip_seconds, reply.drip_bytes, reply)
                 except OSError:
+                    self.close_connection = True
+                if headers.get("Connection", "").lower() == "close":  # an orderly end (FIN), whatever the body said
                     self.close_connection = True
 
             def _reset(self, data: bytes) -> None:

@@ -7,10 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_provider_zuora_aqua.client.defaults import ENVIRONMENTS
+from airflow_provider_zuora_aqua.client.request import validate_track_id
 from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, resolve_base_url
-from airflow_provider_zuora_aqua.client.wire import (
-    validate_track_id,
-)
 from airflow_provider_zuora_aqua.exceptions import (
     AquaConfigurationError,
 )

@@ -1,4 +1,7 @@
-"""The wire rules: track ids and idempotency keys, answers parsed and refused, file answers, failed exchanges."""
+"""
+The wire rules (client.request, .answers, .body, .downloads, .failures): track ids and
+idempotency keys, answers parsed and refused, file answers, failed exchanges.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_zuora_aqua.client.wire import (
-    Failure,
-    HttpAnswer,
-    carries_file,
-    download_headers,
-    exchange_seconds,
-    file_error,
-    make_track_id,
-    parse_answer,
-    parse_retry_after,
-    transport_error,
-    validate_track_id,
-)
+from airflow_provider_zuora_aqua.client.answers import HttpAnswer, parse_answer, parse_retry_after
+from airflow_provider_zuora_aqua.client.downloads import carries_file, download_headers, file_error
+from airflow_provider_zuora_aqua.client.failures import Failure, exchange_seconds, transport_error
+from airflow_provider_zuora_aqua.client.request import make_track_id, validate_track_id
 from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
@@ -160,7 +154,7 @@ class TestFailedExchanges:
         assert error.request_sent
 
     def test_an_exchange_is_bounded_by_the_timeout_within_the_deadline(self, monkeypatch):
-        monkeypatch.setattr("airflow_provider_zuora_aqua.client.wire.time.monotonic", lambda: 100.0)
+        monkeypatch.setattr("airflow_provider_zuora_aqua.client.failures.time.monotonic", lambda: 100.0)
         assert exchange_seconds(30.0, None) == 30.0
         assert exchange_seconds(30.0, 105.0) == 5.0
         assert exchange_seconds(3.0, 105.0) == 3.0

@@ -25,7 +25,7 @@ from airflow_provider_zuora_aqua.incremental.lease import (
 )
 from airflow_provider_zuora_aqua.incremental.ledger import published_windows, window_folder
 from airflow_provider_zuora_aqua.incremental.windows import UTC, Window
-from airflow_provider_zuora_aqua.results.staging import Destination, resolve_destination
+from airflow_provider_zuora_aqua.results.destination import Destination, resolve_destination
 
 
 def holder(name: str, try_number: int = 1) -> LeaseHolder:

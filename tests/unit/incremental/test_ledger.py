@@ -16,7 +16,7 @@ from airflow_provider_zuora_aqua.incremental.ledger import (
     window_folder,
 )
 from airflow_provider_zuora_aqua.incremental.windows import UTC, Window
-from airflow_provider_zuora_aqua.results.staging import resolve_destination
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
 
 
 def window(day: int) -> Window:

@@ -11,11 +11,9 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaTransportError,
 )
 from airflow_provider_zuora_aqua.results import receiver as file_download
+from airflow_provider_zuora_aqua.results.destination import resolve_destination
 from airflow_provider_zuora_aqua.results.receiver import FileReceiver
-from airflow_provider_zuora_aqua.results.staging import (
-    StagedFile,
-    resolve_destination,
-)
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 
 FILE_ID = "2c92c0f86a8dd422016a9e7a70116b0d"
 

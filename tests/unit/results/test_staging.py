@@ -11,13 +11,13 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_zuora_aqua.exceptions import (
     AquaConfigurationError,
 )
-from airflow_provider_zuora_aqua.results.staging import (
+from airflow_provider_zuora_aqua.results.destination import (
     Destination,
-    StagedFile,
     lineage_dataset_name,
     path_conn_id,
     resolve_destination,
 )
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 
 
 class TestDestinations:

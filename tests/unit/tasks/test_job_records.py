@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_zuora_aqua.client.wire import validate_idempotency_key, validate_track_id
+from airflow_provider_zuora_aqua.client.request import validate_idempotency_key, validate_track_id
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
 from airflow_provider_zuora_aqua.tasks.job_records import (
     AQUA_CONN_ID_XCOM_KEY,

@@ -1,10 +1,10 @@
 """
-The async HTTP client (``aiohttp``), twin of :mod:`.session` with the same contract, for triggers.
+The async HTTP client (``aiohttp``), twin of :mod:`.sync_client` with the same contract, for triggers.
 
 :class:`AsyncAquaClient` holds, for async callers, the one copy of the 401 rule, the exchange
-bound and the mapping of transport failures onto :func:`~.wire.transport_error`; the answers
-are read by the same :mod:`.wire` rules, the token comes from the same cache, and proxies from
-:func:`.session.proxy_for`. Also the plumbing the triggers of one event loop share: the HTTP
+bound and the mapping of transport failures onto :func:`~.failures.transport_error`; the answers
+are read by the same :mod:`.answers` rules, the token comes from the same cache, and proxies from
+:func:`.sync_client.proxy_for`. Also the plumbing the triggers of one event loop share: the HTTP
 session (:func:`shared_client_session`) and a lookup cache.
 
 ``aiohttp`` is imported where it is used: DAG files import the hook, and with it this module,
@@ -22,19 +22,12 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import tenacity
 
+from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer
 from airflow_provider_zuora_aqua.client.auth import TOKEN_HEADERS, TOKEN_PATH, Credentials, Log
+from airflow_provider_zuora_aqua.client.body import READ_CHUNK_BYTES, AnswerReader
+from airflow_provider_zuora_aqua.client.failures import CONNECT_SECONDS, Failure, exchange_seconds, transport_error
+from airflow_provider_zuora_aqua.client.request import validate_track_id
 from airflow_provider_zuora_aqua.client.retry import retry_policy
-from airflow_provider_zuora_aqua.client.wire import (
-    CONNECT_SECONDS,
-    READ_CHUNK_BYTES,
-    AnswerReader,
-    CallRecord,
-    Failure,
-    HttpAnswer,
-    exchange_seconds,
-    transport_error,
-    validate_track_id,
-)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -52,8 +45,8 @@ class _Shared:
         # Imported here, not at module top: DAG files import this module at every parse.
         import aiohttp
 
-        # Answers are decoded by client.wire, within its size cap, as on the sync path; proxies
-        # come from client.session.proxy_for, the rule requests applies, not from trust_env.
+        # Answers are decoded by client.body, within its size cap, as on the sync path; proxies
+        # come from client.sync_client.proxy_for, the rule requests applies, not from trust_env.
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS), auto_decompress=False, trust_env=False
         )
@@ -193,11 +186,11 @@ class AsyncAquaClient:
         """
         One HTTP exchange, bounded as the sync client bounds it: its answer within the
         connection's ``timeout`` (or what is left to ``deadline``) of wall-clock time, its body
-        within the answer cap of :mod:`.wire`. Transport failures raise :func:`~.wire.transport_error`.
+        within the answer cap of :mod:`.body`. Transport failures raise :func:`~.failures.transport_error`.
         """
         import aiohttp
 
-        from airflow_provider_zuora_aqua.client.session import proxy_for
+        from airflow_provider_zuora_aqua.client.sync_client import proxy_for
 
         what, url = f"{method} {path}", f"{self.settings.base_url}{path}"
         seconds = exchange_seconds(self.settings.timeout, deadline)
@@ -222,7 +215,7 @@ class AsyncAquaClient:
 
 
 def _failure(exc: BaseException) -> tuple[Failure, str]:
-    """Where an ``aiohttp`` exchange failed, for :func:`~.wire.transport_error`."""
+    """Where an ``aiohttp`` exchange failed, for :func:`~.failures.transport_error`."""
     import aiohttp
 
     # aiohttp 3.10+ tells a connect timeout and a read timeout apart; before, both are plain timeouts.

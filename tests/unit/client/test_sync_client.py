@@ -12,9 +12,9 @@ import pytest
 import requests
 import urllib3.exceptions
 
-from airflow_provider_zuora_aqua.client import session as client_session
-from airflow_provider_zuora_aqua.client.session import ExchangeDeadline, _failure
-from airflow_provider_zuora_aqua.client.wire import Failure
+from airflow_provider_zuora_aqua.client import sync_client
+from airflow_provider_zuora_aqua.client.failures import Failure
+from airflow_provider_zuora_aqua.client.sync_client import ExchangeDeadline, _failure
 
 
 @pytest.fixture
@@ -65,12 +65,12 @@ class TestExchangeDeadline:
         """on_kill's exchange may run inside the one its signal interrupted."""
         with ExchangeDeadline(5) as outer:
             with ExchangeDeadline(5) as inner:
-                assert client_session._local.exchange is inner
-            assert client_session._local.exchange is outer
-        assert client_session._local.exchange is None
+                assert sync_client._local.exchange is inner
+            assert sync_client._local.exchange is outer
+        assert sync_client._local.exchange is None
 
     def test_a_forked_child_starts_its_own_watchdog(self):
-        watchdog = client_session._Watchdog()
+        watchdog = sync_client._Watchdog()
         exchange = ExchangeDeadline(0.05)
         watchdog.watch(exchange)
         inbox = watchdog._inbox

@@ -8,13 +8,13 @@ The sync HTTP client (``requests``): one send for every AQuA call, result files 
 * the exchange deadline: an exchange ends within its bound of wall-clock time, whatever phase
   it is in (:class:`ExchangeDeadline`). ``requests`` only bounds each socket read, so a server
   that drips one byte at a time would otherwise keep a call alive indefinitely;
-* the mapping of transport failures onto :func:`~.wire.transport_error`
+* the mapping of transport failures onto :func:`~.failures.transport_error`
   (:meth:`AquaClient.exchange`);
 * streaming: a result file goes to its receiver through the same send, the body of a file
   bounded per read and by a throughput floor rather than in total (a file may legitimately
   take long), its transport encoding decoded here in bounded pieces.
 
-Its async twin is :mod:`.asession`. Imported only where a call is made: ``requests`` and
+Its async twin is :mod:`.async_client`. Imported only where a call is made: ``requests`` and
 ``urllib3`` are not loaded at DAG parse.
 """
 
@@ -41,30 +41,28 @@ import urllib3.exceptions
 import urllib3.poolmanager
 from requests import Session
 
+from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer
 from airflow_provider_zuora_aqua.client.auth import TOKEN_HEADERS, TOKEN_PATH, Credentials, Log
-from airflow_provider_zuora_aqua.client.retry import retry_policy
-from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, is_loopback
-from airflow_provider_zuora_aqua.client.wire import (
-    CONNECT_SECONDS,
-    FILES_PATH,
-    MAX_ERROR_BODY,
+from airflow_provider_zuora_aqua.client.body import (
     READ_CHUNK_BYTES,
     AnswerReader,
     BodyDecoder,
-    CallRecord,
     CorruptEncodingError,
-    Failure,
-    HttpAnswer,
-    ThroughputFloor,
     UnsupportedEncodingError,
-    carries_file,
     decode_prefix,
-    download_headers,
-    exchange_seconds,
-    file_error,
-    transport_error,
-    validate_track_id,
 )
+from airflow_provider_zuora_aqua.client.downloads import (
+    MAX_ERROR_BODY,
+    ThroughputFloor,
+    carries_file,
+    download_headers,
+    file_error,
+)
+from airflow_provider_zuora_aqua.client.failures import CONNECT_SECONDS, Failure, exchange_seconds, transport_error
+from airflow_provider_zuora_aqua.client.request import FILES_PATH, validate_track_id
+from airflow_provider_zuora_aqua.client.retry import retry_policy
+from airflow_provider_zuora_aqua.client.settings import AquaConnectionSettings, is_loopback
+from airflow_provider_zuora_aqua.client.urllib3_read1 import read1
 from airflow_provider_zuora_aqua.exceptions import AquaInvalidAnswerError
 
 if TYPE_CHECKING:
@@ -126,11 +124,16 @@ class AquaClient:
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         idempotent: bool = True,
+        keyed_submit: bool = False,
         deadline: float | None = None,
     ) -> T:
         """
         One AQuA call: :meth:`send`, the answer read by ``read``, retried within the retry
         policy and ``deadline`` (a ``time.monotonic()`` instant); errors and result scrubbed.
+
+        :param idempotent: whether the call may be resent after it may have arrived.
+        :param keyed_submit: a submit with an ``Idempotency-Key``: a rate-limit refusal is not
+            resent with the same key (see :func:`~.retry.is_retryable`).
         """
         track_id = validate_track_id(track_id)
         max_seconds = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -142,7 +145,7 @@ class AquaClient:
                 answer = self.send(method, path, track_id=track_id, json=json, headers=headers, deadline=deadline)
                 return self.auth.scrubbed(read(answer))
 
-        policy = retry_policy(self.settings, idempotent=idempotent, max_seconds=max_seconds)
+        policy = retry_policy(self.settings, idempotent=idempotent, keyed_submit=keyed_submit, max_seconds=max_seconds)
         return tenacity.Retrying(**policy)(attempt)
 
     def download(self, file_id: str, receiver: Receiver, *, track_id: str | None = None) -> None:
@@ -230,11 +233,11 @@ class AquaClient:
         """
         One HTTP exchange, bounded: its answer within the connection's ``timeout`` (or what is
         left to ``deadline``) of wall-clock time, its body within the answer cap of
-        :mod:`.wire`, decoded or not. Transport failures raise :func:`~.wire.transport_error`.
+        :mod:`.body`, decoded or not. Transport failures raise :func:`~.failures.transport_error`.
 
         With a ``receiver``, an answer that carries the file is streamed into it (the answer
         returned then has an empty body); of any other answer the first
-        :data:`~.wire.MAX_ERROR_BODY` bytes are read, for the error.
+        :data:`~.downloads.MAX_ERROR_BODY` bytes are read, for the error.
         """
         what = f"{method} {path}"
         with ExchangeDeadline(exchange_seconds(self.settings.timeout, deadline)) as bound:
@@ -289,7 +292,7 @@ class AquaClient:
     def _receive(self, what: str, response: requests.Response, receiver: Receiver, bound: ExchangeDeadline) -> None:
         """
         A file answer into the receiver. Each read is bounded by the timeout, and the pace by
-        :class:`~.wire.ThroughputFloor`; the whole is not (a file may legitimately take long).
+        :class:`~.downloads.ThroughputFloor`; the whole is not (a file may legitimately take long).
         The body is read raw and a transport encoding decoded here, in bounded pieces.
         """
         receiver.begin(response.status_code, response.headers, receiver.resume_offset)
@@ -301,7 +304,7 @@ class AquaClient:
         raw = response.raw
         while True:
             try:  # only the network: a failure to store a chunk is not a transport failure
-                chunk = raw.read1(FILE_CHUNK_BYTES, decode_content=False)
+                chunk = read1(raw, FILE_CHUNK_BYTES)
             except _TRANSPORT_ERRORS as exc:
                 raise self._failed(what, exc, bound, received=receiver.received) from None
             too_slow = floor.arrived(len(chunk))
@@ -335,7 +338,7 @@ class AquaClient:
 
 
 def _failure(exc: Exception, *, deadline_passed: bool) -> tuple[Failure, str]:
-    """Where a ``requests`` exchange failed, for :func:`~.wire.transport_error`."""
+    """Where a ``requests`` exchange failed, for :func:`~.failures.transport_error`."""
     first = exc.args[0] if exc.args else None
     reason = getattr(first, "reason", None)  # urllib3's error inside requests' MaxRetryError
     if isinstance(reason, urllib3.exceptions.ProxyError):  # the proxy itself could not be reached
