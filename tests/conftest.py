@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from airflow_provider_zuora_aqua.client import server_clock
 from airflow_provider_zuora_aqua.client.auth import TOKEN_CACHE
 from airflow_provider_zuora_aqua.hooks import aqua as hooks
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
@@ -14,12 +15,14 @@ from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connect
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches() -> Iterator[None]:
-    """Every test starts as a new process would: no token, no looked-up connection."""
+    """Every test starts as a new process would: no token, no looked-up connection, no Zuora clock seen."""
     TOKEN_CACHE.clear()
     hooks._ASYNC_SETTINGS.clear()
+    server_clock.forget()
     yield
     TOKEN_CACHE.clear()
     hooks._ASYNC_SETTINGS.clear()
+    server_clock.forget()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import tenacity
 
+from airflow_provider_zuora_aqua.client import server_clock
 from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer
 from airflow_provider_zuora_aqua.client.auth import TOKEN_HEADERS, TOKEN_PATH, Credentials, Log
 from airflow_provider_zuora_aqua.client.body import READ_CHUNK_BYTES, AnswerReader
@@ -208,6 +209,7 @@ class AsyncAquaClient:
                 reader = AnswerReader(response.status, response.headers, what=what, deadline=ends)
                 async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
                     reader.feed(chunk)
+                server_clock.observe(self.settings.base_url, response.headers)
                 return HttpAnswer(response.status, response.headers, reader.finish())
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             failure, detail = _failure(exc)

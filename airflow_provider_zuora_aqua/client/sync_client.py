@@ -41,6 +41,7 @@ import urllib3.exceptions
 import urllib3.poolmanager
 from requests import Session
 
+from airflow_provider_zuora_aqua.client import server_clock
 from airflow_provider_zuora_aqua.client.answers import CallRecord, HttpAnswer
 from airflow_provider_zuora_aqua.client.auth import TOKEN_HEADERS, TOKEN_PATH, Credentials, Log
 from airflow_provider_zuora_aqua.client.body import (
@@ -264,6 +265,7 @@ class AquaClient:
                 else:
                     body = self._read(what, response, bound, whole=receiver is None)
                     self._end_bound(what, bound)
+        server_clock.observe(self.settings.base_url, response.headers)
         return HttpAnswer(response.status_code, response.headers, body)
 
     def _end_bound(self, what: str, bound: ExchangeDeadline) -> None:

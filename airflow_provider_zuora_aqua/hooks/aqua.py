@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowNotFoundException
@@ -140,6 +141,17 @@ class ZuoraAquaHook(BaseHook):
             built = (os.getpid(), build_sync_client(self.settings, log=self.log, record=self._record))
             self._built_client = built
         return built[1]
+
+    def zuora_now(self) -> datetime | None:
+        """
+        Zuora's time now, from the ``Date`` header of its answers to this process (the token
+        request is sent first when there was none yet); None when no answer carried a usable one.
+        """
+        from airflow_provider_zuora_aqua.client import server_clock
+
+        if server_clock.zuora_now(self.settings.base_url) is None:
+            self.get_access_token()
+        return server_clock.zuora_now(self.settings.base_url)
 
     def get_conn(self) -> Session:
         """Return the HTTP session the hook uses."""

@@ -55,6 +55,8 @@ def slot_of(query: str, window: Window) -> str:
 #: some transactions to be completed." (docs.zuora.com, Aggregate Query API, "High water mark
 #: approach for AQuA stateless queries").
 ZUORA_LAG = timedelta(hours=2)
+#: A difference between Zuora's clock and the worker's beyond this is logged with both times.
+CLOCK_SKEW_WARNING_SECONDS = 5
 
 
 @dataclass
@@ -99,6 +101,8 @@ class IncrementalExport:
     max_active_jobs: int
     #: Who holds the destination's lease while this run writes (the task try).
     lease_holder: LeaseHolder
+    #: How long to wait for a lease another export holds before failing.
+    lease_wait: timedelta
     now: Callable[[], datetime] = field(default_factory=lambda: _utc_now)
     #: The lease of each query's folder, held while the run writes.
     leases: dict[str, DestinationLease] = field(default_factory=dict)
@@ -122,18 +126,43 @@ class IncrementalExport:
             )
         with ExitStack() as leases:
             # One writer per destination and query, from before the mark is read until the last publish.
-            for query in self.queries:
+            # In one order for every writer: two exports of the same queries never wait on each other.
+            for query in sorted(self.queries):
                 self.leases[query] = leases.enter_context(
                     DestinationLease.acquire(
-                        self.destination.child(query), self.lease_holder, stop=self.engine.stopped, log=self.log
+                        self.destination.child(query),
+                        self.lease_holder,
+                        wait_seconds=self.lease_wait.total_seconds(),
+                        stop=self.engine.stopped,
+                        log=self.log,
                     )
                 )
-            delivered = self._export(whole_second(self.now(), field="now") - self.lag)
+            delivered = self._export(self._now() - self.lag)
         for query in self.queries:
             self.log.info("Watermark of %s: %s", query, iso(self.mark(query)))
         # Published as their jobs finished (a split window's halves last): returned oldest first.
         order = list(self.queries)
         return sorted(delivered, key=lambda delivery: (delivery.window.start, order.index(delivery.query)))
+
+    def _now(self) -> datetime:
+        """
+        Now, by the earlier of Zuora's clock (the ``Date`` of its answers) and this worker's, in
+        whole seconds: a worker ahead of Zuora must not close windows on records Zuora has not
+        stamped yet.
+        """
+        worker = whole_second(self.now(), field="now")
+        zuora = self.engine.hook.zuora_now()
+        if zuora is None:
+            self.log.warning("No answer from Zuora carried a usable Date header: windows end by this worker's clock")
+            return worker
+        zuora = zuora.replace(microsecond=0)
+        if abs((zuora - worker).total_seconds()) > CLOCK_SKEW_WARNING_SECONDS:
+            self.log.warning(
+                "Zuora's clock says %s, this worker's %s: windows end by the earlier (set the worker's clock by NTP)",
+                iso(zuora),
+                iso(worker),
+            )
+        return min(worker, zuora)
 
     def _export(self, end: datetime) -> list[Delivery]:
         with self.engine.cancelling_on_error():

@@ -63,6 +63,8 @@ __all__ = [
 DEFAULT_LAG = ZUORA_LAG
 DEFAULT_MAX_WINDOW = timedelta(days=30)
 DEFAULT_MAX_ACTIVE_JOBS = 4
+#: How long an export waits for another writer of its destination and query to finish.
+DEFAULT_DESTINATION_WAIT = timedelta(hours=1)
 
 
 class AquaCancelJobOperator(AquaBaseOperator):
@@ -478,6 +480,11 @@ class AquaIncrementalExportOperator(AquaJobOperator):
         50 concurrent stateless jobs. Default 4.
     :param poll_interval: Longest wait between two status reads of a job, in seconds.
     :param job_timeout: Seconds one job may run before it is cancelled and the task fails.
+    :param destination_wait: How long to wait (a timedelta or seconds) while another export
+        writes the same query to the same destination (it holds the folder's lease, see the
+        incremental guide), before failing with
+        :class:`~airflow_provider_zuora_aqua.exceptions.AquaDestinationBusyError` naming it.
+        Default 1 hour; 0 fails at once.
     :param zuora_conn_id: The Airflow connection of type ``zuora_aqua``. (templated)
     :param track_id: ``Zuora-Track-Id`` of every call; by default derived from the task try.
         (templated)
@@ -515,6 +522,7 @@ class AquaIncrementalExportOperator(AquaJobOperator):
         max_active_jobs: int = DEFAULT_MAX_ACTIVE_JOBS,
         poll_interval: float = 30.0,
         job_timeout: float | None = None,
+        destination_wait: timedelta | float = DEFAULT_DESTINATION_WAIT,
         zuora_conn_id: str = ZuoraAquaHook.default_conn_name,
         track_id: str | None = None,
         durable: bool = True,
@@ -539,6 +547,7 @@ class AquaIncrementalExportOperator(AquaJobOperator):
         self.max_active_jobs = max_active_jobs_argument(max_active_jobs)
         self.poll_interval = validate_interval("poll_interval", poll_interval)
         self.job_timeout = job_timeout_argument(job_timeout, None, operator=type(self).__name__)
+        self.destination_wait = duration(destination_wait, field="destination_wait")
         self.zuora_conn_id = zuora_conn_id
         self.track_id = track_id
         self.durable = durable
@@ -563,6 +572,7 @@ class AquaIncrementalExportOperator(AquaJobOperator):
             deleted=self.deleted,
             max_active_jobs=self.max_active_jobs,
             lease_holder=LeaseHolder.of_task_instance(context["ti"]),
+            lease_wait=self.destination_wait,
         )
         delivered = export.run()
         windows = [delivery.to_json(cursor) for delivery in delivered]

@@ -288,12 +288,6 @@ def test_templated_arguments_are_checked_once_rendered(tenant_sim, tmp_path):
     assert tenant_sim.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: nothing stops two task instances of one export (two DAG runs at once: catchup, a manual "
-    "trigger during a scheduled run; max_active_runs defaults to 16) from planning from the same mark: their "
-    "last windows overlap, a consumer reads those records twice and every later run refuses the destination",
-)
 def test_two_runs_at_once_on_one_destination_do_not_publish_overlapping_windows(monkeypatch, tmp_path):
     with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=1) as sim:
         monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
