@@ -288,3 +288,59 @@ class TestStoreRefusingConditionalWrites:
         first.check()
         first.release()
         assert stored(s3_bucket) is None
+
+
+def test_two_exports_writing_one_s3_destination_at_once_never_double_a_record(s3_bucket, tmp_path, monkeypatch):
+    """Two DAGs export one query into one s3:// prefix at once: the second waits for the lease, then goes on."""
+    import csv
+    import io
+    import threading
+
+    from airflow_provider_zuora_aqua.operators.aqua import AquaIncrementalExportOperator
+    from airflow_provider_zuora_aqua.simulator import AquaSimulator
+    from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
+    from tests.support.fakes import FakeTaskInstance, context
+
+    bucket = s3_bucket.bucket_name
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=1) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url))
+        now = sim.tenant.clock.now()
+        for index in range(6):
+            sim.tenant.insert(
+                "Account", {"Id": f"A{index}", "Name": "x", "UpdatedDate": now - timedelta(hours=index + 1)}
+            )
+        errors: list[BaseException] = []
+
+        def run(dag_id: str) -> None:
+            operator = AquaIncrementalExportOperator(
+                task_id="zuora_changes",
+                queries={"Account": "select Id, Name, UpdatedDate from Account"},
+                destination=f"s3://{bucket}/exports",
+                destination_conn_id="aws_moto",
+                start=(now - timedelta(days=1)).replace(microsecond=0).isoformat(),
+                lag=timedelta(minutes=10),
+                poll_interval=0.2,
+            )
+            try:
+                operator.execute(context(FakeTaskInstance("zuora_changes", dag_id=dag_id)))
+            except BaseException as exc:  # noqa: BLE001  (asserted below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(dag_id,)) for dag_id in ("dag_a", "dag_b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+
+    assert errors == []
+    keys = [item["Key"] for item in s3_bucket.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    windows = sorted(key.split("/")[2].split("_") for key in keys if key.endswith("_manifest.json"))
+    # The second writer planned from the first's mark: its window starts where the first ended.
+    assert windows and all(left[1] == right[0] for left, right in zip(windows, windows[1:]))
+    assert not any(key.endswith("_lease.json") for key in keys)
+    ids = []
+    for key in keys:
+        if key.endswith(".csv"):
+            body = s3_bucket.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            ids += [row["Id"] for row in csv.DictReader(io.StringIO(body))]
+    assert sorted(ids) == [f"A{index}" for index in range(6)]
