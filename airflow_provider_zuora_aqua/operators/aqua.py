@@ -163,7 +163,11 @@ class AquaSubmitJobOperator(AquaJobOperator):
         ``project``).
     :param partner: Stateful partner id. (templated)
     :param project: Stateful project id. (templated)
-    :param use_query_labels: Use query labels as CSV headers.
+    :param use_query_labels: AQuA's ``useQueryLabels``: True writes the CSV header row with the
+        object and field API names (``Account.Id``, ``Account.Name``), which stay the same across
+        tenants and languages: what data integration should use; False or None (Zuora's default)
+        writes the field labels (``Account: Account Balance``). See Zuora's API reference for
+        "Submit an aggregate query job".
     :param date_time_utc: Return date-times in UTC.
     :param job_options: Other submit fields as AQuA names them (``nullReplacement``,
         ``offset``, ``incrementalTime``, ``notifyUrl``, ...). (templated)

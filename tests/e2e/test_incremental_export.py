@@ -113,12 +113,21 @@ class Tenant:
     written: set[tuple[str, int, bool]] = field(default_factory=set)
     late: set[tuple[str, int, bool]] = field(default_factory=set)
 
-    def insert(self, row_id: str, status: str, balance: int, at: datetime | None = None, delay: float = 0.0) -> None:
+    def insert(
+        self,
+        row_id: str,
+        status: str,
+        balance: int,
+        at: datetime | None = None,
+        delay: float = 0.0,
+        late_by: float = 0.0,
+    ) -> None:
+        """``late_by``: a late commit, stamped that many seconds ago (its transaction started then)."""
         self.revs[row_id] = 1
         row: dict[str, Any] = {"Id": row_id, "Name": f"{row_id} r1", "Status": status, "Balance": balance, "Rev": 1}
         if at is not None:
             row.update(UpdatedDate=at, CreatedDate=at)
-        self.sim.tenant.insert("Account", row, index_delay=delay)
+        self.sim.tenant.insert("Account", row, index_delay=delay, late_by=late_by)
         self._made(row_id, False, delay)
 
     def update(self, row_id: str, at: datetime | None = None, delay: float = 0.0, **changes: Any) -> None:
@@ -347,6 +356,9 @@ def test_rows_inserted_updated_deleted_and_arriving_late_between_and_during_runs
     tenant.update("burst-03", Balance=5)
     tenant.insert("new-00", "Draft", 200)
     tenant.insert("late-00", "Active", 10, delay=INDEX_DELAY)
+    # A late commit: stamped 4 s ago, visible 1 s from now, within the test's 6-second lag (Zuora's
+    # rule is 2 hours for the same reason): its window is still open when it becomes visible.
+    tenant.insert("late-commit-00", "Active", 20, delay=1.0, late_by=LAG_SECONDS - 2.0)
     tenant.update("acct-02", delay=INDEX_DELAY, Balance=7)
     tenant.delete("acct-03")
     between = set(tenant.written) - before_run_2
