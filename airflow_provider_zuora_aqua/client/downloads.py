@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_zuora_aqua.client.answers import HttpAnswer, parse_answer
@@ -39,42 +38,42 @@ def download_headers(offset: int, validator: str | None = None) -> dict[str, str
     return headers
 
 
-#: A file download fails when fewer than this many bytes arrive within one ``timeout``-long window.
+#: A file download fails when fewer than this many bytes arrive in ``timeout`` seconds of waiting for them.
 FLOOR_BYTES = 64 * 1024
 
 
 class ThroughputFloor:
     """
-    The floor under a file download's pace: every window of ``timeout`` seconds (from the first
-    byte of the body, then from the end of the previous window) must bring :data:`FLOOR_BYTES`
-    or more; a read that does not return at all fails at ``timeout`` already.
+    The floor under a file download's pace: every window of ``timeout`` seconds spent waiting on
+    the network (from the first byte of the body, then from the end of the previous window) must
+    bring :data:`FLOOR_BYTES` or more; a read that does not return at all fails at ``timeout``.
 
     So a server that drips bytes just under the read timeout apart fails within two windows,
     and a download at F bytes per ``timeout`` or faster (any steady pace of 64 KiB per window)
-    is never stopped.
+    is never stopped. Only the reads count: the time this side takes to store a piece (a slow
+    disk, a highly compressed file inflating) is not the server's.
 
     :param timeout: the connection's ``timeout``, seconds.
     """
 
-    def __init__(self, timeout: float, *, floor_bytes: int = FLOOR_BYTES, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, timeout: float, *, floor_bytes: int = FLOOR_BYTES) -> None:
         self._timeout = timeout
         self._floor = floor_bytes
-        self._clock = clock
-        self._window_start = clock()
+        self._window_waited = 0.0
         self._window_bytes = 0
 
-    def arrived(self, size: int) -> str | None:
-        """Count ``size`` bytes just read; say why the download is too slow, or None."""
+    def arrived(self, size: int, waited: float) -> str | None:
+        """Count ``size`` bytes of a read that waited ``waited`` seconds; say why the download is too slow, or None."""
         self._window_bytes += size
-        now = self._clock()
-        if now - self._window_start < self._timeout:
+        self._window_waited += waited
+        if self._window_waited < self._timeout:
             return None
         if self._window_bytes < self._floor:
             return (
-                f"only {self._window_bytes} bytes arrived in {now - self._window_start:.1f} s, under the floor of "
+                f"only {self._window_bytes} bytes arrived in {self._window_waited:.1f} s, under the floor of "
                 f"{self._floor} bytes per {self._timeout:g} s (the connection's timeout)"
             )
-        self._window_start, self._window_bytes = now, 0
+        self._window_waited, self._window_bytes = 0.0, 0
         return None
 
 

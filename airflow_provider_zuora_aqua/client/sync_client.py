@@ -305,11 +305,12 @@ class AquaClient:
         floor = ThroughputFloor(self.settings.timeout)
         raw = response.raw
         while True:
+            started = time.monotonic()
             try:  # only the network: a failure to store a chunk is not a transport failure
                 chunk = read1(raw, FILE_CHUNK_BYTES)
             except _TRANSPORT_ERRORS as exc:
                 raise self._failed(what, exc, bound, received=receiver.received) from None
-            too_slow = floor.arrived(len(chunk))
+            too_slow = floor.arrived(len(chunk), time.monotonic() - started)
             if too_slow is not None:
                 raise transport_error(
                     what, self.settings.base_url, Failure.BROKEN, too_slow, received=receiver.received

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import pytest
 from airflow_provider_zuora_aqua.client import urllib3_read1
 from airflow_provider_zuora_aqua.exceptions import AquaIntegrityError, AquaInvalidAnswerError, AquaTransportError
 from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
+from airflow_provider_zuora_aqua.results.staging import StagedFile
 from tests.support.hostile_server import FileVersions, HostileServer, Recorded, Reply, chunked, serve
 
 CONN_ID = "hostile_files"
@@ -135,6 +137,25 @@ class TestThroughputFloor:
         )
 
         result = hook(timeout=2, max_retries=0).download_file(FILE_ID, tmp_path / "a.csv", expected_records=60_000)
+
+        assert result["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def test_a_slow_destination_is_not_taken_for_a_slow_server(self, server, hook, tmp_path, monkeypatch):
+        """
+        The whole file arrives at once, but storing each piece takes longer than the timeout (a
+        slow disk, a gzip bomb inflating): only the time spent waiting on the network counts.
+        """
+        data = csv_rows(20_000)
+        server.on("GET", FILE_PATH, Reply(body=data, headers={"Content-Type": "text/csv"}))
+        write = StagedFile.write
+
+        def slow_write(staged, piece):
+            time.sleep(1.1)
+            write(staged, piece)
+
+        monkeypatch.setattr(StagedFile, "write", slow_write)
+
+        result = hook(timeout=1, max_retries=0).download_file(FILE_ID, tmp_path / "a.csv", expected_records=20_000)
 
         assert result["sha256"] == hashlib.sha256(data).hexdigest()
 
