@@ -141,6 +141,16 @@ class LeaseHolder:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def succeeds(self, other: LeaseHolder) -> bool:
+        """
+        Whether this holder is a later try of ``other``'s task instance: Airflow starts a try only
+        once the one before it ended (a SIGKILLed try is failed first), so its lease is stale.
+        """
+        same = (self.dag_id, self.task_id, self.run_id, self.map_index)
+        return same == (other.dag_id, other.task_id, other.run_id, other.map_index) and (
+            self.try_number > other.try_number
+        )
+
     @classmethod
     def from_json(cls, data: object) -> LeaseHolder:
         """:raises ValueError: not a holder as :meth:`to_json` writes one."""
@@ -400,12 +410,15 @@ class DestinationLease:
             state = judge(found, ttl)
             if state.token == token:  # our own write, reported failed (a request sent again)
                 return held(found.version, started, acquired)
-            if clock() < state.expires:
+            earlier_try = state.holder is not None and holder.succeeds(state.holder)
+            if clock() < state.expires and not earlier_try:
                 return _busy(store.uri, state)
             log.warning(
-                "%s expired at %s (%s): taking it over",
+                "%s %s (%s): taking it over",
                 store.uri,
-                _iso(state.expires),
+                "is held by an earlier try of this task instance, which has ended"
+                if earlier_try
+                else f"expired at {_iso(state.expires)}",
                 state.holder.describe() if state.holder is not None else state.problem,
             )
             started, acquired = time.monotonic(), clock()

@@ -411,3 +411,19 @@ class TestStoresWithoutConditionalWrites:
         lease.check()
         lease.release()
         DestinationLease.acquire(folder, holder("b"), renew=False).release()
+
+
+def test_a_later_try_of_the_same_task_instance_takes_over_at_once(folder):
+    """A SIGKILLed try leaves its lease; Airflow starts try 2 only once try 1 ended: no 5-minute wait."""
+    DestinationLease.acquire(folder, holder("a", try_number=1), renew=False)  # never released: killed
+
+    with pytest.raises(AquaDestinationBusyError):  # another task instance still waits for the expiry
+        DestinationLease.acquire(folder, holder("b", try_number=2), renew=False)
+    retry = DestinationLease.acquire(folder, holder("a", try_number=2), renew=False)
+
+    assert on_disk(folder)["holder"]["try_number"] == 2
+    retry.release()
+    with pytest.raises(AquaDestinationBusyError):  # an earlier try never takes a later one's lease
+        first = DestinationLease.acquire(folder, holder("a", try_number=3), renew=False)
+        DestinationLease.acquire(folder, holder("a", try_number=1), renew=False)
+    first.release()
