@@ -36,3 +36,12 @@ def aqua_conn(simulator: AquaSimulator, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point the default connection at the simulator; returns the connection id."""
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(simulator.base_url))
     return CONN_ID
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """One moto S3 server for the session: Airflow keeps a filesystem per connection id, endpoint included."""
+    from tests.support.s3 import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint

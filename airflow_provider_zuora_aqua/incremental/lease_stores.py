@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError
-from airflow_provider_zuora_aqua.results.destination import Destination
+from airflow_provider_zuora_aqua.results.destination import Destination, fsync_folder
 
 UTC = timezone.utc
 #: The lease file's name in a query's folder.
@@ -106,7 +106,7 @@ class _LocalStore:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
-        _fsync_folder(self.path.parent)
+        fsync_folder(self.path.parent)
         return version
 
     def replace(self, data: bytes, expected: Found) -> str | None:
@@ -136,7 +136,7 @@ class _LocalStore:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
             raise
-        _fsync_folder(self.path.parent)
+        fsync_folder(self.path.parent)
         return version
 
     def delete(self, expected: Found) -> bool:
@@ -174,7 +174,7 @@ class _LocalStore:
                 os.unlink(path)
             raise
         os.close(descriptor)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
         return _local_version(info, data)
 
     def _put_back(self, aside: Path) -> None:
@@ -196,7 +196,7 @@ class _LocalStore:
             except (IsADirectoryError, PermissionError):
                 with contextlib.suppress(OSError):
                     os.rmdir(aside)  # a folder left as the lease: removed when empty, else left aside
-        _fsync_folder(aside.parent)
+        fsync_folder(aside.parent)
 
     @staticmethod
     def _read(path: Path) -> Found | None:
@@ -239,20 +239,6 @@ def _local_version(info: os.stat_result, raw: bytes) -> str:
 
 def _mtime(info: os.stat_result) -> datetime:
     return datetime.fromtimestamp(info.st_mtime, UTC)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a create, rename or removal in ``folder`` durable (not every platform opens folders)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _s3_code(exc: BaseException) -> str | None:

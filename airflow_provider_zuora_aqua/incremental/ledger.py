@@ -13,7 +13,6 @@ or renamed by hand cannot pass for another window.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -21,12 +20,10 @@ from typing import Any
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
 from airflow_provider_zuora_aqua.incremental.series import Series, check_same_series
 from airflow_provider_zuora_aqua.incremental.windows import Window
-from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
+from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, MAX_MANIFEST_BYTES, manifest_json
 from airflow_provider_zuora_aqua.results.destination import Destination
 
 _QUERY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-#: A manifest lists files; one larger than this is not ours.
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
 def validate_query_name(name: object) -> str:
@@ -141,13 +138,4 @@ def _read_manifest(target: Destination) -> dict[str, Any] | None:
     if not path.exists():
         return None
     with path.open("rb") as handle:
-        raw = handle.read(MAX_MANIFEST_BYTES + 1)
-    if len(raw) > MAX_MANIFEST_BYTES:
-        raise AquaIntegrityError(f"{target.uri} is over {MAX_MANIFEST_BYTES} bytes: not a manifest of ours")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise AquaIntegrityError(f"{target.uri} is not JSON: not a manifest of ours") from None
-    if not isinstance(data, dict):
-        raise AquaIntegrityError(f"{target.uri} is not a JSON object: not a manifest of ours")
-    return data
+        return manifest_json(handle.read(MAX_MANIFEST_BYTES + 1), target.uri)

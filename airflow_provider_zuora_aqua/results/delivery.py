@@ -384,3 +384,24 @@ def _unique_names(stem: str, count: int, segmented: bool, extension: str, taken:
             return names
         number += 1
         candidate = f"{stem}-{number}"
+
+
+#: A manifest is kilobytes; one over this is not ours, and no more of it is read.
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+def manifest_json(raw: bytes, uri: str) -> dict[str, Any]:
+    """
+    A manifest's bytes (read up to :data:`MAX_MANIFEST_BYTES` + 1) as its JSON object.
+
+    :raises AquaIntegrityError: too large, not JSON, or not an object: not a manifest of ours.
+    """
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise AquaIntegrityError(f"{uri} is over {MAX_MANIFEST_BYTES} bytes: not a manifest of ours")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise AquaIntegrityError(f"{uri} is not JSON: not a manifest of ours") from None
+    if not isinstance(data, dict):
+        raise AquaIntegrityError(f"{uri} is not a JSON object: not a manifest of ours")
+    return data

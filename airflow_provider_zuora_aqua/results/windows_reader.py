@@ -27,7 +27,6 @@ import csv
 import gzip
 import hashlib
 import io
-import json
 import re
 import sys
 import zipfile
@@ -39,6 +38,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_zuora_aqua.exceptions import AquaConfigurationError, AquaIntegrityError
+from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME, MAX_MANIFEST_BYTES, manifest_json
 from airflow_provider_zuora_aqua.results.lineage import WINDOW_EVENT_KEYS
 
 LEDGER_TABLE = "_loaded_windows"
@@ -46,7 +46,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _DATETIME = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.\d+)?(Z|[+-]\d{2}:?\d{2})?")
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0", ""}
-_MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
@@ -138,15 +137,10 @@ def read_window(manifest_uri: str, conn_id: str | None = None) -> PublishedWindo
         file list).
     """
     with open_uri(manifest_uri, conn_id) as handle:
-        raw = handle.read(_MAX_MANIFEST_BYTES + 1)
-    if len(raw) > _MAX_MANIFEST_BYTES:
-        raise AquaIntegrityError(f"{manifest_uri} is over {_MAX_MANIFEST_BYTES} bytes: not a manifest of ours")
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise AquaIntegrityError(f"{manifest_uri} is not JSON: not a manifest of ours") from None
-    window = data.get("window") if isinstance(data, dict) else None
-    files = data.get("files") if isinstance(data, dict) else None
+        raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    data = manifest_json(raw, manifest_uri)
+    window = data.get("window")
+    files = data.get("files")
     if not isinstance(window, dict) or not isinstance(files, list) or not isinstance(data.get("query"), str):
         raise AquaIntegrityError(f"{manifest_uri} names no query, window and files: not a window's manifest")
     return PublishedWindow(
@@ -440,7 +434,6 @@ def published_manifests(
     that were scheduled on the asset when they were emitted).
     """
     from airflow_provider_zuora_aqua.incremental.ledger import published_windows, window_folder
-    from airflow_provider_zuora_aqua.results.delivery import MANIFEST_NAME
     from airflow_provider_zuora_aqua.results.destination import resolve_destination
 
     root = resolve_destination(destination, destination_conn_id)

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import pytest
-import requests
 
 from airflow_provider_zuora_aqua.exceptions import AquaDestinationBusyError
 from airflow_provider_zuora_aqua.incremental import lease as lease_module
@@ -29,67 +23,13 @@ from airflow_provider_zuora_aqua.incremental.lease import (
     utc_now,
 )
 from airflow_provider_zuora_aqua.results.destination import Destination, resolve_destination
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    """moto's S3-compatible server, as a separate process on loopback; yields its endpoint URL."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(endpoint, timeout=1)
-                break
-            except requests.ConnectionError:
-                assert process.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(10)
+from tests.support.s3 import fresh_bucket
 
 
 @pytest.fixture
 def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A fresh bucket, and the Airflow connection ``aws_moto`` (type aws) pointing at the server."""
-    import boto3
-
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_MOTO",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    name = f"leases-{time.monotonic_ns()}"
-    client.create_bucket(Bucket=name)
-    client.bucket_name = name
-    return client
+    return fresh_bucket(s3_server, monkeypatch, "leases")
 
 
 def holder(name: str, try_number: int = 1) -> LeaseHolder:

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from airflow_provider_zuora_aqua.results.destination import resolve_destination
 from airflow_provider_zuora_aqua.results.staging import StagedFile
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, CONN_ID, connection_json
+from tests.support.s3 import fresh_bucket
 
 ACCOUNTS = {"name": "accounts", "query": "select Id, Name, Notes from Account"}
 MIB = 1024 * 1024
@@ -365,64 +365,10 @@ class TestDownloadJobResults:
         assert manifest["files"][0]["records"] == 12
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """moto's S3-compatible server, as a separate process on loopback; yields its endpoint URL."""
-    port = _free_port()
-    moto_server = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(moto_server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(endpoint, timeout=1)
-                break
-            except requests.ConnectionError:
-                assert process.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 @pytest.fixture
 def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A fresh bucket, and the Airflow connection ``aws_moto`` (type aws) pointing at the server."""
-    import boto3
-
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_MOTO",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    name = f"exports-{time.monotonic_ns()}"
-    client.create_bucket(Bucket=name)
-    client.bucket_name = name
-    return client
+    return fresh_bucket(s3_server, monkeypatch, "exports")
 
 
 class SpoolLog(list):
