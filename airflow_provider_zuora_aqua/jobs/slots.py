@@ -3,10 +3,11 @@ Waiting for a free job slot at the tenant.
 
 Zuora runs at most 50 stateless (and 50 stateful) AQuA jobs at a time per tenant and refuses a
 submit past the limit, as a ``429`` or as an error body (code ``90028``): both arrive as
-:class:`~airflow_provider_zuora_aqua.exceptions.AquaRateLimitError`, after the hook's own
-retries. A full tenant is not the task's failure: the submit waits for a slot, within the
-task's bound, and is sent again. Each attempt gets a new ``Idempotency-Key`` (recorded before
-it is sent): the refusal created no job, and Zuora may replay a refused key's answer.
+:class:`~airflow_provider_zuora_aqua.exceptions.AquaRateLimitError` at once (the hook never sends
+a refused key again). A full tenant is not the task's failure: the submit waits for a slot,
+within the task's bound, and is sent again. Each attempt gets a new ``Idempotency-Key``
+(recorded before it is sent): the refusal created no job, and Zuora replays a refused key's
+answer for 24 hours.
 """
 
 from __future__ import annotations
