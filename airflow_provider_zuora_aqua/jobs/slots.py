@@ -28,12 +28,14 @@ MAX_SLOT_WAIT_SECONDS = 60.0
 
 def slot_wait(backoff: float, retry_after: object, remaining: float | None) -> float:
     """
-    The pause before the next attempt: the backoff, or a longer ``Retry-After``, never past
-    :data:`MAX_SLOT_WAIT_SECONDS` nor the caller's deadline. A header is not trusted: a value
-    that is not a finite number of seconds counts as absent.
+    The pause before the next attempt: what ``Retry-After`` asks for (Zuora knows when it will
+    take the submit), else the backoff; never past :data:`MAX_SLOT_WAIT_SECONDS` nor the caller's
+    deadline. A header is not trusted: a value that is not a finite number of seconds is absent.
     """
-    asked = retry_after if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) else 0.0
-    pause = min(max(backoff, asked), MAX_SLOT_WAIT_SECONDS)
+    pause = backoff
+    if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) and retry_after >= 0:
+        pause = float(retry_after)
+    pause = min(pause, MAX_SLOT_WAIT_SECONDS)
     return pause if remaining is None else max(0.0, min(pause, remaining))
 
 

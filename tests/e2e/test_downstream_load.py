@@ -13,9 +13,10 @@ loading into SQLite through the ``zuora_warehouse`` connection.
 3. After a second export with updates, deletes, a late commit and new rows, the table's live rows
    are the tenant's current rows.
 
-The tenant clock runs 2 hours minus 20 seconds behind real time: the export's mark (real now minus
-its default 2-hour lag) is 20 seconds behind the tenant's now, so a write is exported by the first
-run 20 seconds after it, and a commit 8 seconds late is still in time.
+The export's windows end at Zuora's now minus its default 2-hour lag, so every write here is a late
+commit stamped 2 hours minus 20 seconds before it becomes visible (``late_by``, see the simulator):
+each is exported by the first run 20 seconds after it, and a commit 8 seconds later still is in
+time.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import shutil
 import signal
 import sqlite3
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ LOAD_DAG, LOAD_TASK = "example_zuora_aqua_load_sql", "load_windows"
 UTC = timezone.utc
 #: The export's mark is this far behind the tenant's now.
 MARK_BEHIND = timedelta(seconds=20)
+#: How long before it is visible each write is stamped: the 2-hour lag, less MARK_BEHIND.
+STAMPED_BEFORE = timedelta(hours=2) - MARK_BEHIND
+LATE_BY = STAMPED_BEFORE.total_seconds()
 LATE = 8.0
 
 # Until AquaIncrementalExportOperator calls record_window_events itself, the Airflow processes
@@ -116,8 +120,6 @@ def require_sqlite_provider() -> None:
 @pytest.fixture(scope="module")
 def sim() -> Iterator[AquaSimulator]:
     with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=0.5) as simulator:
-        real_now = datetime.now(UTC).replace(microsecond=0)
-        simulator.tenant.clock.set(real_now - timedelta(hours=2) + MARK_BEHIND, running=True)
         simulator.tenant.create_table("Account")
         yield simulator
 
@@ -204,7 +206,7 @@ def window_events(stack: AirflowStack) -> list[dict[str, Any]]:
 
 def test_each_window_is_announced_and_loaded_once_through_a_killed_load(stack: AirflowStack, sim: AquaSimulator):
     tenant = sim.tenant
-    now = tenant.clock.now()
+    now = tenant.clock.now() - STAMPED_BEFORE
     # Rows changed over the last weeks (the example starts on 2026-11-01): several windows.
     for k in range(12):
         at = now - timedelta(minutes=1, days=3 * k, hours=k)  # under the mark
@@ -256,12 +258,16 @@ def test_each_window_is_announced_and_loaded_once_through_a_killed_load(stack: A
     assert triggering and triggering <= set(by_manifest)  # the rest came through inlet_events
 
     # Changes after the first export: updates, deletes, new rows, a late commit.
-    tenant.update("Account", "A01", {"Name": "A1 v2", "Balance": 100})
-    tenant.update("Account", "A05", {"Status": "Cancelled"})
-    tenant.delete("Account", "A02")
-    tenant.delete("Account", "A07")
-    tenant.insert("Account", {"Id": "N01", "Name": "new", "Status": "Draft", "Balance": None})
-    late_at = tenant.clock.now() - timedelta(seconds=5)
+    tenant.update("Account", "A01", {"Name": "A1 v2", "Balance": 100}, late_by=LATE_BY)
+    tenant.update("Account", "A05", {"Status": "Cancelled"}, late_by=LATE_BY)
+    tenant.delete("Account", "A02", late_by=LATE_BY)
+    tenant.delete("Account", "A07", late_by=LATE_BY)
+    tenant.insert(
+        "Account",
+        {"Id": "N01", "Name": "new", "Status": "Draft", "Balance": None},
+        late_by=LATE_BY,
+    )
+    late_at = tenant.clock.now() - STAMPED_BEFORE - timedelta(seconds=5)
     tenant.insert(
         "Account", {"Id": "L01", "Name": "late", "Status": "Active", "Balance": 3, "UpdatedDate": late_at}, LATE
     )

@@ -74,7 +74,8 @@ def test_other_errors_are_not_waited_out():
     ("backoff", "retry_after", "remaining", "expected"),
     [
         (5.0, None, None, 5.0),
-        (5.0, 20.0, None, 20.0),  # a longer Retry-After is honoured
+        (5.0, 20.0, None, 20.0),  # Retry-After is honoured
+        (5.0, 1.0, None, 1.0),  # a rate limit's short Retry-After too: the submit goes out sooner
         (5.0, 100_000.0, None, slots.MAX_SLOT_WAIT_SECONDS),  # up to the documented ceiling
         (5.0, float("inf"), None, 5.0),  # not a finite number of seconds: as if absent
         (5.0, float("nan"), None, 5.0),
