@@ -22,8 +22,9 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
+from airflow.providers.common.compat.sdk import BaseHook
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
-from airflow.sdk import DAG, AssetAlias, BaseHook, task
+from airflow.sdk import DAG, AssetAlias, task
 
 from airflow_provider_zuora_aqua.operators.aqua import AquaIncrementalExportOperator
 from airflow_provider_zuora_aqua.results.lineage import window_asset

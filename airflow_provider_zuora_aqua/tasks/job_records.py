@@ -90,11 +90,13 @@ class TaskJobRecord:
                 # The connection an earlier try submitted with (none recorded before this field existed).
                 record.conn_id = _text(store.get(AQUA_CONN_ID_XCOM_KEY)) or conn_id
         # The failure callback may run where templates are not rendered: it reads the real conn id here.
-        # Every key is written (None when empty): the failure callback reads each, and Airflow logs
-        # a key it does not find as an error.
+        # The submit is written even when there is none yet (``{}``: Airflow 3.0 refuses a None
+        # value): the failure callback reads it first, and reads the job id only when it names one
+        # (Airflow logs every key it does not find as an error).
         ti.xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=record.conn_id)
-        ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=record._submit_xcom() if record.submit_key else None)
-        ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=record.job_id)
+        ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=record._submit_xcom() if record.names_a_job else {})
+        if record.job_id:
+            ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=record.job_id)
         return record
 
     def submitting(self, key: str, body: dict[str, Any], conn_id: str) -> None:
@@ -112,7 +114,7 @@ class TaskJobRecord:
         self._ti.xcom_push(key=AQUA_CONN_ID_XCOM_KEY, value=conn_id)
         self._ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=self._submit_xcom())
         if had_job_id:
-            self._ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=None)
+            self._ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value="")  # no older job id to cancel; not None for 3.0
 
     def submitted(self, job_id: str) -> None:
         """Record the job id the moment it is known (once: a re-attached job was recorded before)."""
@@ -120,6 +122,9 @@ class TaskJobRecord:
             return
         self.job_id = job_id
         self._ti.xcom_push(key=AQUA_JOB_ID_XCOM_KEY, value=job_id)
+        if not self.submit_key:
+            # A job known by its id alone: the submit entry says so, and the callback reads the id.
+            self._ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=self._submit_xcom())
         if self._store is not None:
             self._store.set(AQUA_JOB_ID_XCOM_KEY, job_id)
             self._store.set(AQUA_CONN_ID_XCOM_KEY, self.conn_id)
@@ -133,7 +138,7 @@ class TaskJobRecord:
         if self._store is not None:
             self._store.delete(AQUA_SUBMIT_KEY_STATE_KEY)
             self._store.delete(AQUA_SUBMIT_BODY_STATE_KEY)
-        self._ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value=None)
+        self._ti.xcom_push(key=AQUA_SUBMIT_XCOM_KEY, value={})
 
     def forget(self) -> None:
         """
@@ -159,8 +164,11 @@ class TaskJobRecord:
         def pull(key: str) -> Any:
             return ti.xcom_pull(task_ids=task_id, key=key, map_indexes=map_index)
 
-        submit = pull(AQUA_SUBMIT_XCOM_KEY)
-        submit = submit if isinstance(submit, dict) else {}
+        pulled = pull(AQUA_SUBMIT_XCOM_KEY)
+        if pulled == {}:
+            # Written when the task started, and never filled: no submit was sent, no job exists.
+            return cls(map_index, fallback_conn_id)
+        submit = pulled if isinstance(pulled, dict) else {}
         submit_key, submit_body = _submit(submit.get("key"), submit.get("body"))
         conn_id = _text(pull(AQUA_CONN_ID_XCOM_KEY)) or _text(submit.get("conn_id")) or fallback_conn_id
         return cls(map_index, conn_id, _text(pull(AQUA_JOB_ID_XCOM_KEY)), submit_key, submit_body)

@@ -195,7 +195,7 @@ class TestSubmitExecute:
         ti, store = FakeTaskInstance("export"), FakeStateStore()
         with pytest.raises(AquaApiError, match="ZOQL"):
             submit_operator().execute(context(ti, task_state_store=store))
-        assert AQUA_SUBMIT_KEY_STATE_KEY not in store and ti.xcom["aqua_submit"] is None
+        assert AQUA_SUBMIT_KEY_STATE_KEY not in store and ti.xcom["aqua_submit"] == {}
         assert len(zuora.calls) == 1
 
     def test_a_retry_returns_the_job_an_earlier_try_completed_without_submitting(self, zuora):

@@ -102,6 +102,23 @@ class TestReading:
             utc_text("yesterday")
 
 
+class ByAsset(dict):
+    """Events by asset, as Airflow's accessors give them: Airflow 3.0's ``Asset`` is not hashable."""
+
+    def __init__(self, pairs: dict) -> None:
+        super().__init__((self._key(asset), value) for asset, value in pairs.items())
+
+    @staticmethod
+    def _key(asset: Any) -> str:
+        return getattr(asset, "uri", None) or asset.name
+
+    def __getitem__(self, asset: Any) -> Any:
+        return super().__getitem__(self._key(asset))
+
+    def get(self, asset: Any, default: Any = None) -> Any:
+        return super().get(self._key(asset), default)
+
+
 class TestEvents:
     def test_both_event_shapes_each_window_once_oldest_first(self):
         per_window = [SimpleNamespace(extra=announced("m2", "2024-01-02")), {"extra": announced("m1", "2024-01-01")}]
@@ -115,12 +132,14 @@ class TestEvents:
     def test_announced_windows_reads_the_inlet_events_since_the_earliest_triggering_one(self):
         asset = Asset("file:///x/Account")
         early, late = datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc)
-        triggering = {
-            asset: [
-                SimpleNamespace(extra=announced("m2", "2"), timestamp=late),
-                SimpleNamespace(extra=announced("m1", "1"), timestamp=early),
-            ]
-        }
+        triggering = ByAsset(
+            {
+                asset: [
+                    SimpleNamespace(extra=announced("m2", "2"), timestamp=late),
+                    SimpleNamespace(extra=announced("m1", "1"), timestamp=early),
+                ]
+            }
+        )
         asked = []
 
         class Inlet:
@@ -128,9 +147,9 @@ class TestEvents:
                 asked.append(moment)
                 return [SimpleNamespace(extra=announced("m3", "3"))]
 
-        windows = announced_windows(asset, triggering, {asset: Inlet()})
+        windows = announced_windows(asset, triggering, ByAsset({asset: Inlet()}))
         assert asked == [early] and [w["manifest"] for w in windows] == ["m1", "m2", "m3"]
-        assert announced_windows(asset, {}, {asset: Inlet()}) == []
+        assert announced_windows(asset, ByAsset({}), ByAsset({asset: Inlet()})) == []
 
     def test_record_window_events_one_event_per_window_on_the_query_asset(self, tmp_path):
         alias, plain = AssetAlias("windows"), Asset("zuora-summary")
@@ -139,18 +158,18 @@ class TestEvents:
 
         class Accessor:
             def __init__(self, key):
-                self.extra = extras.setdefault(key, {})
+                self.extra = extras.setdefault(ByAsset._key(key), {})
 
             def add(self, asset, extra=None):
                 added.append((asset, extra))
 
-        events = {plain: Accessor(plain), alias: Accessor(alias)}
+        events = ByAsset({plain: Accessor(plain), alias: Accessor(alias)})
         first, second = (tmp_path / "Account" / slug / "_manifest.json" for slug in ("w1", "w2"))
         windows = [announced(first.as_uri()), {**announced(second.as_uri()), "records": 4}]
         record_window_events({"outlet_events": events}, [plain, alias], windows)
 
-        assert extras[plain] == {"windows": windows, "records": 5}  # the run's event, as before
-        assert extras[alias] == {}
+        assert extras[ByAsset._key(plain)] == {"windows": windows, "records": 5}  # the run's event, as before
+        assert extras[ByAsset._key(alias)] == {}
         assert [extra for _, extra in added] == windows
         assert {asset for asset, _ in added} == {window_asset(tmp_path, "Account")} == {window_asset_of(first.as_uri())}
         assert query_folder_uri(first.as_uri()) == (tmp_path / "Account").as_uri()

@@ -62,7 +62,10 @@ class TestTaskJobRecord:
         ti, store = FakeTaskInstance("export", map_index=1), FakeStateStore()
         record = TaskJobRecord.open(ti, store, "zuora_prod")
         # Every key is there from the start (the failure callback reads each: no "XCom not found").
-        assert ti.xcom == {AQUA_CONN_ID_XCOM_KEY: "zuora_prod", AQUA_SUBMIT_XCOM_KEY: None, AQUA_JOB_ID_XCOM_KEY: None}
+        assert ti.xcom == {
+            AQUA_CONN_ID_XCOM_KEY: "zuora_prod",
+            AQUA_SUBMIT_XCOM_KEY: {},
+        }  # {}: no submit yet (3.0 refuses None)
         assert store == {}
 
         record.submitting("key-1", {"format": "csv"}, "zuora_prod")
@@ -103,7 +106,7 @@ class TestTaskJobRecord:
 
         record.submitting("key-2", {"format": "csv"}, "zuora_prod")
 
-        assert AQUA_JOB_ID_XCOM_KEY not in store and ti.xcom[AQUA_JOB_ID_XCOM_KEY] is None
+        assert AQUA_JOB_ID_XCOM_KEY not in store and ti.xcom[AQUA_JOB_ID_XCOM_KEY] == ""
         pulled = TaskJobRecord.pull(ti, "export", -1, "fallback")
         assert pulled.job_id is None and pulled.submit_key == "key-2" and pulled.names_a_job
         record.submitted("job-2")
