@@ -105,8 +105,8 @@ class TestReading:
 class ByAsset(dict):
     """Events by asset, as Airflow's accessors give them: Airflow 3.0's ``Asset`` is not hashable."""
 
-    def __init__(self, pairs: dict) -> None:
-        super().__init__((self._key(asset), value) for asset, value in pairs.items())
+    def __init__(self, pairs: list) -> None:
+        super().__init__((self._key(asset), value) for asset, value in pairs)
 
     @staticmethod
     def _key(asset: Any) -> str:
@@ -133,12 +133,15 @@ class TestEvents:
         asset = Asset("file:///x/Account")
         early, late = datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc)
         triggering = ByAsset(
-            {
-                asset: [
-                    SimpleNamespace(extra=announced("m2", "2"), timestamp=late),
-                    SimpleNamespace(extra=announced("m1", "1"), timestamp=early),
-                ]
-            }
+            [
+                (
+                    asset,
+                    [
+                        SimpleNamespace(extra=announced("m2", "2"), timestamp=late),
+                        SimpleNamespace(extra=announced("m1", "1"), timestamp=early),
+                    ],
+                )
+            ]
         )
         asked = []
 
@@ -147,9 +150,9 @@ class TestEvents:
                 asked.append(moment)
                 return [SimpleNamespace(extra=announced("m3", "3"))]
 
-        windows = announced_windows(asset, triggering, ByAsset({asset: Inlet()}))
+        windows = announced_windows(asset, triggering, ByAsset([(asset, Inlet())]))
         assert asked == [early] and [w["manifest"] for w in windows] == ["m1", "m2", "m3"]
-        assert announced_windows(asset, ByAsset({}), ByAsset({asset: Inlet()})) == []
+        assert announced_windows(asset, ByAsset([]), ByAsset([(asset, Inlet())])) == []
 
     def test_record_window_events_one_event_per_window_on_the_query_asset(self, tmp_path):
         alias, plain = AssetAlias("windows"), Asset("zuora-summary")
@@ -163,7 +166,7 @@ class TestEvents:
             def add(self, asset, extra=None):
                 added.append((asset, extra))
 
-        events = ByAsset({plain: Accessor(plain), alias: Accessor(alias)})
+        events = ByAsset([(plain, Accessor(plain)), (alias, Accessor(alias))])
         first, second = (tmp_path / "Account" / slug / "_manifest.json" for slug in ("w1", "w2"))
         windows = [announced(first.as_uri()), {**announced(second.as_uri()), "records": 4}]
         record_window_events({"outlet_events": events}, [plain, alias], windows)
@@ -171,7 +174,8 @@ class TestEvents:
         assert extras[ByAsset._key(plain)] == {"windows": windows, "records": 5}  # the run's event, as before
         assert extras[ByAsset._key(alias)] == {}
         assert [extra for _, extra in added] == windows
-        assert {asset for asset, _ in added} == {window_asset(tmp_path, "Account")} == {window_asset_of(first.as_uri())}
+        assert {asset.uri for asset, _ in added} == {window_asset(tmp_path, "Account").uri}
+        assert window_asset(tmp_path, "Account").uri == window_asset_of(first.as_uri()).uri
         assert query_folder_uri(first.as_uri()) == (tmp_path / "Account").as_uri()
         record_window_events({}, [alias], windows)  # no outlet events: nothing to do
 
