@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_zuora_aqua.simulator import AquaSimulator
-from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome, free_port, wait_for
+from airflow_provider_zuora_aqua.testing.airflow_env import AirflowHome
 from tests.docs.blocks import EXAMPLE_DAGS, S3_BUCKET, s3_client
 from tests.support.credentials import CLIENT_ID, CLIENT_SECRET, connection_json
 
@@ -90,29 +87,9 @@ def docs_home(
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3-compatible server on loopback, with the bucket the docs write to."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = s3_client(endpoint)
-
-        def bucket_made() -> bool:
-            try:
-                client.create_bucket(Bucket=S3_BUCKET)
-            except Exception:  # not listening yet
-                assert process.poll() is None, "moto_server exited"
-                time.sleep(0.1)
-                return False
-            return True
-
-        wait_for(bucket_made, timeout=30, what="moto_server")
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(10)
+def s3_endpoint(s3_server: str) -> str:
+    """The session's moto S3 server, with the bucket the docs write to."""
+    client = s3_client(s3_server)
+    if S3_BUCKET not in {bucket["Name"] for bucket in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=S3_BUCKET)
+    return s3_server

@@ -19,10 +19,10 @@ from airflow_provider_zuora_aqua.incremental.lease import (
     DEFAULT_LEASE_TTL,
     LEASE_NAME,
     DestinationLease,
-    LeaseHolder,
     utc_now,
 )
 from airflow_provider_zuora_aqua.results.destination import Destination, resolve_destination
+from tests.support.leases import holder, race, two_hours_ago
 from tests.support.s3 import fresh_bucket
 
 
@@ -30,16 +30,6 @@ from tests.support.s3 import fresh_bucket
 def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A fresh bucket, and the Airflow connection ``aws_moto`` (type aws) pointing at the server."""
     return fresh_bucket(s3_server, monkeypatch, "leases")
-
-
-def holder(name: str, try_number: int = 1) -> LeaseHolder:
-    return LeaseHolder(
-        dag_id=f"dag_{name}", task_id="export", run_id=f"manual__{name}", try_number=try_number, host=f"host-{name}"
-    )
-
-
-def two_hours_ago() -> datetime:
-    return utc_now() - timedelta(hours=2)
 
 
 def after_the_ttl() -> datetime:
@@ -57,26 +47,6 @@ def stored(bucket: Any, prefix: str = "exports") -> dict | None:
     except bucket.exceptions.NoSuchKey:
         return None
     return json.loads(body)
-
-
-def race(folder: Destination, writers: int) -> list[DestinationLease | BaseException]:
-    start = threading.Barrier(writers)
-    outcomes: list[DestinationLease | BaseException] = []
-
-    def take(name: str) -> None:
-        start.wait()
-        try:
-            outcomes.append(DestinationLease.acquire(folder, holder(name), renew=False))
-        except BaseException as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=take, args=(f"w{index}",)) for index in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
-    assert len(outcomes) == writers
-    return outcomes
 
 
 def test_moto_honours_conditional_writes(s3_bucket):
@@ -234,7 +204,6 @@ def test_two_exports_writing_one_s3_destination_at_once_never_double_a_record(s3
     """Two DAGs export one query into one s3:// prefix at once: the second waits for the lease, then goes on."""
     import csv
     import io
-    import threading
 
     from airflow_provider_zuora_aqua.operators.aqua import AquaIncrementalExportOperator
     from airflow_provider_zuora_aqua.simulator import AquaSimulator

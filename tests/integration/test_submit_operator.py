@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from unittest import mock
 
 import pytest
@@ -456,22 +458,21 @@ class TestDeferrableOperator:
         assert simulator.get_job(job_id)["status"] == "cancelled"
 
 
+@contextmanager
+def full_tenant(monkeypatch, *, max_retries: int, answer: str = "body") -> Iterator[tuple[AquaSimulator, str]]:
+    """A tenant whose one job slot another task's job holds, the connection pointing at it; (simulator, that job)."""
+    limits = {"concurrent_job_limit": 1, "job_limit_answer": answer}
+    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=60, **limits) as sim:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=max_retries))
+        yield sim, ZuoraAquaHook(CONN_ID).submit_job(BODY)["id"]
+
+
 @pytest.mark.parametrize("answer", ["body", "429"])
 def test_a_full_tenant_is_waited_out_with_a_new_key_and_the_try_goes_on(monkeypatch, answer):
-    import threading
-
     from airflow_provider_zuora_aqua.jobs import slots
 
     monkeypatch.setattr(slots, "FIRST_SLOT_WAIT_SECONDS", 0.3)
-    with AquaSimulator(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        job_seconds=60,
-        concurrent_job_limit=1,
-        job_limit_answer=answer,
-    ) as sim:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=1))
-        holder = ZuoraAquaHook(CONN_ID).submit_job(BODY)["id"]  # another task holds the tenant's one slot
+    with full_tenant(monkeypatch, max_retries=1, answer=answer) as (sim, holder):
         threading.Timer(1.5, sim.finish_job, args=(holder, "completed")).start()
         store = FakeStateStore()
 
@@ -488,9 +489,7 @@ def test_a_full_tenant_past_the_timeout_fails_with_the_refusal(monkeypatch):
     from airflow_provider_zuora_aqua.jobs import slots
 
     monkeypatch.setattr(slots, "FIRST_SLOT_WAIT_SECONDS", 0.2)
-    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=60, concurrent_job_limit=1) as sim:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=0))
-        ZuoraAquaHook(CONN_ID).submit_job(BODY)
+    with full_tenant(monkeypatch, max_retries=0) as (sim, _):
         with pytest.raises(AquaRateLimitError, match="limit"):
             export(timeout=1.5).execute(context(FakeTaskInstance("export")))
         assert len(sim.job_ids()) == 1
@@ -540,15 +539,7 @@ def test_a_retry_after_a_try_stopped_while_waiting_for_a_slot_submits_with_a_fre
     from airflow_provider_zuora_aqua.jobs import slots
 
     monkeypatch.setattr(slots, "FIRST_SLOT_WAIT_SECONDS", 5)
-    with AquaSimulator(
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        job_seconds=60,
-        concurrent_job_limit=1,
-        job_limit_answer=answer,
-    ) as sim:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=0))
-        holder = ZuoraAquaHook(CONN_ID).submit_job(BODY)["id"]
+    with full_tenant(monkeypatch, max_retries=0, answer=answer) as (sim, holder):
         store = FakeStateStore()
         first = export()
         threading.Timer(0.5, first.on_kill).start()  # SIGTERM while the try waits for a slot
@@ -566,10 +557,8 @@ def test_a_retry_after_a_try_stopped_while_waiting_for_a_slot_submits_with_a_fre
 
 def test_a_recorded_submit_zuora_refused_is_replaced_by_a_fresh_key(monkeypatch):
     """A killed try left a submit in the record whose answer was a refusal: the retry spends no try on it."""
-    with AquaSimulator(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, job_seconds=60, concurrent_job_limit=1) as sim:
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", connection_json(sim.base_url, max_retries=0))
+    with full_tenant(monkeypatch, max_retries=0) as (sim, holder):
         hook = ZuoraAquaHook(CONN_ID)
-        holder = hook.submit_job(BODY)["id"]
         ti = FakeTaskInstance("export")
         key = task_idempotency_key(ti)
         body = export()._job_request()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,20 +14,16 @@ from typing import Any
 import pytest
 import requests
 
+from airflow_provider_zuora_aqua.testing.airflow_env import free_port
+
 #: The Airflow connection (type aws) that points at the server.
 MOTO_CONN_ID = "aws_moto"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager
 def moto_server() -> Iterator[str]:
     """moto's S3-compatible server, as a separate process on loopback; yields its endpoint URL."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

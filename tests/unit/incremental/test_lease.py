@@ -26,17 +26,7 @@ from airflow_provider_zuora_aqua.incremental.lease import (
 from airflow_provider_zuora_aqua.incremental.ledger import published_windows, window_folder
 from airflow_provider_zuora_aqua.incremental.windows import UTC, Window
 from airflow_provider_zuora_aqua.results.destination import Destination, resolve_destination
-
-
-def holder(name: str, try_number: int = 1) -> LeaseHolder:
-    return LeaseHolder(
-        dag_id=f"dag_{name}", task_id="export", run_id=f"manual__{name}", try_number=try_number, host=f"host-{name}"
-    )
-
-
-def two_hours_ago() -> datetime:
-    """A holder's clock that makes its lease expired as soon as written (a holder that died long ago)."""
-    return utc_now() - timedelta(hours=2)
+from tests.support.leases import holder, race, two_hours_ago
 
 
 @pytest.fixture
@@ -192,27 +182,6 @@ def interleave_a_taker(monkeypatch: pytest.MonkeyPatch, folder: Destination) -> 
 
     monkeypatch.setattr(lease_module, "judge", judge_then_let_b_in)
     return taken
-
-
-def race(folder: Destination, writers: int) -> list[DestinationLease | BaseException]:
-    """``writers`` threads acquiring the lease of ``folder`` together; what each got."""
-    start = threading.Barrier(writers)
-    outcomes: list[DestinationLease | BaseException] = []
-
-    def take(name: str) -> None:
-        start.wait()
-        try:
-            outcomes.append(DestinationLease.acquire(folder, holder(name), renew=False))
-        except BaseException as exc:
-            outcomes.append(exc)
-
-    threads = [threading.Thread(target=take, args=(f"w{index}",)) for index in range(writers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-    assert len(outcomes) == writers
-    return outcomes
 
 
 class TestWithoutHardLinks:
