@@ -177,8 +177,9 @@ def is_retryable(exc: BaseException, *, idempotent: bool = True, keyed_submit: b
     made, ``429`` or ``503``. Every other ``4xx`` is final.
 
     A keyed submit refused for the rate or job limit (``429``, error ``90028``) is final too:
-    Zuora keeps a key's answer, a refusal included, for 24 hours and would replay it; the caller
-    sends the submit again with a new key after its own wait (:mod:`~.jobs.slots`).
+    the caller waits for a slot (:mod:`~.jobs.slots`) and sends it again, with a new key after a
+    refusal Zuora keeps (it replays a key's answer for 24 hours), with the same key when an
+    earlier send of it may have made the job (:func:`~.jobs.request.submit_refused`).
     """
     if isinstance(exc, AquaTransportError):
         return idempotent or not exc.request_sent

@@ -142,7 +142,7 @@ class JobEngine:
 
     def _earlier_job(self, hook: ZuoraAquaHook, slot: str, record: TaskJobRecord) -> dict[str, Any] | None:
         job_id = record.job_id or resend_recorded_submit(
-            hook, record, track_id=self.track_id, deadline=None, log=self.log
+            hook, record, track_id=self.track_id, deadline=self._deadline(), log=self.log, stopped=self.stopped
         )
         if job_id is None:
             return None
@@ -178,18 +178,27 @@ class JobEngine:
 
         Each attempt gets a new ``Idempotency-Key``, recorded before it is sent; a refused attempt
         (its key spent) leaves the record, and a full tenant is waited out until ``deadline``
-        (on the scale of ``clock``; None: wait on).
+        (on the scale of ``clock``; None: wait on). A key whose earlier send may have made the
+        job (its answer was lost, then a resend got a ``429``) is sent again, never replaced.
         """
+        key_in_doubt: str | None = None
 
         def submit_once() -> dict[str, Any]:
-            key = self.new_key()
-            # Recorded before sending: whatever kills the task from here on, the key names its job.
-            self.ledger.submitting(slot, key, body, self.hook.zuora_conn_id)
+            nonlocal key_in_doubt
+            key = key_in_doubt or self.new_key()
+            if key_in_doubt is None:
+                # Recorded before sending: whatever kills the task from here on, the key names its job.
+                self.ledger.submitting(slot, key, body, self.hook.zuora_conn_id)
             try:
                 job = self.hook.submit_job(body, track_id=self.track_id, idempotency_key=key)
             except AquaError as exc:
-                if submit_refused(exc):
+                # The hook resends a key only after an answer that may hide a job.
+                may_name_a_job = key_in_doubt is not None or self.hook.last_attempts > 1
+                if submit_refused(exc, key_may_name_a_job=may_name_a_job):
                     self.ledger.drop(slot)
+                    key_in_doubt = None
+                else:
+                    key_in_doubt = key
                 raise
             self.log.info(
                 "Submitted AQuA job %s for %s (Idempotency-Key %s, Zuora-Request-Id %s)",
@@ -211,13 +220,18 @@ class JobEngine:
             raise AquaError(f"AQuA job {job['id']} was cancelled: the task was killed while submitting it")
         return job
 
+    def _deadline(self) -> float | None:
+        """When a job held from now on, or a wait for it, is past ``job_timeout`` (None: no limit)."""
+        return None if self.job_timeout is None else self.clock() + self.job_timeout
+
     def hold(
         self, slot: str, job: dict[str, Any], hook: ZuoraAquaHook | None = None, *, expected: list[str] | None = None
     ) -> HeldJob:
         """Hold a job from now on: it is watched, and a failure or ``on_kill`` cancels it."""
         job_id = str(job["id"])
-        deadline = None if self.job_timeout is None else self.clock() + self.job_timeout
-        watch = JobWatch(job_id, poll_interval=self.poll_interval, deadline=deadline, clock=self.clock, log=self.log)
+        watch = JobWatch(
+            job_id, poll_interval=self.poll_interval, deadline=self._deadline(), clock=self.clock, log=self.log
+        )
         watch.saw(job)
         # A job already finished (re-attached) is handed back without another read.
         first_poll = self.clock() if watch.finished else self.clock() + watch.next_wait()

@@ -9,12 +9,14 @@ with the job the first request created (or creates it now, if that request never
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_zuora_aqua.exceptions import AquaSubmitInProgressError
+from airflow_provider_zuora_aqua.exceptions import AquaError, AquaRateLimitError, AquaSubmitInProgressError
 from airflow_provider_zuora_aqua.jobs.request import submit_refused
+from airflow_provider_zuora_aqua.jobs.slots import FIRST_SLOT_WAIT_SECONDS, MAX_SLOT_WAIT_SECONDS, slot_wait
 
 if TYPE_CHECKING:
     from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -31,39 +33,50 @@ def resend_recorded_submit(
     track_id: str | None,
     deadline: float | None,
     log: Any,
+    stopped: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> str | None:
     """
     The id of the job a recorded submit created, or None when it created none.
 
     * Zuora names the job: its id.
-    * Zuora refuses the submit (the tenant's job limit, a ZOQL error, a key reused with another
-      body, see :func:`~airflow_provider_zuora_aqua.jobs.request.submit_refused`): None. The key
-      is spent, and the caller drops it from the record: it is never sent again, and the next
-      submit gets a new key.
-    * ``409`` (the first request is still in progress): sent again until ``deadline``, then
+    * Zuora refuses the submit (the tenant's job limit as ``90028``, a ZOQL error, a key reused
+      with another body, see :func:`~airflow_provider_zuora_aqua.jobs.request.submit_refused`):
+      None. The key is spent, and the caller drops it from the record: it is never sent again,
+      and the next submit gets a new key.
+    * ``409`` (the first request is still in progress) or ``429`` (answered before Zuora looks
+      at the key, while the first request may have made the job): sent again with the same key,
+      after a second for a ``409`` and after the slot wait for a ``429``, until ``deadline``; then
       raised (the key may still name a job: it stays recorded).
     * Any other error (transport, ``5xx`` after the hook's retries): raised, the key kept.
 
-    :param deadline: on the scale of ``clock``; None: the hook's own retry budget only.
+    :param deadline: on the scale of ``clock``; None: no bound but ``stopped``.
+    :param stopped: ends a wait at once (``on_kill``); the resend then raises.
     """
     if record.submit_key is None or record.submit_body is None:
         return None
+    key = record.submit_key
+    stopped = stopped or threading.Event()
+    backoff = FIRST_SLOT_WAIT_SECONDS
     while True:
         remaining = None if deadline is None else max(0.1, deadline - clock())
         try:
-            job = hook.submit_job(
-                record.submit_body, idempotency_key=record.submit_key, track_id=track_id, max_seconds=remaining
-            )
-        except AquaSubmitInProgressError:
-            if deadline is None or deadline - clock() <= 0:
-                raise
-            time.sleep(min(IN_PROGRESS_WAIT_SECONDS, max(0.0, deadline - clock())))
-            continue
+            job = hook.submit_job(record.submit_body, idempotency_key=key, track_id=track_id, max_seconds=remaining)
         except Exception as exc:
-            if not submit_refused(exc):
+            if submit_refused(exc, key_may_name_a_job=True):
+                log.warning("The recorded submit %s was refused (%s): its key is not sent again", key, exc)
+                return None
+            left = None if deadline is None else deadline - clock()
+            if not isinstance(exc, (AquaSubmitInProgressError, AquaRateLimitError)) or (left is not None and left <= 0):
                 raise
-            log.warning("The recorded submit %s was refused (%s): its key is not sent again", record.submit_key, exc)
-            return None
-        log.info("The recorded submit %s names AQuA job %s", record.submit_key, job["id"])
+            if isinstance(exc, AquaRateLimitError):
+                pause = slot_wait(backoff, exc.retry_after, left)
+                backoff = min(backoff * 2, MAX_SLOT_WAIT_SECONDS)
+            else:
+                pause = IN_PROGRESS_WAIT_SECONDS if left is None else min(IN_PROGRESS_WAIT_SECONDS, left)
+            log.info("The recorded submit %s is sent again in %.0f s: %s", key, pause, exc)
+            if stopped.wait(pause):
+                raise AquaError("Stopped sending the recorded submit again: the task was killed") from None
+            continue
+        log.info("The recorded submit %s names AQuA job %s", key, job["id"])
         return str(job["id"])

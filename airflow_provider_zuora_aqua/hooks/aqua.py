@@ -273,8 +273,9 @@ class ZuoraAquaHook(BaseHook):
         the retry policy, and a ``409`` (the first request with the key is still in progress) is
         waited out. ``422`` (the key was used with another body) raises
         :class:`AquaIdempotencyKeyReusedError`. A refusal for the tenant's job limit or the rate
-        limit (``429``, error ``90028``) raises :class:`AquaRateLimitError` at once: Zuora keeps
-        a key's answer, a refusal too, for 24 hours, so only a new key can get the job created.
+        limit (``429``, error ``90028``) raises :class:`AquaRateLimitError` at once, for the
+        caller's slot wait: Zuora keeps a ``90028`` answer under the key for 24 hours (only a
+        new key gets the job made), while a ``429`` comes before Zuora looks at the key.
 
         Without a key a submit is not idempotent: it is sent again only when the request cannot
         have reached Zuora (no connection made, ``429``, ``503``). After a read timeout or a

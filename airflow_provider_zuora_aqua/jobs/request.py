@@ -19,18 +19,26 @@ VERSIONS = ("1.0", "1.1")
 QUERY_TYPES = ("zoqlexport", "zoql")
 MAX_QUERIES = 50
 MAX_JOB_NAME_LENGTH = 32
+TOO_MANY_REQUESTS = 429
 
 
-def submit_refused(exc: BaseException) -> bool:
+def submit_refused(exc: BaseException, *, key_may_name_a_job: bool = False) -> bool:
     """
     Whether a submit that raised ``exc`` created no job, so its ``Idempotency-Key`` is spent: it
     was refused before sending, or Zuora answered it with a refusal (a ZOQL error, a ``4xx``, the
-    tenant's job limit as ``429`` or error ``90028``). Zuora keeps a key's first answer, a refusal
+    tenant's job limit as error ``90028`` or ``429``). Zuora keeps a key's first answer, a refusal
     included, for 24 hours and replays it: a spent key is never sent again. A lost or transient
     answer (transport error, ``5xx``, ``409`` in progress) may hide a job: its key is kept to find it.
+
+    A ``429`` comes before Zuora looks at the key: it proves that no job exists only for a key
+    that no earlier send may have delivered. With ``key_may_name_a_job`` (an earlier send of the
+    key got no answer, or the key is a recorded submit of a try that died), a ``429`` is not a
+    refusal: the key is sent again after the wait, and finds the job if the first send made it.
     """
     if isinstance(exc, AquaConfigurationError):
         return True
+    if key_may_name_a_job and isinstance(exc, AquaApiError) and exc.status_code == TOO_MANY_REQUESTS:
+        return False
     return isinstance(exc, AquaApiError) and not isinstance(exc, (AquaServerError, AquaSubmitInProgressError))
 
 

@@ -7,7 +7,8 @@ submit past the limit, as a ``429`` or as an error body (code ``90028``): both a
 a refused key again). A full tenant is not the task's failure: the submit waits for a slot,
 within the task's bound, and is sent again. Each attempt gets a new ``Idempotency-Key``
 (recorded before it is sent): the refusal created no job, and Zuora replays a refused key's
-answer for 24 hours.
+answer for 24 hours. Only a key an earlier send may have delivered (its answer lost, then a
+``429``) is sent again as it is: a new key could make a second job.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def submit_until_accepted(
     """
     ``submit_once()``, sent again after a wait while the tenant is full.
 
-    :param submit_once: records a new key and sends the submit; returns the job JSON.
+    :param submit_once: sends the submit (with a new key, recorded first, unless the last one
+        may name a job); returns the job JSON.
     :param deadline: give up (raise the last refusal) at this ``clock`` instant; None: wait on.
     :param stopped: set by ``on_kill``: the wait ends at once.
     :raises AquaError: the task was stopped while it waited.

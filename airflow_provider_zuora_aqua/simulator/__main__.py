@@ -19,7 +19,7 @@ from .tenant import DEFAULT_TIME_ZONE
 #: The CLI's default index delay, in seconds. Zuora documents no figure for how late its export
 #: index is; its "at least 2 hours" advice is for long transactions (``late_by`` writes). A minute
 #: is long enough that a client exporting up to "now" visibly misses the latest writes, and far
-#: below any sane lag (the provider's default is 10 minutes, Estuary's 5). In-process simulators
+#: below any sane lag (the provider's default is 2 hours, Zuora's rule). In-process simulators
 #: default to 0 so that tests stay deterministic.
 CLI_INDEX_DELAY = 60.0
 #: Credentials for a simulator started without any (36 characters, as Zuora's client ids).

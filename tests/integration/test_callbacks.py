@@ -54,6 +54,22 @@ def test_the_failure_callback_finds_and_cancels_the_job_of_a_submit_whose_answer
     assert simulator.get_job(created["id"])["status"] == "cancelled"
 
 
+def test_a_rate_limited_resend_of_a_recorded_submit_is_sent_again_and_its_job_cancelled(simulator, aqua_conn):
+    """The resend of a key that made a job got a 429 (answered before Zuora looks at the key): not a refusal."""
+    from airflow_provider_zuora_aqua.tasks.job_records import AQUA_SUBMIT_XCOM_KEY
+
+    ti = FakeTaskInstance("export")
+    key = task_idempotency_key(ti)
+    created = ZuoraAquaHook(aqua_conn).submit_job(BODY, idempotency_key=key)
+    ti.xcom_push(AQUA_SUBMIT_XCOM_KEY, {"key": key, "body": BODY, "conn_id": aqua_conn})
+    simulator.add_fault("submit", "429", count=1, retry_after=0)
+
+    cancel_aqua_job_on_failure({"ti": ti})
+
+    assert simulator.job_ids() == [created["id"]]
+    assert simulator.get_job(created["id"])["status"] == "cancelled"
+
+
 class TestDagLevelCallbackPerMapIndex:
     """A mapped AQuA task: every map index's record is read on its own, with its own connection."""
 

@@ -572,3 +572,34 @@ def test_a_recorded_submit_zuora_refused_is_replaced_by_a_fresh_key(monkeypatch)
         assert sim.job_ids() == [holder, job["id"]]
         assert submit_keys(sim).count(key) == 2  # the first send, and the one resend that found it refused
         assert store[AQUA_SUBMIT_KEY_STATE_KEY] != key
+
+
+@pytest.mark.parametrize("faults", [["lost_answer"], ["lost_answer", "503"]], ids=["lost", "lost_then_503"])
+def test_a_rate_limited_resend_of_a_submit_that_may_have_created_its_job_keeps_its_key(aqua_conn, simulator, faults):
+    """
+    The first send of a key created the job but its answer was lost; a resend got a 429, which
+    Zuora answers before it looks at the key. A new key would make a second job: the same key is
+    sent again after the wait and finds the first.
+    """
+    for fault in [*faults, "429"]:
+        simulator.add_fault("submit", fault, count=1, retry_after=0 if fault == "429" else None)
+
+    job = export().execute(context(FakeTaskInstance("export")))
+
+    assert simulator.job_ids() == [job["id"]]
+    assert len(set(submit_keys(simulator))) == 1
+
+
+def test_a_retry_whose_resend_of_the_recorded_submit_is_rate_limited_reattaches_to_its_job(aqua_conn, simulator):
+    """Try 1 died with its submit in flight (the job was made); try 2's resend of that key got a 429."""
+    ti = FakeTaskInstance("export")
+    key = task_idempotency_key(ti)
+    body = export()._job_request()
+    first = ZuoraAquaHook(CONN_ID).submit_job(body, idempotency_key=key)["id"]
+    store = FakeStateStore({AQUA_SUBMIT_KEY_STATE_KEY: key, AQUA_SUBMIT_BODY_STATE_KEY: body})
+    simulator.add_fault("submit", "429", count=1, retry_after=0)
+
+    job = export().execute(context(FakeTaskInstance("export", try_number=2), task_state_store=store))
+
+    assert job["id"] == first
+    assert simulator.job_ids() == [first]

@@ -40,6 +40,16 @@ class Call:
     body: dict[str, Any] | None = None
     max_seconds: float | None = None
     thread: str = field(default_factory=lambda: threading.current_thread().name)
+    #: How many times the hook sent it (more than 1: the answers of the earlier sends were lost).
+    attempts: int = 1
+
+
+@dataclass
+class AfterLostSends:
+    """A scripted answer the hook got only by sending the call again: the earlier answers were lost."""
+
+    answer: Any
+    sends: int = 2
 
 
 class ScriptedZuora:
@@ -82,6 +92,9 @@ class ScriptedZuora:
 
 
 def _answer(answer: Any, call: Call) -> Any:
+    if isinstance(answer, AfterLostSends):
+        call.attempts = answer.sends
+        answer = answer.answer
     if isinstance(answer, BaseException):
         raise answer
     if callable(answer):
@@ -99,12 +112,16 @@ class StubHook:
         self.zuora_conn_id = zuora_conn_id
         self.session = self.zuora.new_session()
         self.last_request_id: str | None = None
+        self.last_attempts = 0
 
     def _call(self, method: str, handler: Callable[[Call], Any], **fields: Any) -> Any:
         call = Call(method, self.zuora_conn_id, self.session, **fields)
         self.zuora.calls.append(call)
         self.last_request_id = f"req-{len(self.zuora.calls)}"
-        return handler(call)
+        try:
+            return handler(call)
+        finally:
+            self.last_attempts = call.attempts
 
     def with_new_session(self) -> StubHook:
         return type(self)(self.zuora_conn_id)

@@ -30,7 +30,7 @@ from airflow_provider_zuora_aqua.exceptions import (
 )
 from airflow_provider_zuora_aqua.jobs import slots
 from airflow_provider_zuora_aqua.tasks.job_records import TaskJobRecord
-from tests.support.stubs import BODY, ClockEvent, FakeClock, ScriptedZuora, StubLedger, hook_class, job
+from tests.support.stubs import BODY, AfterLostSends, ClockEvent, FakeClock, ScriptedZuora, StubLedger, hook_class, job
 
 log = logging.getLogger(__name__)
 SLOT = "job"
@@ -117,6 +117,26 @@ class TestSubmit:
             ("submitted", SLOT, "job-1"),
         ]
         assert engine.stopped.waits, "the engine waited (on the fake clock) between attempts"
+
+    def test_a_429_after_a_lost_answer_sends_the_same_key_again(self, engine, zuora, ledger):
+        """The first send may have made the job; a 429 comes before Zuora looks at the key."""
+        zuora.submits = [
+            AfterLostSends(AquaRateLimitError("429", status_code=429)),
+            AquaRateLimitError("429", status_code=429),
+            job("job-1", "submitted"),
+        ]
+        engine.submit(SLOT, BODY)
+
+        assert [call.key for call in zuora.calls_of("submit")] == ["key-1", "key-1", "key-1"]
+        assert ledger.writes == [("submitting", SLOT, "key-1"), ("submitted", SLOT, "job-1")]
+
+    def test_a_90028_after_a_lost_answer_is_zuoras_kept_answer_and_spends_the_key(self, engine, zuora, ledger):
+        """Zuora answers a key once and replays it: a refusal after a lost answer means the key made no job."""
+        zuora.submits = [AfterLostSends(AquaRateLimitError("job limit", error_code="90028")), job("job-1", "submitted")]
+        engine.submit(SLOT, BODY)
+
+        assert [call.key for call in zuora.calls_of("submit")] == ["key-1", "key-2"]
+        assert ledger.writes[:2] == [("submitting", SLOT, "key-1"), ("drop", SLOT)]
 
     @pytest.mark.parametrize(
         "refusal",

@@ -1,9 +1,8 @@
-"""Sending a recorded keyed submit again: a refused key is spent, 409 is waited out, the rest is raised."""
+"""Sending a recorded keyed submit again: a refused key is spent, 409 and 429 are waited out, the rest is raised."""
 
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import pytest
 
@@ -13,14 +12,16 @@ from airflow_provider_zuora_aqua.exceptions import (
     AquaApiError,
     AquaAuthenticationError,
     AquaConfigurationError,
+    AquaError,
     AquaIdempotencyKeyReusedError,
     AquaRateLimitError,
     AquaServerError,
     AquaSubmitInProgressError,
     AquaTransportError,
 )
+from airflow_provider_zuora_aqua.jobs import slots
 from airflow_provider_zuora_aqua.tasks.job_records import TaskJobRecord
-from tests.support.stubs import BODY, FakeClock, ScriptedZuora, hook_class, job
+from tests.support.stubs import BODY, ClockEvent, FakeClock, ScriptedZuora, hook_class, job
 
 log = logging.getLogger(__name__)
 IN_PROGRESS = AquaSubmitInProgressError("409", status_code=409)
@@ -32,23 +33,30 @@ def zuora() -> ScriptedZuora:
 
 
 @pytest.fixture
-def clock(monkeypatch) -> FakeClock:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stopped(clock) -> ClockEvent:
     """The resend's pauses pass on the fake clock instead of in real time."""
-    clock = FakeClock()
-    monkeypatch.setattr(resend, "time", SimpleNamespace(sleep=clock.advance, monotonic=clock))
-    return clock
+    return ClockEvent(clock)
 
 
-def send(zuora, clock, *, deadline=None, record=None):
-    record = record or TaskJobRecord(-1, "conn", None, "the-key", BODY)
-    return resend_recorded_submit(
-        hook_class(zuora)("conn"), record, track_id="t", deadline=deadline, log=log, clock=clock
-    )
+@pytest.fixture
+def send(zuora, clock, stopped):
+    def send(*, deadline=None, record=None):
+        record = record or TaskJobRecord(-1, "conn", None, "the-key", BODY)
+        return resend_recorded_submit(
+            hook_class(zuora)("conn"), record, track_id="t", deadline=deadline, log=log, stopped=stopped, clock=clock
+        )
+
+    return send
 
 
-def test_zuora_names_the_job_of_the_key(zuora, clock):
+def test_zuora_names_the_job_of_the_key(send, zuora, clock):
     zuora.submits = [job("job-1", "executing")]
-    assert send(zuora, clock) == "job-1"
+    assert send() == "job-1"
     [call] = zuora.calls
     assert (call.key, call.body) == ("the-key", BODY)
 
@@ -58,65 +66,80 @@ def test_zuora_names_the_job_of_the_key(zuora, clock):
     [TaskJobRecord(-1, "conn", "job-1"), TaskJobRecord(-1, "conn", None, "the-key", None)],
     ids=["no submit", "no body"],
 )
-def test_a_record_without_a_whole_submit_sends_nothing(zuora, clock, record):
-    assert send(zuora, clock, record=record) is None
+def test_a_record_without_a_whole_submit_sends_nothing(send, zuora, clock, record):
+    assert send(record=record) is None
     assert zuora.calls == []
 
 
 @pytest.mark.parametrize(
     "refusal",
     [
-        AquaRateLimitError("429", status_code=429),
         AquaRateLimitError("job limit", error_code="90028"),
         AquaApiError("ZOQL error", status_code=400),
         AquaIdempotencyKeyReusedError("422", status_code=422),
         AquaAuthenticationError("401", status_code=401),
         AquaConfigurationError("invalid body"),
     ],
-    ids=["429", "90028", "400", "422", "401", "refused before sending"],
+    ids=["90028", "400", "422", "401", "refused before sending"],
 )
-def test_a_refused_key_is_spent_none_and_never_sent_again(zuora, clock, refusal, caplog):
+def test_a_refused_key_is_spent_none_and_never_sent_again(send, zuora, clock, refusal, caplog):
     zuora.submits = [refusal, job("job-1", "submitted")]
     with caplog.at_level(logging.WARNING):
-        assert send(zuora, clock, deadline=clock() + 60) is None
+        assert send(deadline=clock() + 60) is None
     assert len(zuora.calls) == 1
     assert "the-key was refused" in caplog.text
 
 
-def test_409_is_sent_again_with_the_same_key_until_zuora_names_the_job(zuora, clock):
+def test_409_is_sent_again_with_the_same_key_until_zuora_names_the_job(send, zuora, clock):
     zuora.submits = [IN_PROGRESS, IN_PROGRESS, job("job-1", "submitted")]
-    assert send(zuora, clock, deadline=clock() + 60) == "job-1"
+    assert send(deadline=clock() + 60) == "job-1"
     assert [call.key for call in zuora.calls] == ["the-key"] * 3
     assert clock() == pytest.approx(1000.0 + 2 * resend.IN_PROGRESS_WAIT_SECONDS)
 
 
-def test_409_past_the_deadline_is_raised(zuora, clock):
+def test_409_past_the_deadline_is_raised(send, zuora, clock):
     zuora.submits = [IN_PROGRESS] * 100
     with pytest.raises(AquaSubmitInProgressError):
-        send(zuora, clock, deadline=clock() + 3.5)
+        send(deadline=clock() + 3.5)
     assert 3 <= len(zuora.calls) <= 5
     assert all(call.max_seconds >= 0.1 for call in zuora.calls)  # each send bounded by what is left
 
 
-def test_409_without_a_deadline_is_raised_at_once(zuora, clock):
+def test_a_429_is_sent_again_with_the_same_key_after_the_wait_zuora_asks_for(send, zuora, clock, stopped):
+    """A 429 comes before Zuora looks at the key: the first request may have made the job."""
+    zuora.submits = [AquaRateLimitError("429", status_code=429, retry_after=7), job("job-1", "submitted")]
+    assert send(deadline=clock() + 60) == "job-1"
+    assert [call.key for call in zuora.calls] == ["the-key"] * 2
+    assert stopped.waits == [7]
+
+
+def test_without_a_deadline_409_and_429_are_waited_out_until_zuora_names_the_job(send, zuora, stopped):
+    zuora.submits = [IN_PROGRESS, AquaRateLimitError("429", status_code=429), job("job-1", "submitted")]
+    assert send() == "job-1"
+    assert len(zuora.calls) == 3 and zuora.calls[0].max_seconds is None
+    assert stopped.waits == [resend.IN_PROGRESS_WAIT_SECONDS, slots.FIRST_SLOT_WAIT_SECONDS]
+
+
+def test_a_stop_ends_the_wait(send, zuora, stopped):
     zuora.submits = [IN_PROGRESS, job("job-1", "submitted")]
-    with pytest.raises(AquaSubmitInProgressError):
-        send(zuora, clock)
-    assert len(zuora.calls) == 1 and zuora.calls[0].max_seconds is None
+    stopped.set()
+    with pytest.raises(AquaError, match="killed"):
+        send()
+    assert len(zuora.calls) == 1
 
 
 @pytest.mark.parametrize(
     "lost",
     [AquaServerError("502", status_code=502), AquaTransportError("reset", request_sent=True), RuntimeError("bug")],
 )
-def test_other_errors_are_raised_and_the_key_kept(zuora, clock, lost):
+def test_other_errors_are_raised_and_the_key_kept(send, zuora, clock, lost):
     zuora.submits = [lost]
     with pytest.raises(type(lost)):
-        send(zuora, clock, deadline=clock() + 60)
+        send(deadline=clock() + 60)
     assert len(zuora.calls) == 1
 
 
-def test_the_deadline_bounds_each_send(zuora, clock):
+def test_the_deadline_bounds_each_send(send, zuora, clock):
     zuora.submits = [job("job-1", "submitted")]
-    send(zuora, clock, deadline=clock() + 12.5)
+    send(deadline=clock() + 12.5)
     assert zuora.calls[0].max_seconds == pytest.approx(12.5)

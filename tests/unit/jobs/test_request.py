@@ -84,3 +84,19 @@ class TestJobRequest:
 )
 def test_only_a_refusal_means_the_submit_created_no_job(error, refused):
     assert submit_refused(error) is refused
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        # A 429 comes before Zuora looks at the key: an earlier send of it may have made the job.
+        (AquaRateLimitError("429", status_code=429), False),
+        (AquaRateLimitError("job limit", status_code=429, error_code="90028"), False),
+        # An answer Zuora kept under the key: the key's first request made no job.
+        (AquaRateLimitError("job limit", status_code=200, error_code="90028"), True),
+        (AquaApiError("ZOQL error", status_code=200, error_code="90005"), True),
+        (AquaServerError("500", status_code=500), False),
+    ],
+)
+def test_for_a_key_that_may_name_a_job_a_429_is_no_refusal(error, refused):
+    assert submit_refused(error, key_may_name_a_job=True) is refused
