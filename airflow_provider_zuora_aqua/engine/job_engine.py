@@ -5,8 +5,9 @@ Every operator that runs AQuA jobs goes through :class:`JobEngine`, so each step
 
 * **re-attach**: the jobs an earlier try recorded (by id, or by a submit sent again through
   :func:`~airflow_provider_zuora_aqua.engine.resend.resend_recorded_submit`);
-* **submit**: keyed, recorded before it is sent, a full tenant waited out with a new key each
-  attempt (:func:`~airflow_provider_zuora_aqua.jobs.slots.submit_until_accepted`);
+* **submit**: keyed, recorded before it is sent, a full tenant waited out
+  (:func:`~airflow_provider_zuora_aqua.jobs.slots.submit_until_accepted`) with a new key after
+  each refusal, or the same key when an earlier send of it may have made the job;
 * **hold and watch**: the jobs in flight, polled by the rules of
   :class:`~airflow_provider_zuora_aqua.jobs.status.JobWatch` (the trigger follows the same rules
   in the triggerer), each against its ``job_timeout``;
@@ -142,7 +143,13 @@ class JobEngine:
 
     def _earlier_job(self, hook: ZuoraAquaHook, slot: str, record: TaskJobRecord) -> dict[str, Any] | None:
         job_id = record.job_id or resend_recorded_submit(
-            hook, record, track_id=self.track_id, deadline=self._deadline(), log=self.log, stopped=self.stopped
+            hook,
+            record,
+            track_id=self.track_id,
+            deadline=self._deadline(),
+            log=self.log,
+            stopped=self.stopped,
+            clock=self.clock,
         )
         if job_id is None:
             return None

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Pause between resends while Zuora still processes the first request with the key (``409``).
 IN_PROGRESS_WAIT_SECONDS = 1.0
+#: Longest time ``409`` is waited out, whatever the deadline: a first request takes seconds.
+IN_PROGRESS_MAX_SECONDS = 60.0
 
 
 def resend_recorded_submit(
@@ -46,9 +48,12 @@ def resend_recorded_submit(
       and the next submit gets a new key.
     * ``409`` (the first request is still in progress) or ``429`` (answered before Zuora looks
       at the key, while the first request may have made the job): sent again with the same key,
-      after a second for a ``409`` and after the slot wait for a ``429``, until ``deadline``; then
-      raised (the key may still name a job: it stays recorded).
-    * Any other error (transport, ``5xx`` after the hook's retries): raised, the key kept.
+      after a second for a ``409`` (for a minute at most) and after the slot wait for a ``429``,
+      until ``deadline``; then raised (the key may still name a job: it stays recorded). Should
+      a tenant keep a ``429`` under a key (Zuora's guide does not say; the simulator does not),
+      the key is resent until ``deadline`` and the task fails with the key kept.
+    * Any other error (transport, ``5xx`` after the hook's retries, ``401``/``403``/``404``
+      that may come before Zuora looks at the key): raised, the key kept.
 
     :param deadline: on the scale of ``clock``; None: no bound but ``stopped``.
     :param stopped: ends a wait at once (``on_kill``); the resend then raises.
@@ -58,6 +63,7 @@ def resend_recorded_submit(
     key = record.submit_key
     stopped = stopped or threading.Event()
     backoff = FIRST_SLOT_WAIT_SECONDS
+    in_progress_until = clock() + IN_PROGRESS_MAX_SECONDS
     while True:
         remaining = None if deadline is None else max(0.1, deadline - clock())
         try:
@@ -66,14 +72,17 @@ def resend_recorded_submit(
             if submit_refused(exc, key_may_name_a_job=True):
                 log.warning("The recorded submit %s was refused (%s): its key is not sent again", key, exc)
                 return None
-            left = None if deadline is None else deadline - clock()
-            if not isinstance(exc, (AquaSubmitInProgressError, AquaRateLimitError)) or (left is not None and left <= 0):
-                raise
-            if isinstance(exc, AquaRateLimitError):
+            left: float | None = None if deadline is None else deadline - clock()
+            if isinstance(exc, AquaSubmitInProgressError):
+                left = min(in_progress_until, deadline if deadline is not None else in_progress_until) - clock()
+                pause = min(IN_PROGRESS_WAIT_SECONDS, left)
+            elif isinstance(exc, AquaRateLimitError):
                 pause = slot_wait(backoff, exc.retry_after, left)
                 backoff = min(backoff * 2, MAX_SLOT_WAIT_SECONDS)
             else:
-                pause = IN_PROGRESS_WAIT_SECONDS if left is None else min(IN_PROGRESS_WAIT_SECONDS, left)
+                raise
+            if left is not None and left <= 0:
+                raise
             log.info("The recorded submit %s is sent again in %.0f s: %s", key, pause, exc)
             if stopped.wait(pause):
                 raise AquaError("Stopped sending the recorded submit again: the task was killed") from None

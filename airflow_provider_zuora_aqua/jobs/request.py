@@ -19,7 +19,8 @@ VERSIONS = ("1.0", "1.1")
 QUERY_TYPES = ("zoqlexport", "zoql")
 MAX_QUERIES = 50
 MAX_JOB_NAME_LENGTH = 32
-TOO_MANY_REQUESTS = 429
+#: Refusals of a keyed submit that Zuora processed, besides error bodies: it keeps them under the key.
+KEPT_UNDER_THE_KEY = (400, 422)
 
 
 def submit_refused(exc: BaseException, *, key_may_name_a_job: bool = False) -> bool:
@@ -30,16 +31,23 @@ def submit_refused(exc: BaseException, *, key_may_name_a_job: bool = False) -> b
     included, for 24 hours and replays it: a spent key is never sent again. A lost or transient
     answer (transport error, ``5xx``, ``409`` in progress) may hide a job: its key is kept to find it.
 
-    A ``429`` comes before Zuora looks at the key: it proves that no job exists only for a key
-    that no earlier send may have delivered. With ``key_may_name_a_job`` (an earlier send of the
-    key got no answer, or the key is a recorded submit of a try that died), a ``429`` is not a
-    refusal: the key is sent again after the wait, and finds the job if the first send made it.
+    With ``key_may_name_a_job`` (an earlier send of the key got no answer, or the key is the
+    recorded submit of a try that died), only an answer Zuora processed and keeps under the key
+    proves that the key made no job: an error body (AQuA answers ``200`` with one, as ``90028``),
+    ``400`` (the request itself is invalid) or ``422`` (the key was used with another body).
+    ``401``, ``403``, ``404`` and ``429`` can come before Zuora looks at the key (a gateway, the
+    rate limiter): the key is kept, to be sent again, and finds the job if its first send made it.
     """
     if isinstance(exc, AquaConfigurationError):
         return True
-    if key_may_name_a_job and isinstance(exc, AquaApiError) and exc.status_code == TOO_MANY_REQUESTS:
+    if not isinstance(exc, AquaApiError) or isinstance(exc, (AquaServerError, AquaSubmitInProgressError)):
         return False
-    return isinstance(exc, AquaApiError) and not isinstance(exc, (AquaServerError, AquaSubmitInProgressError))
+    if not key_may_name_a_job:
+        return True
+    status = exc.status_code
+    if status is None:  # an error body whose status was not kept
+        return exc.error_code is not None
+    return 200 <= status < 300 or status in KEPT_UNDER_THE_KEY
 
 
 def query_names(body: Mapping[str, Any] | None) -> list[str] | None:

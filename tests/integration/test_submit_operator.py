@@ -603,3 +603,21 @@ def test_a_retry_whose_resend_of_the_recorded_submit_is_rate_limited_reattaches_
 
     assert job["id"] == first
     assert simulator.job_ids() == [first]
+
+
+@pytest.mark.parametrize("gateway", ["403", "404"])
+def test_a_gateway_refusal_after_a_lost_answer_keeps_the_key_for_the_retry(aqua_conn, simulator, gateway):
+    """
+    The first send made the job, its answer was lost; the resend got a gateway's 403/404 (not kept
+    under the key). The try fails with the key kept: the retry finds the job instead of making one.
+    """
+    simulator.add_fault("submit", "lost_answer", count=1)
+    simulator.add_fault("submit", gateway, count=1)
+    store = FakeStateStore()
+    with pytest.raises(AquaError):
+        export().execute(context(FakeTaskInstance("export"), task_state_store=store))
+
+    job = export().execute(context(FakeTaskInstance("export", try_number=2), task_state_store=store))
+
+    assert simulator.job_ids() == [job["id"]]
+    assert len(set(submit_keys(simulator))) == 1

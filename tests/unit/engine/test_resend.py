@@ -77,10 +77,9 @@ def test_a_record_without_a_whole_submit_sends_nothing(send, zuora, clock, recor
         AquaRateLimitError("job limit", error_code="90028"),
         AquaApiError("ZOQL error", status_code=400),
         AquaIdempotencyKeyReusedError("422", status_code=422),
-        AquaAuthenticationError("401", status_code=401),
         AquaConfigurationError("invalid body"),
     ],
-    ids=["90028", "400", "422", "401", "refused before sending"],
+    ids=["90028", "400", "422", "refused before sending"],
 )
 def test_a_refused_key_is_spent_none_and_never_sent_again(send, zuora, clock, refusal, caplog):
     zuora.submits = [refusal, job("job-1", "submitted")]
@@ -120,6 +119,14 @@ def test_without_a_deadline_409_and_429_are_waited_out_until_zuora_names_the_job
     assert stopped.waits == [resend.IN_PROGRESS_WAIT_SECONDS, slots.FIRST_SLOT_WAIT_SECONDS]
 
 
+def test_409_is_waited_out_for_a_minute_at_most_whatever_the_deadline(send, zuora, clock):
+    zuora.submits = [IN_PROGRESS] * 1000
+    started = clock()
+    with pytest.raises(AquaSubmitInProgressError):
+        send()
+    assert clock() - started == pytest.approx(resend.IN_PROGRESS_MAX_SECONDS)
+
+
 def test_a_stop_ends_the_wait(send, zuora, stopped):
     zuora.submits = [IN_PROGRESS, job("job-1", "submitted")]
     stopped.set()
@@ -130,7 +137,16 @@ def test_a_stop_ends_the_wait(send, zuora, stopped):
 
 @pytest.mark.parametrize(
     "lost",
-    [AquaServerError("502", status_code=502), AquaTransportError("reset", request_sent=True), RuntimeError("bug")],
+    [
+        AquaServerError("502", status_code=502),
+        AquaTransportError("reset", request_sent=True),
+        # May come before Zuora looks at the key (a gateway): the first request may have made the job.
+        AquaAuthenticationError("401", status_code=401),
+        AquaApiError("403", status_code=403),
+        AquaApiError("404", status_code=404),
+        RuntimeError("bug"),
+    ],
+    ids=["502", "transport", "401", "403", "404", "bug"],
 )
 def test_other_errors_are_raised_and_the_key_kept(send, zuora, clock, lost):
     zuora.submits = [lost]

@@ -95,8 +95,14 @@ def test_only_a_refusal_means_the_submit_created_no_job(error, refused):
         # An answer Zuora kept under the key: the key's first request made no job.
         (AquaRateLimitError("job limit", status_code=200, error_code="90028"), True),
         (AquaApiError("ZOQL error", status_code=200, error_code="90005"), True),
+        (AquaApiError("invalid request", status_code=400), True),
+        (AquaIdempotencyKeyReusedError("422", status_code=422), True),
+        # As a 429, these can come before Zuora looks at the key (a gateway).
+        (AquaAuthenticationError("401", status_code=401), False),
+        (AquaApiError("403", status_code=403), False),
+        (AquaApiError("404", status_code=404), False),
         (AquaServerError("500", status_code=500), False),
     ],
 )
-def test_for_a_key_that_may_name_a_job_a_429_is_no_refusal(error, refused):
+def test_for_a_key_that_may_name_a_job_only_an_answer_kept_under_the_key_is_a_refusal(error, refused):
     assert submit_refused(error, key_may_name_a_job=True) is refused
