@@ -21,6 +21,8 @@ __all__ = ["POLL_FAILED", "TIMEOUT", "AquaJobTrigger"]
 TRIGGER_HAS_ON_KILL = "on_kill" in BaseTrigger.__dict__
 #: Time the triggerer's ``on_kill`` gives the cancel (bounded by ``[triggerer] on_kill_timeout``).
 TRIGGER_CANCEL_SECONDS = 10.0
+#: Time ``on_kill`` gives the read of its task's state; then the job is cancelled (no orphan).
+TRIGGER_STATE_READ_SECONDS = 10.0
 
 
 class AquaJobTrigger(BaseTrigger):
@@ -104,8 +106,21 @@ class AquaJobTrigger(BaseTrigger):
         """
         if not self.cancel_on_kill:
             return
+        # The triggerer cancels the trigger's task again at each of its syncs until the trigger
+        # has ended, which would cut a slow on_kill (a busy triggerer) short and leave the job
+        # running: the stop goes on shielded, bounded by its own deadlines.
+        stop = asyncio.ensure_future(self._stop_the_job_if_the_task_was_stopped())
+        while not stop.done():
+            try:
+                await asyncio.shield(stop)
+            except asyncio.CancelledError:
+                self.log.info("Cancelled again while stopping AQuA job %s: the stop goes on", self.job_id)
+
+    async def _stop_the_job_if_the_task_was_stopped(self) -> None:
         try:
-            stopped_by_user = self.task_instance is None or await self._task_left_deferred_state()
+            stopped_by_user = self.task_instance is None or await asyncio.wait_for(
+                self._task_left_deferred_state(), TRIGGER_STATE_READ_SECONDS
+            )
         except Exception as exc:
             self.log.error("Could not read the state of the task of AQuA job %s (%s): cancelling it", self.job_id, exc)
             stopped_by_user = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import time
 from contextlib import asynccontextmanager
@@ -184,3 +185,39 @@ class TestOnKill:
         zuora.cancels["job-1"] = RuntimeError("connection reset")
         await stopped(True).on_kill()
         assert len(zuora.calls) == 1
+
+    async def test_a_slow_stop_cancelled_again_by_the_triggerer_still_cancels(self, zuora, stopped, monkeypatch):
+        """
+        Airflow 3.3's triggerer runs on_kill in the trigger's task and cancels that task again at
+        each sync until the trigger ends: on a busy triggerer the state read outlasts a sync.
+        """
+        killed = stopped(True)
+        read_state = killed._task_left_deferred_state
+
+        async def slow_state() -> bool:
+            await asyncio.sleep(0.2)
+            return await read_state()
+
+        monkeypatch.setattr(killed, "_task_left_deferred_state", slow_state)
+
+        async def as_the_triggerer_runs_it() -> None:
+            await asyncio.wait_for(killed.on_kill(), timeout=30)
+
+        task = asyncio.create_task(as_the_triggerer_runs_it())
+        await asyncio.sleep(0.05)
+        task.cancel("__airflow_user_action__")  # the next sync's cancel
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert [call.method for call in zuora.calls] == ["cancel"]
+
+    async def test_a_state_read_that_hangs_is_given_up_and_the_job_cancelled(self, zuora, stopped, monkeypatch):
+        killed = stopped(True)
+
+        async def hangs() -> bool:
+            await asyncio.sleep(3600)
+            return False
+
+        monkeypatch.setattr(killed, "_task_left_deferred_state", hangs)
+        monkeypatch.setattr(triggers, "TRIGGER_STATE_READ_SECONDS", 0.05)
+        await asyncio.wait_for(killed.on_kill(), timeout=5)
+        assert [call.method for call in zuora.calls] == ["cancel"]
