@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_zuora_aqua.exceptions import AquaError, AquaRateLimitError, AquaSubmitInProgressError
+from airflow_provider_zuora_aqua.exceptions import AquaError, AquaSubmitInProgressError
 from airflow_provider_zuora_aqua.jobs.request import submit_refused
-from airflow_provider_zuora_aqua.jobs.slots import FIRST_SLOT_WAIT_SECONDS, MAX_SLOT_WAIT_SECONDS, slot_wait
+from airflow_provider_zuora_aqua.jobs.slots import submit_until_accepted
 
 if TYPE_CHECKING:
     from airflow_provider_zuora_aqua.hooks.aqua import ZuoraAquaHook
@@ -60,32 +60,31 @@ def resend_recorded_submit(
     """
     if record.submit_key is None or record.submit_body is None:
         return None
-    key = record.submit_key
+    key, body = record.submit_key, record.submit_body
     stopped = stopped or threading.Event()
-    backoff = FIRST_SLOT_WAIT_SECONDS
     in_progress_until = clock() + IN_PROGRESS_MAX_SECONDS
-    while True:
-        remaining = None if deadline is None else max(0.1, deadline - clock())
-        try:
-            job = hook.submit_job(record.submit_body, idempotency_key=key, track_id=track_id, max_seconds=remaining)
-        except Exception as exc:
-            if submit_refused(exc, key_may_name_a_job=True):
+
+    def send_once() -> dict[str, Any] | None:
+        """The job the key names, or None when Zuora refused it; a 409 is waited out here."""
+        while True:
+            remaining = None if deadline is None else max(0.1, deadline - clock())
+            try:
+                return hook.submit_job(body, idempotency_key=key, track_id=track_id, max_seconds=remaining)
+            except AquaSubmitInProgressError:
+                left = min(in_progress_until, in_progress_until if deadline is None else deadline) - clock()
+                if left <= 0:
+                    raise
+                log.info("The recorded submit %s is still in progress at Zuora: sent again in a second", key)
+                if stopped.wait(min(IN_PROGRESS_WAIT_SECONDS, left)):
+                    raise AquaError("Stopped sending the recorded submit again: the task was killed") from None
+            except AquaError as exc:
+                if not submit_refused(exc, key_may_name_a_job=True):
+                    raise  # a 429 among them: waited out below, the same key sent again
                 log.warning("The recorded submit %s was refused (%s): its key is not sent again", key, exc)
                 return None
-            left: float | None = None if deadline is None else deadline - clock()
-            if isinstance(exc, AquaSubmitInProgressError):
-                left = min(in_progress_until, deadline if deadline is not None else in_progress_until) - clock()
-                pause = min(IN_PROGRESS_WAIT_SECONDS, left)
-            elif isinstance(exc, AquaRateLimitError):
-                pause = slot_wait(backoff, exc.retry_after, left)
-                backoff = min(backoff * 2, MAX_SLOT_WAIT_SECONDS)
-            else:
-                raise
-            if left is not None and left <= 0:
-                raise
-            log.info("The recorded submit %s is sent again in %.0f s: %s", key, pause, exc)
-            if stopped.wait(pause):
-                raise AquaError("Stopped sending the recorded submit again: the task was killed") from None
-            continue
-        log.info("The recorded submit %s names AQuA job %s", key, job["id"])
-        return str(job["id"])
+
+    job = submit_until_accepted(send_once, deadline=deadline, stopped=stopped, log=log, clock=clock)
+    if job is None:
+        return None
+    log.info("The recorded submit %s names AQuA job %s", key, job["id"])
+    return str(job["id"])

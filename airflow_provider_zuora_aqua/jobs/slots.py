@@ -17,9 +17,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from airflow_provider_zuora_aqua.exceptions import AquaError, AquaRateLimitError
+
+T = TypeVar("T")
 
 #: First wait for a slot; it doubles up to :data:`MAX_SLOT_WAIT_SECONDS`.
 FIRST_SLOT_WAIT_SECONDS = 5.0
@@ -41,18 +43,18 @@ def slot_wait(backoff: float, retry_after: object, remaining: float | None) -> f
 
 
 def submit_until_accepted(
-    submit_once: Callable[[], dict[str, Any]],
+    submit_once: Callable[[], T],
     *,
     deadline: float | None,
     stopped: threading.Event,
     log: Any,
     clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Any]:
+) -> T:
     """
     ``submit_once()``, sent again after a wait while the tenant is full.
 
     :param submit_once: sends the submit (with a new key, recorded first, unless the last one
-        may name a job); returns the job JSON.
+        may name a job); returns what it answered (the job JSON).
     :param deadline: give up (raise the last refusal) at this ``clock`` instant; None: wait on.
     :param stopped: set by ``on_kill``: the wait ends at once.
     :raises AquaError: the task was stopped while it waited.
